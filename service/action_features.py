@@ -1,0 +1,53 @@
+"""Action features, cached in the process and refreshed in the background.
+
+Actions change slowly and every decision needs up to ~50 of them, so reading them per
+request would cost more than the whole decision. The cache holds the encoded action
+block for the whole catalog (row i = catalog action i) and swaps it atomically.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from features.encoding import ActionMatrix, encode_actions
+from features.online import OnlineFeatureReader, Scalar
+from service.catalog import Catalog
+
+log = logging.getLogger(__name__)
+
+
+class ActionFeatureCache:
+    def __init__(self, reader: OnlineFeatureReader, catalog: Catalog, refresh_seconds: float) -> None:
+        self._reader = reader
+        self._catalog = catalog
+        self._refresh = refresh_seconds
+        self.matrix: ActionMatrix | None = None
+        self.missing: list[str] = []
+        self.loaded_at = 0.0
+
+    async def load(self) -> ActionMatrix:
+        rows = await self._reader.read_many(self._catalog.ids)
+        self.missing = [a for a in self._catalog.ids if a not in rows]
+        if self.missing:
+            log.warning("no online features for %d catalog actions (defaults used): %s",
+                        len(self.missing), self.missing[:10])
+        raw: dict[str, dict[str, Scalar]] = {}
+        for a in self._catalog.actions:
+            values = dict(rows[a.action_id].values) if a.action_id in rows else {}
+            values.setdefault("kind", a.kind)
+            values.setdefault("category", a.category)
+            raw[a.action_id] = values
+        self.matrix = encode_actions(raw)
+        self.loaded_at = time.time()
+        return self.matrix
+
+    async def run(self) -> None:
+        """Refresh until cancelled; a failed refresh keeps the previous matrix."""
+        while True:
+            await asyncio.sleep(self._refresh)
+            try:
+                await self.load()
+            except Exception:
+                log.exception("action feature refresh failed; keeping the cached features")

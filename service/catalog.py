@@ -1,0 +1,114 @@
+"""The action catalog: what can be proposed, where, and what it is worth.
+
+Business configuration, not features: which channels and placements an action may be
+shown in, the value of an acceptance, and a business lever. Action *features* (price,
+margin, popularity, ...) come from the Feast online store.
+
+File format (JSON), written by the demo generator and by operators:
+
+    {"version": "demo-1",
+     "actions": [{"action_id": "p001", "name": "...", "kind": "product",
+                  "category": "electronics", "value": 12.5, "channels": ["web", "app"],
+                  "placements": ["home", "product"], "lever": 1.0, "active": true}],
+     "context_weights": {"pos": {"offer": 1.3}}}
+
+An empty `channels` or `placements` list means "anywhere". `context_weights` maps
+channel -> action kind -> weight (default 1.0) for arbitration.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from pydantic import BaseModel, Field
+
+from features.schema import ACTION_KINDS, CATEGORIES, CHANNELS
+
+
+class Action(BaseModel):
+    action_id: str = Field(min_length=1, max_length=64)
+    name: str = ""
+    kind: str = Field(default="product", pattern="^(" + "|".join(ACTION_KINDS) + ")$")
+    category: str = Field(default=CATEGORIES[0])
+    value: float = Field(default=1.0, ge=0.0, description="Value of one acceptance.")
+    channels: list[str] = Field(default_factory=list)
+    placements: list[str] = Field(default_factory=list)
+    lever: float = Field(default=1.0, ge=0.0, description="Business lever in arbitration.")
+    active: bool = True
+
+
+class CatalogFile(BaseModel):
+    version: str = "unversioned"
+    actions: list[Action]
+    context_weights: dict[str, dict[str, float]] = Field(default_factory=dict)
+
+
+class Catalog:
+    """The catalog in the vectorised form the decision path uses (row i = action i)."""
+
+    def __init__(self, spec: CatalogFile) -> None:
+        actions = [a for a in spec.actions if a.active]
+        ids = [a.action_id for a in actions]
+        if len(set(ids)) != len(ids):
+            raise ValueError("catalog has duplicate action_id values")
+        unknown = {c for a in actions for c in a.channels} - set(CHANNELS)
+        if unknown:
+            raise ValueError(f"catalog names unknown channels {sorted(unknown)}")
+        self.version = spec.version
+        self.actions = actions
+        self.ids = ids
+        self.index = {a: i for i, a in enumerate(ids)}
+        self.value = np.array([a.value for a in actions], dtype=np.float64)
+        self.lever = np.array([a.lever for a in actions], dtype=np.float64)
+        self.kind = [a.kind for a in actions]
+        self._by_channel: dict[str, np.ndarray] = {}
+        self._by_slot: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = {}
+        for ch in CHANNELS:
+            weights = spec.context_weights.get(ch, {})
+            self._by_channel[ch] = np.array(
+                [weights.get(k, 1.0) for k in self.kind], dtype=np.float64
+            )
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def context_weight(self, channel: str) -> np.ndarray:
+        """Per-action context weight for this channel (vector over the catalog)."""
+        return self._by_channel[channel]
+
+    def candidates(self, channel: str, placement: str) -> np.ndarray:
+        """Rows of the actions allowed in this channel and placement."""
+        return self._slot(channel, placement)[0]
+
+    def allowed(self, channel: str, placement: str) -> np.ndarray:
+        """Boolean mask over the catalog: allowed in this channel and placement."""
+        return self._slot(channel, placement)[1]
+
+    def _slot(self, channel: str, placement: str) -> tuple[np.ndarray, np.ndarray]:
+        key = (channel, placement)
+        slot = self._by_slot.get(key)
+        if slot is None:
+            mask = np.array(
+                [
+                    (not a.channels or channel in a.channels)
+                    and (not a.placements or placement in a.placements)
+                    for a in self.actions
+                ],
+                dtype=bool,
+            )
+            slot = (np.flatnonzero(mask), mask)
+            if len(self._by_slot) < 1024:  # placements are free-form: bound the cache
+                self._by_slot[key] = slot
+        return slot
+
+
+def load_catalog(path: Path) -> Catalog:
+    """Read and validate a catalog file; errors name the file."""
+    try:
+        spec = CatalogFile.model_validate_json(path.read_bytes())
+    except FileNotFoundError as exc:
+        raise FileNotFoundError(f"catalog file {path} does not exist") from exc
+    except ValueError as exc:
+        raise ValueError(f"catalog file {path} is invalid: {exc}") from exc
+    return Catalog(spec)

@@ -1,0 +1,116 @@
+"""The `nextbest` command line: demo, serve, train, materialize.
+
+Heavy imports (Feast, scikit-learn) happen inside the commands that need them, so
+`nextbest serve` starts fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from collections.abc import Sequence
+
+from service.settings import Settings
+
+log = logging.getLogger("nextbest")
+
+
+def _serve(settings: Settings, host: str, port: int) -> None:
+    import uvicorn
+
+    from service.app import create_app
+
+    print(f"nextbest: serving on http://{host}:{port}  (OpenAPI docs: http://{host}:{port}/docs)",
+          flush=True)
+    uvicorn.run(
+        create_app(settings), host=host, port=port, loop="uvloop", http="httptools",
+        workers=1, access_log=False, log_config=None, lifespan="on",
+    )
+
+
+def prepare_demo(settings: Settings, force: bool = False) -> None:
+    """Generate demo data, load the online store and train a model, where missing."""
+    from features.store import apply_and_materialize
+    from training.demo_data import generate
+    from training.train import train
+
+    from service.manifest import versions
+
+    data_dir = settings.data_dir
+    if force or not (settings.catalog_file.is_file() and (data_dir / "demo").is_dir()):
+        log.info("generating demo data in %s", data_dir)
+        generate(data_dir)
+    online_db = data_dir / "feast" / "online.db"
+    if force or settings.redis_url or not online_db.is_file():
+        target = "Redis" if settings.redis_url else "SQLite"
+        log.info("feast apply + materialize into the %s online store", target)
+        t = time.perf_counter()
+        apply_and_materialize(data_dir, settings.redis_url, settings.redis_cluster)
+        log.info("materialized in %.1f s", time.perf_counter() - t)
+    if force or not versions(settings.models_dir, settings.model_name):
+        log.info("training the demo model into %s", settings.models_dir)
+        train(data_dir, settings.models_dir, settings.model_name, redis_url=settings.redis_url)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="nextbest", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, help_text in (
+        ("demo", "prepare demo data and model if missing, then serve"),
+        ("serve", "serve what is configured (NEXTBEST_* environment)"),
+    ):
+        p = sub.add_parser(name, help=help_text)
+        p.add_argument("--host", default="127.0.0.1")
+        p.add_argument("--port", type=int, default=8000)
+        if name == "demo":
+            p.add_argument("--force", action="store_true", help="regenerate everything")
+    p = sub.add_parser("train", help="train a model on the data dir and register it")
+    p.add_argument("--algorithm", choices=("hgb", "logreg"), default="hgb")
+    p = sub.add_parser("materialize", help="feast apply + materialize into the online store")
+    p.add_argument("--incremental", action="store_true")
+    sub.add_parser("bench", help="benchmark against a bare FastAPI endpoint (see --help)",
+                   add_help=False)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["bench"]:
+        from load_tests.bench import main as bench
+
+        return bench(argv[1:])
+    args = parser.parse_args(argv)
+
+    try:
+        settings = Settings()
+    except ValueError as exc:
+        print(f"nextbest: invalid settings: {exc}", file=sys.stderr)
+        return 2
+    from service.logs import configure
+
+    configure(settings.log_level)
+
+    if args.command == "demo":
+        prepare_demo(settings, force=args.force)
+        _serve(settings, args.host, args.port)
+    elif args.command == "serve":
+        _serve(settings, args.host, args.port)
+    elif args.command == "train":
+        from training.train import train
+
+        directory, manifest = train(
+            settings.data_dir, settings.models_dir, settings.model_name,
+            redis_url=settings.redis_url, algorithm=args.algorithm,
+        )
+        print(f"registered {manifest.name} v{manifest.version} in {directory}: {manifest.metrics}")
+    elif args.command == "materialize":
+        from features.store import apply_and_materialize
+
+        apply_and_materialize(
+            settings.data_dir, settings.redis_url, settings.redis_cluster,
+            incremental=args.incremental,
+        )
+        print("materialized")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

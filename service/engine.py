@@ -1,0 +1,157 @@
+"""The decision engine: one decision, top to bottom, as DESIGN.md lists it.
+
+candidates -> eligibility -> features -> offline score -> online correction ->
+arbitration -> exploration -> response -> log. Each step is a call into the module that
+owns it; this class only wires them and times each step. It knows nothing about HTTP.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from features.encoding import encode_candidates, encode_context, encode_customer
+from service.action_features import ActionFeatureCache
+from service.arbitration import arbitrate
+from service.catalog import Catalog
+from service.customer_features import CustomerFeatureService
+from service.decision_log import DecisionLog
+from service.eligibility import Eligibility
+from service.errors import NotReady
+from service.exploration import select_top_k
+from service.learner import OnlineLearner
+from service.metrics import Metrics
+from service.model import OnnxScorer, logit, sigmoid
+from service.schemas import DecisionRequest
+
+
+@dataclass
+class DecisionEngine:
+    catalog: Catalog
+    actions: ActionFeatureCache
+    customers: CustomerFeatureService
+    scorer: OnnxScorer
+    learner: OnlineLearner
+    eligibility: Eligibility
+    log: DecisionLog
+    metrics: Metrics
+    epsilon: float
+    rng: np.random.Generator
+
+    @property
+    def model_versions(self) -> dict[str, str]:
+        return {
+            "offline": f"{self.scorer.manifest.name}:{self.scorer.version}",
+            "online": f"river-logreg:{self.learner.updates}",
+            "catalog": self.catalog.version,
+        }
+
+    async def decide(self, req: DecisionRequest, record: bool = True) -> dict[str, Any]:
+        """Decide for one request; `record=False` (the warm-up) skips the log and counters."""
+        m = self.metrics
+        matrix = self.actions.matrix
+        if matrix is None:
+            raise NotReady("action features are not loaded yet")
+        ctx = req.context
+
+        with m.stage("candidates"):
+            rows = self.eligibility.candidates(req.channel, req.placement, req.candidates)
+        with m.stage("eligibility"):
+            basket_rows = self.eligibility.basket_rows(ctx.basket)
+            rows = self.eligibility.filter(rows, basket_rows)
+
+        with m.stage("features"):
+            customer = await self.customers.get(req.customer_id)
+            cv = encode_customer(customer.values, ctx.journey_stage)
+            context_block = encode_context(
+                req.channel, req.placement, ctx.device, ctx.cart_value, len(ctx.basket)
+            )
+            x = encode_candidates(cv, context_block, req.channel, matrix, rows, basket_rows)
+        degraded = list(customer.degraded)
+
+        with m.stage("offline"):
+            p_offline = self.scorer.predict(x) if len(rows) else np.zeros(0)
+        with m.stage("online"):
+            z = logit(p_offline)
+            correction = self.learner.weights.correction(
+                z, rows, req.channel, req.placement, cv.journey_stage
+            )
+            propensity = sigmoid(z + correction)
+        with m.stage("arbitration"):
+            pr = arbitrate(self.catalog, rows, propensity, req.channel)
+        with m.stage("exploration"):
+            sel = select_top_k(pr.priority, req.limit, self.epsilon, self.rng)
+        if not len(rows):
+            degraded.append("no_eligible_actions")
+
+        decision_id = uuid.uuid4().hex
+        shown = []
+        for rank, (pos, prob, explored) in enumerate(
+            zip(sel.positions.tolist(), sel.probability.tolist(), sel.explored.tolist(), strict=False), 1
+        ):
+            action: dict[str, Any] = {
+                "action_id": self.catalog.ids[rows[pos]],
+                "rank": rank,
+                "score": float(pr.priority[pos]),
+                "propensity": float(propensity[pos]),
+                "probability": prob,
+                "value": float(pr.value[pos]),
+                "explored": explored,
+            }
+            if req.explain:
+                action["explanation"] = {
+                    "offline_propensity": float(p_offline[pos]),
+                    "online_correction": float(correction[pos]),
+                    "propensity": float(propensity[pos]),
+                    "value": float(pr.value[pos]),
+                    "context_weight": float(pr.context_weight[pos]),
+                    "lever": float(pr.lever[pos]),
+                    "priority": float(pr.priority[pos]),
+                }
+            shown.append((action, float(z[pos])))
+
+        versions = self.model_versions
+        response: dict[str, Any] = {
+            "decision_id": decision_id,
+            "customer_id": req.customer_id,
+            "channel": req.channel,
+            "placement": req.placement,
+            "actions": [a for a, _ in shown],
+            "model_versions": versions,
+            "degraded": degraded,
+        }
+
+        if not record:
+            return response
+        with m.stage("log"):
+            self.log.submit({
+                "decision_id": decision_id,
+                "ts": time.time(),
+                "customer_id": req.customer_id,
+                "channel": req.channel,
+                "placement": req.placement,
+                "journey_stage": cv.journey_stage,
+                "segment": cv.segment,
+                "context": ctx.model_dump(exclude_defaults=True),
+                "model": versions["offline"],
+                "candidates": [self.catalog.ids[r] for r in rows.tolist()],
+                "shown": [
+                    {"action_id": a["action_id"], "rank": a["rank"],
+                     "probability": a["probability"], "propensity": a["propensity"],
+                     "offline_logit": zl, "explored": a["explored"]}
+                    for a, zl in shown
+                ],
+                "degraded": degraded,
+            })
+
+        m.decisions.labels(req.channel).inc()
+        for reason in degraded:
+            m.degraded.labels(req.channel, reason).inc()
+        n_explored = int(sel.explored.sum())
+        if n_explored:
+            m.exploration.labels(req.channel).inc(n_explored)
+        return response

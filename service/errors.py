@@ -1,0 +1,59 @@
+"""Errors that carry their HTTP status; one handler in api.py maps them to responses.
+
+    NextbestError (500)
+    ├── BadRequest (422)
+    │   ├── UnknownCandidates (422)
+    │   └── ActionNotInDecision (422)
+    ├── Unauthorized (401)
+    ├── NotFound (404)
+    │   └── UnknownDecision (404)
+    └── NotReady (503)
+        └── ModelError (503)   a model that cannot be loaded or does not fit its manifest
+"""
+
+from __future__ import annotations
+
+
+class NextbestError(Exception):
+    status_code = 500
+    code = "internal_error"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class BadRequest(NextbestError):
+    status_code = 422
+    code = "bad_request"
+
+
+class UnknownCandidates(BadRequest):
+    code = "unknown_candidates"
+
+
+class ActionNotInDecision(BadRequest):
+    code = "action_not_in_decision"
+
+
+class Unauthorized(NextbestError):
+    status_code = 401
+    code = "unauthorized"
+
+
+class NotFound(NextbestError):
+    status_code = 404
+    code = "not_found"
+
+
+class UnknownDecision(NotFound):
+    code = "unknown_decision"
+
+
+class NotReady(NextbestError):
+    status_code = 503
+    code = "not_ready"
+
+
+class ModelError(NotReady):
+    code = "model_error"

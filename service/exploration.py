@@ -1,0 +1,46 @@
+"""Exploration: epsilon-greedy top-k with the exact probability of every pick.
+
+Slot by slot, the policy shows the best remaining action with probability 1 - epsilon
+and a uniformly random remaining one with probability epsilon. The probability that it
+picks the action it showed at a slot, given the slots above, is therefore
+(1 - epsilon) * [action is the best remaining] + epsilon / n_remaining. That number is
+logged with the decision so off-policy estimators (IPS, SNIPS, DR) can reweight it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Selection:
+    positions: np.ndarray  # indices into the priority vector, in rank order
+    probability: np.ndarray  # probability the policy picked each at its rank
+    explored: np.ndarray  # bool: shown by exploration rather than by rank
+
+
+def select_top_k(
+    priority: np.ndarray, k: int, epsilon: float, rng: np.random.Generator
+) -> Selection:
+    n = len(priority)
+    k = min(k, n)
+    if k == 0:
+        empty = np.zeros(0, dtype=np.int64)
+        return Selection(empty, np.zeros(0), np.zeros(0, dtype=bool))
+    order = np.argsort(-priority, kind="stable")
+    if epsilon <= 0.0:
+        return Selection(order[:k], np.ones(k), np.zeros(k, dtype=bool))
+    remaining = order.tolist()
+    draws = rng.random(k)
+    picks = np.empty(k, dtype=np.int64)
+    probs = np.empty(k)
+    explored = np.zeros(k, dtype=bool)
+    for slot in range(k):
+        m = len(remaining)
+        j = int(rng.integers(m)) if draws[slot] < epsilon else 0
+        picks[slot] = remaining.pop(j)
+        probs[slot] = (1.0 - epsilon) * (j == 0) + epsilon / m
+        explored[slot] = j != 0
+    return Selection(picks, probs, explored)

@@ -1,0 +1,80 @@
+"""Accepting feedback: join each event with its decision, then append it to the stream.
+
+An event is accepted only if its decision is known (not expired) and the action was
+shown in it; the stream entry is then a self-contained learning example (the shown
+action's offline logit and the decision's context), so learners never read the decision
+log. A single event that cannot be joined is an error (404 unknown decision, 422 action
+not shown); in a batch such events are listed as rejected and the rest accepted.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from service.decision_log import DecisionLog
+from service.errors import ActionNotInDecision, UnknownDecision
+from service.metrics import Metrics
+from service.schemas import FeedbackEvent
+from service.state import StateStore
+
+
+@dataclass(frozen=True)
+class Rejection:
+    index: int
+    decision_id: str
+    action_id: str
+    reason: str
+    message: str
+
+
+class FeedbackService:
+    def __init__(self, state: StateStore, decisions: DecisionLog, metrics: Metrics) -> None:
+        self._state = state
+        self._decisions = decisions
+        self._metrics = metrics
+
+    async def submit(self, events: Sequence[FeedbackEvent]) -> tuple[int, list[Rejection]]:
+        records = await self._decisions.get_many([e.decision_id for e in events])
+        now = time.time()
+        accepted: list[dict[str, Any]] = []
+        rejected: list[Rejection] = []
+        for i, (event, record) in enumerate(zip(events, records, strict=False)):
+            if record is None:
+                rejected.append(Rejection(
+                    i, event.decision_id, event.action_id, UnknownDecision.code,
+                    f"decision {event.decision_id} is unknown or older than its TTL",
+                ))
+                continue
+            shown = next((s for s in record["shown"] if s["action_id"] == event.action_id), None)
+            if shown is None:
+                rejected.append(Rejection(
+                    i, event.decision_id, event.action_id, ActionNotInDecision.code,
+                    f"action {event.action_id} was not shown in decision {event.decision_id}",
+                ))
+                continue
+            accepted.append({
+                "decision_id": event.decision_id,
+                "action_id": event.action_id,
+                "outcome": event.outcome.value,
+                "value": event.value,
+                "ts": event.timestamp.timestamp() if event.timestamp else now,
+                "accepted_at": now,
+                "customer_id": record["customer_id"],
+                "channel": record["channel"],
+                "placement": record["placement"],
+                "journey_stage": record["journey_stage"],
+                "segment": record["segment"],
+                "rank": shown["rank"],
+                "probability": shown["probability"],
+                "offline_logit": shown["offline_logit"],
+            })
+        if accepted:
+            await self._state.append_feedback(accepted)
+        for e in accepted:
+            self._metrics.feedback.labels(e["outcome"], e["channel"], e["journey_stage"]).inc()
+        for r in rejected:
+            self._metrics.feedback_rejected.labels(r.reason).inc()
+        return len(accepted), rejected

@@ -1,0 +1,149 @@
+"""Online learning: a River logistic regression that corrects the offline propensity.
+
+The learner sees one example per feedback event: the offline logit `z` of the shown
+action plus indicator features for the action, and the action crossed with the channel,
+the placement and the journey stage. The weight on `z` starts at 1 and everything else
+at 0, so before any feedback the corrected propensity equals the offline one.
+
+Serving never calls River: after each learned batch the weights are copied into
+`OnlineWeights`, numpy arrays over the catalog, and the decision path adds the
+correction for all candidates in one vectorised expression. Learning runs in a
+background task (see `service/feedback_loop.py`), never on the request path.
+
+Outcome -> (label, sample weight): impression and dismiss are negatives, click a
+half-weight positive, accept and purchase positives. Integrators should send
+impressions; with only positives the learner can only move up.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+from river import linear_model, optim
+
+from features.schema import CHANNELS, JOURNEY_STAGES, PLACEMENTS
+
+OUTCOME_LABELS: dict[str, tuple[bool, float]] = {
+    "impression": (False, 1.0),
+    "dismiss": (False, 1.0),
+    "click": (True, 0.5),
+    "accept": (True, 1.0),
+    "purchase": (True, 1.0),
+}
+
+_Z = "z"
+
+
+@dataclass(frozen=True)
+class LearningExample:
+    """One feedback event joined with its decision: everything the learner needs."""
+
+    action_id: str
+    channel: str
+    placement: str
+    journey_stage: str
+    offline_logit: float
+    outcome: str
+
+
+def _keys(e: LearningExample) -> tuple[str, str, str, str]:
+    a = e.action_id
+    return (f"a:{a}", f"a:{a}|c:{e.channel}", f"a:{a}|p:{e.placement}", f"a:{a}|s:{e.journey_stage}")
+
+
+@dataclass
+class OnlineWeights:
+    """A vectorised copy of the learner's weights over the catalog's action rows."""
+
+    z_weight: float
+    bias: float
+    action: np.ndarray
+    by_channel: dict[str, np.ndarray] = field(default_factory=dict)
+    by_placement: dict[str, np.ndarray] = field(default_factory=dict)
+    by_stage: dict[str, np.ndarray] = field(default_factory=dict)
+
+    @classmethod
+    def neutral(cls, n_actions: int) -> OnlineWeights:
+        return cls(1.0, 0.0, np.zeros(n_actions))
+
+    def correction(
+        self, z: np.ndarray, rows: np.ndarray, channel: str, placement: str, stage: str
+    ) -> np.ndarray:
+        """Logit to add to the offline logits `z` of the actions at `rows`."""
+        c = (self.z_weight - 1.0) * z + self.bias + self.action[rows]
+        for table, key in (
+            (self.by_channel, channel), (self.by_placement, placement), (self.by_stage, stage)
+        ):
+            arr = table.get(key)
+            if arr is not None:
+                c += arr[rows]
+        return c
+
+
+class OnlineLearner:
+    """River logistic regression over (offline logit, action x context indicators)."""
+
+    def __init__(self, action_ids: Sequence[str], learning_rate: float = 0.05) -> None:
+        self.model = linear_model.LogisticRegression(
+            optimizer=optim.SGD(learning_rate), intercept_lr=learning_rate / 5, l2=1e-5
+        )
+        self.model._weights[_Z] = 1.0
+        self._index = {a: i for i, a in enumerate(action_ids)}
+        self._n = len(action_ids)
+        self.updates = 0
+        self.weights = OnlineWeights.neutral(self._n)
+        self._tables = {
+            "c": (CHANNELS, "by_channel"),
+            "p": (PLACEMENTS, "by_placement"),
+            "s": (JOURNEY_STAGES, "by_stage"),
+        }
+
+    def learn(self, examples: Iterable[LearningExample]) -> int:
+        """Learn a batch; returns how many examples were used (unknown outcomes skipped)."""
+        n = 0
+        for e in examples:
+            label = OUTCOME_LABELS.get(e.outcome)
+            if label is None:
+                continue
+            x = dict.fromkeys(_keys(e), 1.0)
+            x[_Z] = e.offline_logit
+            self.model.learn_one(x, label[0], w=label[1])
+            n += 1
+        self.updates += n
+        return n
+
+    def publish(self) -> OnlineWeights:
+        """Copy the River weights into the vectorised form the decision path reads."""
+        w = OnlineWeights(
+            z_weight=1.0, bias=float(self.model.intercept), action=np.zeros(self._n)
+        )
+        for name, value in dict(self.model._weights).items():
+            if name == _Z:
+                w.z_weight = float(value)
+                continue
+            head, _, tail = name.partition("|")
+            row = self._index.get(head[2:])
+            if row is None:
+                continue
+            if not tail:
+                w.action[row] = value
+                continue
+            kind, _, key = tail.partition(":")
+            spec = self._tables.get(kind)
+            if spec is None:
+                continue
+            table: dict[str, np.ndarray] = getattr(w, spec[1])
+            arr = table.get(key)
+            if arr is None:
+                arr = table[key] = np.zeros(self._n)
+            arr[row] = value
+        self.weights = w
+        return w
+
+    def predict_proba(self, e: LearningExample) -> float:
+        """River's own prediction for one example (tests compare it with the vector copy)."""
+        x = dict.fromkeys(_keys(e), 1.0)
+        x[_Z] = e.offline_logit
+        return float(self.model.predict_proba_one(x)[True])

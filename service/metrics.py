@@ -1,0 +1,146 @@
+"""Every Prometheus metric nextbest exports, in one place.
+
+Names follow the Prometheus conventions (`_seconds`, `_total`); buckets are explicit and
+tuned for a decision path that should cost about a millisecond. Metrics live in a
+`Metrics` object bound to a registry so tests (and several apps in one process) do not
+collide on the global registry. `Metrics.stage()` times one step of the decision path
+and counts its failures.
+
+Exported series (also documented in README.md and used by helm/ dashboards and rules):
+
+- nextbest_http_request_duration_seconds{endpoint,method,status,channel}  histogram
+- nextbest_stage_duration_seconds{stage}                                  histogram
+- nextbest_stage_failures_total{stage}                                    counter
+- nextbest_decisions_total{channel}                                       counter
+- nextbest_degraded_decisions_total{channel,reason}                       counter
+- nextbest_exploration_picks_total{channel}                               counter
+- nextbest_feedback_events_total{outcome,channel,journey_stage}           counter
+- nextbest_feedback_rejected_total{reason}                                counter
+- nextbest_errors_total{endpoint,status}                                  counter
+- nextbest_model_info{role,name,version,sha256}                           gauge (=1)
+- nextbest_learner_updates_total                                          counter
+- nextbest_learner_lag_seconds                                            histogram
+- nextbest_feedback_backlog                                               gauge
+- nextbest_action_features_age_seconds                                    gauge
+- nextbest_ready                                                          gauge
+"""
+
+from __future__ import annotations
+
+import time
+from types import TracebackType
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+LATENCY_BUCKETS = (
+    0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+)
+STAGE_BUCKETS = (
+    0.00002, 0.00005, 0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.1,
+)
+LAG_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+STAGES = (
+    "candidates", "eligibility", "features", "offline", "online",
+    "arbitration", "exploration", "log",
+)
+
+
+class Metrics:
+    """The service's metrics, registered on one registry."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        self.http_latency = Histogram(
+            "nextbest_http_request_duration_seconds",
+            "HTTP request latency by endpoint and channel.",
+            ["endpoint", "method", "status", "channel"], buckets=LATENCY_BUCKETS, registry=r,
+        )
+        self.stage_latency = Histogram(
+            "nextbest_stage_duration_seconds",
+            "Latency of one step of the decision path.",
+            ["stage"], buckets=STAGE_BUCKETS, registry=r,
+        )
+        self.stage_failures = Counter(
+            "nextbest_stage_failures_total", "Failures inside one step of the decision path.",
+            ["stage"], registry=r,
+        )
+        self.decisions = Counter(
+            "nextbest_decisions_total", "Decisions served.", ["channel"], registry=r,
+        )
+        self.degraded = Counter(
+            "nextbest_degraded_decisions_total",
+            "Decisions served with a degradation (unknown customer, stale features, ...).",
+            ["channel", "reason"], registry=r,
+        )
+        self.exploration = Counter(
+            "nextbest_exploration_picks_total", "Actions shown by exploration, not by rank.",
+            ["channel"], registry=r,
+        )
+        self.feedback = Counter(
+            "nextbest_feedback_events_total", "Feedback events accepted.",
+            ["outcome", "channel", "journey_stage"], registry=r,
+        )
+        self.feedback_rejected = Counter(
+            "nextbest_feedback_rejected_total",
+            "Feedback events refused (unknown decision, action not shown).",
+            ["reason"], registry=r,
+        )
+        self.errors = Counter(
+            "nextbest_errors_total", "Error responses by endpoint and status.",
+            ["endpoint", "status"], registry=r,
+        )
+        self.model_info = Gauge(
+            "nextbest_model_info", "Models in use (value is always 1).",
+            ["role", "name", "version", "sha256"], registry=r,
+        )
+        self.learner_updates = Counter(
+            "nextbest_learner_updates_total", "Feedback events learned by the online learner.",
+            registry=r,
+        )
+        self.learner_lag = Histogram(
+            "nextbest_learner_lag_seconds",
+            "Time from feedback accepted to learned by this replica's learner.",
+            buckets=LAG_BUCKETS, registry=r,
+        )
+        self.feedback_backlog = Gauge(
+            "nextbest_feedback_backlog",
+            "Feedback events accepted but not yet learned by this replica.", registry=r,
+        )
+        self.action_features_age = Gauge(
+            "nextbest_action_features_age_seconds",
+            "Seconds since the in-process action feature cache was refreshed.", registry=r,
+        )
+        self.ready = Gauge("nextbest_ready", "1 once the service is ready.", registry=r)
+        # Label lookups cost more than the observations; bind the fixed children once.
+        self._stages = {
+            s: (self.stage_latency.labels(s), self.stage_failures.labels(s)) for s in STAGES
+        }
+
+    def stage(self, name: str) -> StageTimer:
+        """Time one step of the decision path; count it as failed if it raises."""
+        latency, failures = self._stages[name]
+        return StageTimer(latency, failures)
+
+
+class StageTimer:
+    """`with metrics.stage("features"): ...` — a cheap, allocation-light context manager."""
+
+    __slots__ = ("_latency", "_failures", "_start")
+
+    def __init__(self, latency: Histogram, failures: Counter) -> None:
+        self._latency = latency
+        self._failures = failures
+        self._start = 0.0
+
+    def __enter__(self) -> None:
+        self._start = time.perf_counter()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._latency.observe(time.perf_counter() - self._start)
+        if exc_type is not None and issubclass(exc_type, Exception):
+            self._failures.inc()

@@ -1,0 +1,186 @@
+"""Building the service's collaborators from settings, and tearing them down.
+
+The app's lifespan calls `Runtime.start()`; tests may build a Runtime themselves with
+their own settings and a Redis on a private port.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from features.encoding import MODEL_COLUMNS
+from features.online import (
+    EntityLayout,
+    OnlineFeatureReader,
+    RedisFeatureReader,
+    SqliteFeatureReader,
+)
+from features.schema import (
+    ACTION_JOIN_KEY,
+    ACTION_VIEWS,
+    CUSTOMER_JOIN_KEY,
+    CUSTOMER_VIEWS,
+    PROJECT,
+)
+from service.action_features import ActionFeatureCache
+from service.catalog import load_catalog
+from service.customer_features import CustomerFeatureService
+from service.decision_log import DecisionLog
+from service.eligibility import Eligibility
+from service.engine import DecisionEngine
+from service.feedback import FeedbackService
+from service.feedback_loop import FeedbackLoop
+from service.learner import OnlineLearner
+from service.metrics import Metrics
+from service.model import OnnxScorer, resolve_model_dir
+from service.schemas import DecisionRequest
+from service.settings import Settings
+from service.state import StateStore
+from service.state.memory import MemoryState
+from service.state.redis_store import RedisState
+
+log = logging.getLogger(__name__)
+
+
+def redis_client(settings: Settings, timeout: float = 5.0) -> Any:
+    """An asyncio Redis (or Redis Cluster) client for the configured URL."""
+    import redis.asyncio as aioredis
+
+    assert settings.redis_url
+    if settings.redis_cluster:
+        return aioredis.RedisCluster.from_url(
+            settings.redis_url, socket_timeout=timeout, socket_connect_timeout=timeout
+        )
+    return aioredis.from_url(
+        settings.redis_url, socket_timeout=timeout, socket_connect_timeout=timeout,
+        health_check_interval=30,
+    )
+
+
+@dataclass
+class _AsyncCloser:
+    client: Any
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    metrics: Metrics
+    state: StateStore
+    engine: DecisionEngine
+    feedback: FeedbackService
+    feedback_loop: FeedbackLoop
+    decision_log: DecisionLog
+    action_cache: ActionFeatureCache
+    closers: list[Any] = field(default_factory=list)
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    ready: bool = False
+    started_at: float = field(default_factory=time.time)
+
+    @classmethod
+    def build(cls, settings: Settings, metrics: Metrics) -> Runtime:
+        catalog = load_catalog(settings.catalog_file)
+        scorer = OnnxScorer(
+            resolve_model_dir(settings.models_dir, settings.model_name, settings.model_version),
+            MODEL_COLUMNS,
+        )
+        customers = EntityLayout(PROJECT, CUSTOMER_JOIN_KEY, CUSTOMER_VIEWS)
+        actions = EntityLayout(PROJECT, ACTION_JOIN_KEY, ACTION_VIEWS)
+        closers: list[Any] = []
+        customer_reader: OnlineFeatureReader
+        action_reader: OnlineFeatureReader
+        state: StateStore
+        if settings.redis_url:
+            # Feature reads get their own pool with the decision path's tight timeout;
+            # state (blocking stream reads, batched writes) keeps a patient one.
+            client = redis_client(settings)
+            fast = redis_client(settings, timeout=settings.redis_timeout_seconds)
+            state = RedisState(client, settings.decision_ttl_seconds, settings.feedback_stream_maxlen)
+            customer_reader = RedisFeatureReader(fast, customers)
+            action_reader = RedisFeatureReader(client, actions)
+            closers += [state, _AsyncCloser(fast)]
+        else:
+            online_db = settings.data_dir / "feast" / "online.db"
+            sqlite_customers = SqliteFeatureReader(online_db, customers)
+            sqlite_actions = SqliteFeatureReader(online_db, actions)
+            customer_reader, action_reader = sqlite_customers, sqlite_actions
+            state = MemoryState(settings.decision_ttl_seconds)
+            closers += [sqlite_customers, sqlite_actions, state]
+        learner = OnlineLearner(catalog.ids, settings.learning_rate)
+        decision_log = DecisionLog(state)
+        action_cache = ActionFeatureCache(action_reader, catalog, settings.action_refresh_seconds)
+        engine = DecisionEngine(
+            catalog=catalog,
+            actions=action_cache,
+            customers=CustomerFeatureService(customer_reader, settings.customer_max_age_seconds),
+            scorer=scorer,
+            learner=learner,
+            eligibility=Eligibility(catalog),
+            log=decision_log,
+            metrics=metrics,
+            epsilon=settings.epsilon,
+            rng=np.random.default_rng(settings.seed),
+        )
+        metrics.model_info.labels(
+            "offline", scorer.manifest.name, scorer.version, scorer.manifest.sha256[:16]
+        ).set(1)
+        return cls(
+            settings=settings, metrics=metrics, state=state, engine=engine,
+            feedback=FeedbackService(state, decision_log, metrics),
+            feedback_loop=FeedbackLoop(state, learner, metrics),
+            decision_log=decision_log, action_cache=action_cache, closers=closers,
+        )
+
+    async def start(self) -> None:
+        """Connect, load action features, start background work, warm up, turn ready."""
+        await self.state.ping()
+        await self.action_cache.load()
+        self.tasks = [
+            asyncio.create_task(self.decision_log.run(), name="decision-log"),
+            asyncio.create_task(self.action_cache.run(), name="action-features"),
+            asyncio.create_task(self._report_cache_age(), name="cache-age"),
+        ]
+        if self.settings.online_learning:
+            self.tasks.append(asyncio.create_task(self.feedback_loop.run(), name="feedback-loop"))
+        await self.engine.decide(DecisionRequest(channel="web", placement="home"), record=False)
+        # Everything loaded so far lives as long as the process: move it out of the
+        # collector's way, so full collections do not pause decisions for tens of ms.
+        gc.collect()
+        gc.freeze()
+        self.ready = True
+        self.metrics.ready.set(1)
+        log.info("ready", extra={"startup_seconds": round(time.time() - self.started_at, 3),
+                                 "state": self.state.backend,
+                                 "model": self.engine.model_versions["offline"]})
+
+    async def _report_cache_age(self) -> None:
+        while True:
+            self.metrics.action_features_age.set(time.time() - self.action_cache.loaded_at)
+            await asyncio.sleep(5.0)
+
+    async def stop(self) -> None:
+        self.ready = False
+        self.metrics.ready.set(0)
+        for t in self.tasks:
+            t.cancel()
+        for t in self.tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        with contextlib.suppress(Exception):
+            await self.decision_log.flush()
+        for c in self.closers:
+            with contextlib.suppress(Exception):
+                result = c.close()
+                if asyncio.iscoroutine(result):
+                    await result

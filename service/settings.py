@@ -1,0 +1,81 @@
+"""Service settings: environment variables with the `NEXTBEST_` prefix.
+
+Built once by the CLI or the app factory, never at import. Outside `local` mode the
+settings refuse defaults that are unsafe in production (no Redis, no API keys).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="NEXTBEST_", extra="ignore")
+
+    env: Literal["local", "production"] = Field(
+        "local", description="`production` refuses to start without Redis and API keys."
+    )
+    redis_url: str | None = Field(
+        None,
+        description="Redis for the Feast online store and all service state, e.g. "
+        "redis://127.0.0.1:6379/0. Unset: embedded SQLite online store, in-process state.",
+    )
+    redis_cluster: bool = Field(False, description="Talk to Redis in cluster mode.")
+    redis_timeout_seconds: float = Field(
+        0.05, gt=0, description="Per-call Redis timeout on the decision path; on timeout "
+        "the decision is served with default features and a `degraded` flag.",
+    )
+    data_dir: Path = Field(Path("var"), description="Demo data, Feast registry, SQLite store.")
+    models_dir: Path = Field(Path("models"), description="Model registry on disk.")
+    model_name: str = Field("nextbest-ranker", description="Model served from models_dir.")
+    model_version: str | None = Field(None, description="Pin a version; default newest.")
+    catalog_path: Path | None = Field(
+        None, description="Action catalog JSON; default <data_dir>/catalog.json."
+    )
+    api_keys: SecretStr | None = Field(
+        None, description="Comma-separated API keys; when set, /v1/* needs X-API-Key."
+    )
+    epsilon: float = Field(0.05, ge=0.0, le=1.0, description="Exploration rate per slot.")
+    decision_ttl_seconds: int = Field(
+        86_400, gt=0, description="How long a decision can still receive feedback."
+    )
+    customer_max_age_seconds: float = Field(
+        14 * 86_400, gt=0, description="Customer features older than this are `stale`."
+    )
+    action_refresh_seconds: float = Field(
+        60.0, gt=0, description="Refresh period of the in-process action feature cache."
+    )
+    feedback_stream_maxlen: int = Field(
+        1_000_000, gt=0, description="Approximate cap of the Redis feedback stream."
+    )
+    learning_rate: float = Field(0.05, gt=0, description="SGD step of the online learner.")
+    online_learning: bool = Field(
+        True, description="Fold feedback into the online learner (off: offline model only; "
+        "feedback is still accepted and stored)."
+    )
+    max_candidates: int = Field(200, gt=0, description="Largest caller candidate list.")
+    log_level: str = Field("INFO", description="Python logging level.")
+    seed: int | None = Field(None, description="Seed exploration (tests, simulations).")
+
+    @property
+    def catalog_file(self) -> Path:
+        return self.catalog_path or self.data_dir / "catalog.json"
+
+    @property
+    def api_key_set(self) -> frozenset[str]:
+        if self.api_keys is None:
+            return frozenset()
+        return frozenset(k.strip() for k in self.api_keys.get_secret_value().split(",") if k.strip())
+
+    @model_validator(mode="after")
+    def _refuse_unsafe_production(self) -> Settings:
+        if self.env == "production":
+            if not self.redis_url:
+                raise ValueError("NEXTBEST_ENV=production needs NEXTBEST_REDIS_URL")
+            if not self.api_key_set:
+                raise ValueError("NEXTBEST_ENV=production needs NEXTBEST_API_KEYS")
+        return self

@@ -1,0 +1,45 @@
+"""Service state behind one interface, two backends.
+
+`RedisState` when NEXTBEST_REDIS_URL is set (shared by every replica), `MemoryState`
+otherwise (one process, nothing to install). The same contract tests run on both
+(`tests/service/test_state.py`).
+
+What lives here:
+- the decision log: one record per decision, kept `decision_ttl_seconds` so feedback
+  can be joined with it;
+- the feedback stream: accepted feedback events, self-contained learning examples,
+  ordered, read by every replica's learner from an id onwards.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+Record = dict[str, Any]
+
+
+class StateStore(Protocol):
+    backend: str
+
+    async def log_decisions(self, records: Sequence[Record]) -> None:
+        """Store decision records (each has a `decision_id`) with the configured TTL."""
+
+    async def get_decisions(self, decision_ids: Sequence[str]) -> list[Record | None]:
+        """The records of these decisions, None where unknown or expired."""
+
+    async def append_feedback(self, events: Sequence[Record]) -> None:
+        """Durably append feedback events to the stream, in order."""
+
+    async def read_feedback(
+        self, after: str, count: int, block_ms: int
+    ) -> list[tuple[str, Record]]:
+        """Events after stream id `after` ("0" = from the start), waiting up to block_ms."""
+
+    async def feedback_length(self) -> int:
+        """Number of events currently held by the stream."""
+
+    async def ping(self) -> None:
+        """Raise if the backend is unreachable."""
+
+    async def close(self) -> None: ...

@@ -1,0 +1,73 @@
+"""In-process state for the embedded default: nothing survives a restart."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import OrderedDict
+from collections.abc import Sequence
+
+from service.state import Record
+
+
+class MemoryState:
+    backend = "memory"
+
+    def __init__(self, decision_ttl_seconds: int, max_decisions: int = 200_000,
+                 max_feedback: int = 1_000_000) -> None:
+        self._ttl = decision_ttl_seconds
+        self._decisions: OrderedDict[str, tuple[float, Record]] = OrderedDict()
+        self._max_decisions = max_decisions
+        self._feedback: list[tuple[int, Record]] = []
+        self._max_feedback = max_feedback
+        self._next_id = 1
+        self._appended = asyncio.Event()
+
+    async def log_decisions(self, records: Sequence[Record]) -> None:
+        expires = time.monotonic() + self._ttl
+        for r in records:
+            self._decisions[r["decision_id"]] = (expires, r)
+        while len(self._decisions) > self._max_decisions:
+            self._decisions.popitem(last=False)
+
+    async def get_decisions(self, decision_ids: Sequence[str]) -> list[Record | None]:
+        now = time.monotonic()
+        out: list[Record | None] = []
+        for d in decision_ids:
+            hit = self._decisions.get(d)
+            out.append(hit[1] if hit is not None and hit[0] > now else None)
+        return out
+
+    async def append_feedback(self, events: Sequence[Record]) -> None:
+        for e in events:
+            self._feedback.append((self._next_id, e))
+            self._next_id += 1
+        if len(self._feedback) > self._max_feedback:
+            del self._feedback[: len(self._feedback) - self._max_feedback]
+        self._appended.set()
+
+    async def read_feedback(self, after: str, count: int, block_ms: int) -> list[tuple[str, Record]]:
+        last = int(after)
+        if not self._feedback or self._feedback[-1][0] <= last:
+            self._appended.clear()
+            try:
+                await asyncio.wait_for(self._appended.wait(), block_ms / 1000)
+            except TimeoutError:
+                return []
+        start = self._first_after(last)
+        return [(str(i), e) for i, e in self._feedback[start:start + count]]
+
+    def _first_after(self, last: int) -> int:
+        if not self._feedback:
+            return 0
+        offset = last - self._feedback[0][0] + 1
+        return max(0, min(offset, len(self._feedback)))
+
+    async def feedback_length(self) -> int:
+        return len(self._feedback)
+
+    async def ping(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
