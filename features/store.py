@@ -1,0 +1,105 @@
+"""The one door to the Feast SDK: repository config, feature store, apply + materialize.
+
+`import feast` costs seconds, so it happens inside these functions only, in tooling
+(CLI, training, tests) and never on the service's import path. The config is built in
+code rather than read from `feature_store.yaml` so that a data dir and a Redis URL are
+all a caller needs; the YAML files next to this module are the same config for people
+using the `feast` CLI.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING
+from urllib.parse import unquote, urlsplit
+
+from features.schema import PROJECT
+
+if TYPE_CHECKING:
+    from feast import FeatureStore, RepoConfig
+
+log = logging.getLogger(__name__)
+
+
+def redis_connection_string(redis_url: str) -> str:
+    """`redis://[:password@]host:port[/db]` -> Feast's `host:port,db=N[,password=...]`.
+
+    Feast splits its connection string on commas and `=`, so a password containing a
+    comma cannot be expressed; refuse it rather than connect with the wrong secret.
+    `rediss://` becomes `ssl=true`.
+    """
+    parts = urlsplit(redis_url)
+    if parts.scheme not in ("redis", "rediss"):
+        raise ValueError(f"not a redis:// or rediss:// URL: {redis_url!r}")
+    host = parts.hostname or "localhost"
+    port = parts.port or 6379
+    db = parts.path.strip("/") or "0"
+    if not db.isdigit():
+        raise ValueError(f"redis URL database must be a number, got {db!r}")
+    items = [f"{host}:{port}", f"db={db}"]
+    if parts.username and parts.username != "default" and parts.password is not None:
+        items.append(f"username={unquote(parts.username)}")
+    if parts.password is not None:
+        password = unquote(parts.password)
+        if "," in password:
+            raise ValueError("Feast's Redis connection string cannot carry a password with ','")
+        items.append(f"password={password}")
+    if parts.scheme == "rediss":
+        items.append("ssl=true")
+    return ",".join(items)
+
+
+def repo_config(data_dir: Path, redis_url: str | None, redis_cluster: bool = False) -> RepoConfig:
+    """The repository config: SQLite online store without a Redis URL, Feast's Redis with one."""
+    from feast import RepoConfig
+
+    feast_dir = Path(data_dir).resolve() / "feast"
+    feast_dir.mkdir(parents=True, exist_ok=True)
+    online: dict[str, object]
+    if redis_url is None:
+        online = {"type": "sqlite", "path": str(feast_dir / "online.db")}
+    else:
+        online = {
+            "type": "redis",
+            "redis_type": "redis_cluster" if redis_cluster else "redis",
+            "connection_string": redis_connection_string(redis_url),
+        }
+    return RepoConfig(
+        project=PROJECT,
+        provider="local",
+        registry=str(feast_dir / "registry.db"),
+        online_store=online,
+        offline_store={"type": "file"},
+        entity_key_serialization_version=3,
+        repo_path=Path(__file__).resolve().parent,
+    )
+
+
+def feature_store(data_dir: Path, redis_url: str | None, redis_cluster: bool = False) -> FeatureStore:
+    """A FeatureStore on the repository (~0.5 s: build it once per process)."""
+    from feast import FeatureStore
+
+    config = repo_config(data_dir, redis_url, redis_cluster)
+    return FeatureStore(repo_path=str(config.repo_path), config=config)
+
+
+def apply_and_materialize(
+    data_dir: Path, redis_url: str | None, redis_cluster: bool = False, incremental: bool = False
+) -> None:
+    """Register the definitions and load the latest features into the online store.
+
+    A full run materializes everything within the feature TTL up to now; `incremental`
+    continues from the last materialization (Feast keeps that per view in the registry).
+    """
+    from features.definitions import FEATURE_TTL, build
+
+    store = feature_store(data_dir, redis_url, redis_cluster)
+    store.apply(build(data_dir).objects())
+    end = datetime.now(UTC)
+    if incremental:
+        store.materialize_incremental(end_date=end)
+    else:
+        store.materialize(start_date=end - FEATURE_TTL - timedelta(days=1), end_date=end)
+    log.info("materialized %s into %s", PROJECT, "redis" if redis_url else "sqlite")
