@@ -1,0 +1,212 @@
+"""Train the offline ranker, export it to ONNX, check the export, register it.
+
+dataset (Feast point-in-time join) -> time-ordered split -> fit -> ONNX -> verify ->
+holdout metrics -> `service.manifest.write_model`. The split is by time, not at random:
+the model is used on decisions that come after its training data, and a random split
+would leak each customer's later snapshots into the past.
+
+The ONNX graph has one float32 input `input` [None, len(MODEL_COLUMNS)] and the output
+`probabilities` [None, 2] (zipmap off), which is all the service fetches. The export is
+verified against scikit-learn's predict_proba on the holdout before it is registered.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import warnings
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sklearn.base import ClassifierMixin
+from sklearn.ensemble import HistGradientBoostingClassifier
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import brier_score_loss, log_loss, roc_auc_score
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import StandardScaler
+from tqdm import tqdm
+
+from features.encoding import MODEL_COLUMNS
+from features.schema import FEATURE_SERVICE
+from service.manifest import ModelManifest, write_model
+from training.dataset import TrainingSet, build_training_set
+
+log = logging.getLogger(__name__)
+
+INPUT_NAME = "input"
+OUTPUT_NAME = "probabilities"
+HOLDOUT_FRACTION = 0.2
+ONNX_TOLERANCE = 1e-4
+ALGORITHMS = ("hgb", "logreg")
+
+
+def make_estimator(algorithm: str, seed: int = 0) -> ClassifierMixin:
+    """The two supported learners; both convert to ONNX with skl2onnx."""
+    if algorithm == "hgb":
+        return HistGradientBoostingClassifier(
+            max_iter=100, max_leaf_nodes=15, learning_rate=0.1, min_samples_leaf=40,
+            l2_regularization=1.0, early_stopping=False, random_state=seed,
+        )
+    if algorithm == "logreg":
+        return Pipeline([
+            ("scale", StandardScaler()),
+            ("logreg", LogisticRegression(C=1.0, max_iter=500)),
+        ])
+    raise ValueError(f"unknown algorithm {algorithm!r}; choose one of {ALGORITHMS}")
+
+
+def to_onnx(model: ClassifierMixin, n_columns: int) -> bytes:
+    """skl2onnx export with zipmap off, input `input`, probability output `probabilities`."""
+    with warnings.catch_warnings():
+        # skl2onnx 1.20 passes booleans where onnx expects ints (harmless, not ours to fix)
+        warnings.filterwarnings("ignore", category=DeprecationWarning, module="onnx")
+        onx = _convert(model, n_columns)
+    outputs = [o.name for o in onx.graph.output]
+    if OUTPUT_NAME not in outputs:
+        raise RuntimeError(f"ONNX export has outputs {outputs}, not {OUTPUT_NAME!r}")
+    return onx.SerializeToString()
+
+
+def _convert(model: ClassifierMixin, n_columns: int) -> Any:
+    from skl2onnx import convert_sklearn
+    from skl2onnx.common.data_types import FloatTensorType, Int64TensorType
+
+    return convert_sklearn(
+        model,
+        initial_types=[(INPUT_NAME, FloatTensorType([None, n_columns]))],
+        final_types=[("label", Int64TensorType([None])),
+                     (OUTPUT_NAME, FloatTensorType([None, 2]))],
+        options={id(model): {"zipmap": False}},
+        target_opset={"": 17, "ai.onnx.ml": 3},
+    )
+
+
+def onnx_probabilities(onnx_bytes: bytes, X: np.ndarray) -> np.ndarray:
+    """P(accept) from the exported graph, fetching only `probabilities` like the service."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    session = ort.InferenceSession(onnx_bytes, options, providers=["CPUExecutionProvider"])
+    (proba,) = session.run([OUTPUT_NAME], {INPUT_NAME: X.astype(np.float32, copy=False)})
+    return np.asarray(proba)[:, 1]
+
+
+def calibration(y: np.ndarray, p: np.ndarray, bins: int = 10) -> list[dict[str, float]]:
+    """Reliability table over equal-count bins: mean predicted vs observed rate."""
+    order = np.argsort(p, kind="stable")
+    table = []
+    for chunk in np.array_split(order, bins):
+        if len(chunk):
+            table.append({"n": int(len(chunk)), "predicted": float(p[chunk].mean()),
+                          "observed": float(y[chunk].mean())})
+    return table
+
+
+def holdout_metrics(y: np.ndarray, p: np.ndarray, n_train: int) -> dict[str, float]:
+    table = calibration(y, p)
+    ece = sum(b["n"] * abs(b["predicted"] - b["observed"]) for b in table) / max(len(y), 1)
+    return {
+        "auc": float(roc_auc_score(y, p)) if 0 < y.sum() < len(y) else float("nan"),
+        "log_loss": float(log_loss(y, p, labels=[0, 1])),
+        "brier": float(brier_score_loss(y, p)),
+        "base_rate": float(y.mean()),
+        "mean_prediction": float(p.mean()),
+        "ece": float(ece),
+        "n_train": float(n_train),
+        "n_holdout": float(len(y)),
+    }
+
+
+def time_split(data: TrainingSet, holdout_fraction: float = HOLDOUT_FRACTION) -> int:
+    """Index of the first holdout row (rows are in time order)."""
+    cut = int(round(len(data) * (1.0 - holdout_fraction)))
+    if cut <= 0 or cut >= len(data):
+        raise ValueError(f"{len(data)} examples are too few to split off a holdout")
+    return cut
+
+
+def train(
+    data_dir: Path,
+    models_dir: Path,
+    name: str = "nextbest-ranker",
+    redis_url: str | None = None,
+    algorithm: str = "hgb",
+    progress: bool = True,
+) -> tuple[Path, ModelManifest]:
+    """Train on the logged decisions of `data_dir` and register a new model version."""
+    started = time.perf_counter()
+    estimator = make_estimator(algorithm)
+    steps = tqdm(total=5, desc=f"train {name}", disable=not progress, unit="step")
+
+    steps.set_postfix_str("point-in-time join")
+    data = build_training_set(Path(data_dir), redis_url)
+    cut = time_split(data)
+    X_train, y_train, X_hold, y_hold = data.X[:cut], data.y[:cut], data.X[cut:], data.y[cut:]
+    log.info("training set: %d train, %d holdout, base rate %.4f", cut, len(y_hold), data.y.mean())
+    steps.update()
+
+    steps.set_postfix_str(f"fit {algorithm}")
+    estimator.fit(X_train, y_train)
+    steps.update()
+
+    steps.set_postfix_str("export ONNX")
+    onnx_bytes = to_onnx(estimator, len(MODEL_COLUMNS))
+    steps.update()
+
+    steps.set_postfix_str("verify + evaluate")
+    p_sklearn = estimator.predict_proba(X_hold)[:, 1]
+    p_onnx = onnx_probabilities(onnx_bytes, X_hold)
+    gap = float(np.max(np.abs(p_onnx - p_sklearn))) if len(p_onnx) else 0.0
+    if gap > ONNX_TOLERANCE:
+        raise RuntimeError(f"ONNX export disagrees with scikit-learn by {gap:.2e}")
+    metrics = holdout_metrics(y_hold, p_onnx, cut)
+    steps.update()
+
+    steps.set_postfix_str("register")
+    directory, manifest = write_model(
+        Path(models_dir), name, onnx_bytes,
+        created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        algorithm=algorithm,
+        feature_service=FEATURE_SERVICE,
+        columns=list(MODEL_COLUMNS),
+        input_name=INPUT_NAME,
+        output_name=OUTPUT_NAME,
+        metrics=metrics,
+        training=_training_info(
+            data_dir, data, cut, estimator, gap, calibration(y_hold, p_onnx), started),
+    )
+    steps.update()
+    steps.close()
+    log.info("registered %s v%s: auc %.3f log_loss %.4f", name, manifest.version,
+             metrics["auc"], metrics["log_loss"])
+    return directory, manifest
+
+
+def _training_info(
+    data_dir: Path, data: TrainingSet, cut: int, estimator: ClassifierMixin, gap: float,
+    reliability: list[dict[str, float]], started: float,
+) -> dict[str, Any]:
+    import sklearn
+
+    ts = data.event_timestamp
+    world_file = Path(data_dir) / "demo" / "world.json"
+    return {
+        "data_dir": str(Path(data_dir).resolve()),
+        "source": "demo/interactions.parquet + Feast get_historical_features",
+        "n_examples": len(data),
+        "first_event": str(ts[0]) if len(ts) else None,
+        "holdout_from": str(ts[cut]),
+        "last_event": str(ts[-1]) if len(ts) else None,
+        "split": "time-ordered, last 20% held out",
+        "params": {k: v for k, v in estimator.get_params().items()
+                   if isinstance(v, (int, float, str, bool, type(None)))},
+        "onnx_max_abs_diff": gap,
+        "calibration": reliability,
+        "sklearn_version": sklearn.__version__,
+        "world": json.loads(world_file.read_text()) if world_file.is_file() else None,
+        "duration_seconds": round(time.perf_counter() - started, 2),
+    }
