@@ -1,0 +1,99 @@
+"""Start and stop the servers a benchmark needs, on loopback, owned by PID."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Server:
+    name: str
+    proc: subprocess.Popen[bytes]
+    url: str
+    ready_seconds: float
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def rss_mb(self) -> float:
+        try:
+            for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+        except OSError:
+            pass
+        return float("nan")
+
+
+def start_redis(workdir: Path) -> Server:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise SystemExit("redis-server not found: apt-get install redis-server")
+    port = free_port()
+    t = time.perf_counter()
+    proc = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+         "--dir", str(workdir), "--logfile", str(workdir / "redis.log")],
+    )
+    import redis
+
+    client = redis.Redis(port=port)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            client.ping()
+            break
+        except redis.ConnectionError:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                proc.kill()
+                raise SystemExit("redis-server did not start") from None
+            time.sleep(0.05)
+    return Server("redis", proc, f"redis://127.0.0.1:{port}/0", time.perf_counter() - t)
+
+
+def start_http(name: str, args: list[str], env: dict[str, str], port: int,
+               log_path: Path, timeout: float = 120.0) -> Server:
+    """Start `python args...` and wait until GET /readyz answers 200."""
+    t = time.perf_counter()
+    log = log_path.open("wb")
+    proc = subprocess.Popen([sys.executable, *args], env={**os.environ, **env},
+                            stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"{name} exited early; see {log_path}")
+        try:
+            if httpx.get(f"{url}/readyz", timeout=1.0).status_code == 200:
+                return Server(name, proc, url, time.perf_counter() - t)
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.05)
+    proc.kill()
+    raise SystemExit(f"{name} not ready after {timeout:.0f} s; see {log_path}")
+
+
+def uvicorn_args(app: str, port: int) -> list[str]:
+    return ["-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port), "--loop", "uvloop",
+            "--http", "httptools", "--workers", "1", "--no-access-log", "--log-level", "warning"]
