@@ -1,0 +1,35 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from fastapi.testclient import TestClient
+
+from service.app import create_app
+from service.settings import Settings
+from tests.demo_fixtures import DemoDirs, clear_service_state
+
+
+def make_settings(demo: DemoDirs, redis_url: str | None = None, **overrides: object) -> Settings:
+    values: dict[str, object] = {
+        "data_dir": demo.data_dir, "models_dir": demo.models_dir, "redis_url": redis_url,
+        "epsilon": 0.0, "seed": 1,
+    }
+    values.update(overrides)
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+@pytest.fixture(params=["memory", "redis"])
+def backend_settings(request: pytest.FixtureRequest, demo: DemoDirs) -> Settings:
+    """Settings for each state backend: embedded (SQLite + in-process) and real Redis."""
+    if request.param == "memory":
+        return make_settings(demo)
+    url = request.getfixturevalue("demo_redis")
+    clear_service_state(url)
+    return make_settings(demo, url)
+
+
+@pytest.fixture
+def client(backend_settings: Settings) -> Iterator[TestClient]:
+    with TestClient(create_app(backend_settings)) as c:
+        yield c

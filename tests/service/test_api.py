@@ -1,0 +1,158 @@
+"""The HTTP API through httpx (Starlette's TestClient), on both state backends."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from fastapi.testclient import TestClient
+
+from service.app import create_app
+from tests.demo_fixtures import DemoDirs
+from tests.service.conftest import make_settings
+
+KNOWN = "c00001"
+
+
+def decide(client: TestClient, **body: object) -> dict:
+    payload = {"customer_id": KNOWN, "channel": "web", "placement": "home", **body}
+    r = client.post("/v1/decisions", json=payload)
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def test_decision_shape(client: TestClient) -> None:
+    d = decide(client, limit=5)
+    assert len(d["decision_id"]) == 32
+    assert [a["rank"] for a in d["actions"]] == [1, 2, 3, 4, 5]
+    assert len({a["action_id"] for a in d["actions"]}) == 5
+    scores = [a["score"] for a in d["actions"]]
+    assert scores == sorted(scores, reverse=True)  # epsilon=0 in tests: pure ranking
+    for a in d["actions"]:
+        assert 0 < a["propensity"] < 1 and a["probability"] == 1.0 and not a["explored"]
+    assert d["model_versions"]["offline"].startswith("nextbest-ranker:")
+    assert d["degraded"] == []
+
+
+def test_degraded_flags_for_anonymous_and_unknown(client: TestClient) -> None:
+    assert decide(client, customer_id=None)["degraded"] == ["anonymous"]
+    unknown = decide(client, customer_id="nobody-here")
+    assert unknown["degraded"] == ["unknown_customer"] and len(unknown["actions"]) == 3
+
+
+def test_explain_terms_multiply_to_priority(client: TestClient) -> None:
+    for a in decide(client, explain=True, limit=4)["actions"]:
+        e = a["explanation"]
+        assert e["priority"] == pytest.approx(
+            e["propensity"] * e["value"] * e["context_weight"] * e["lever"]
+        )
+        assert e["online_correction"] == pytest.approx(0.0, abs=1e-9)
+        assert e["propensity"] == pytest.approx(e["offline_propensity"])
+        assert a["score"] == pytest.approx(e["priority"])
+
+
+def test_candidates_restrict_and_basket_excludes(client: TestClient) -> None:
+    full = decide(client, limit=6)["actions"]
+    ids = [a["action_id"] for a in full]
+    restricted = decide(client, candidates=ids[3:], limit=3)["actions"]
+    assert {a["action_id"] for a in restricted} <= set(ids[3:])
+    without_top = decide(client, limit=6, context={"basket": [ids[0]]})["actions"]
+    assert ids[0] not in {a["action_id"] for a in without_top}
+
+
+@pytest.mark.parametrize(("body", "needle"), [
+    ({"channel": "fax"}, "'web', 'app', 'pos', 'call_center' or 'email'"),
+    ({"channel": "web", "limit": 0}, "limit"),
+    ({"channel": "web", "limit": 21}, "limit"),
+    ({"channel": "web", "context": {"colour": "red"}}, "colour"),
+    ({"channel": "web", "candidates": ["no-such-action"]}, "no-such-action"),
+    ({"channel": "web", "customer_id": "x" * 65}, "customer_id"),
+])
+def test_bad_requests_are_422_with_a_message(client: TestClient, body: dict, needle: str) -> None:
+    r = client.post("/v1/decisions", json=body)
+    assert r.status_code == 422
+    assert needle in r.json()["message"]
+
+
+def test_malformed_json_is_422(client: TestClient) -> None:
+    r = client.post("/v1/decisions", content=b"{not json", headers={"content-type": "application/json"})
+    assert r.status_code == 422
+
+
+def test_feedback_single_batch_and_errors(client: TestClient) -> None:
+    d = decide(client)
+    shown = d["actions"][0]["action_id"]
+    ok = client.post("/v1/feedback", json={"decision_id": d["decision_id"], "action_id": shown,
+                                           "outcome": "click"})
+    assert ok.status_code == 202 and ok.json() == {"accepted": 1, "rejected": []}
+
+    unknown = client.post("/v1/feedback", json={"decision_id": "0" * 32, "action_id": shown,
+                                                "outcome": "accept"})
+    assert unknown.status_code == 404 and unknown.json()["error"] == "unknown_decision"
+
+    not_shown = next(a for a in decide(client, limit=10)["actions"][3:])["action_id"]
+    wrong = client.post("/v1/feedback", json={"decision_id": d["decision_id"],
+                                              "action_id": not_shown, "outcome": "accept"})
+    assert wrong.status_code == 422 and wrong.json()["error"] == "action_not_in_decision"
+
+    batch = client.post("/v1/feedback", json={"events": [
+        {"decision_id": d["decision_id"], "action_id": shown, "outcome": "impression"},
+        {"decision_id": "f" * 32, "action_id": shown, "outcome": "accept"},
+    ]})
+    assert batch.status_code == 202
+    body = batch.json()
+    assert body["accepted"] == 1
+    assert [(r["index"], r["reason"]) for r in body["rejected"]] == [(1, "unknown_decision")]
+
+    bad = client.post("/v1/feedback", json={"decision_id": d["decision_id"], "action_id": shown,
+                                            "outcome": "love"})
+    assert bad.status_code == 422
+
+
+def _rank_of(client: TestClient, action_id: str, **body: object) -> int:
+    actions = decide(client, limit=20, **body)["actions"]
+    ids = [a["action_id"] for a in actions]
+    return ids.index(action_id) + 1 if action_id in ids else 99
+
+
+def test_positive_feedback_raises_the_action_in_that_context(client: TestClient) -> None:
+    """Through the HTTP API alone: accepts on a low-ranked action move it up."""
+    context = {"channel": "app", "placement": "product", "context": {"journey_stage": "consideration"}}
+    ranked = [a["action_id"] for a in decide(client, limit=20, **context)["actions"]]
+    target = ranked[len(ranked) // 2]
+    before = _rank_of(client, target, **context)
+    for _ in range(40):
+        d = decide(client, candidates=[target], limit=1, **context)
+        assert d["actions"][0]["action_id"] == target
+        for outcome in ("impression", "accept"):
+            r = client.post("/v1/feedback", json={"decision_id": d["decision_id"],
+                                                  "action_id": target, "outcome": outcome})
+            assert r.status_code == 202
+    deadline = time.monotonic() + 10
+    after = before
+    while time.monotonic() < deadline:
+        after = _rank_of(client, target, **context)
+        if after < before:
+            break
+        time.sleep(0.05)
+    assert after < before, f"rank stayed {before} -> {after}"
+    explained = decide(client, candidates=[target], limit=1, explain=True, **context)
+    assert explained["actions"][0]["explanation"]["online_correction"] > 0
+
+
+def test_health_ready_and_docs(client: TestClient) -> None:
+    assert client.get("/healthz").json() == {"status": "ok"}
+    ready = client.get("/readyz")
+    assert ready.status_code == 200 and ready.json()["status"] == "ready"
+    assert client.get("/docs").status_code == 200
+    assert "/v1/decisions" in client.get("/openapi.json").json()["paths"]
+
+
+def test_api_keys_are_enforced(demo: DemoDirs) -> None:
+    settings = make_settings(demo, api_keys="k1,k2")
+    with TestClient(create_app(settings)) as c:
+        body = {"channel": "web"}
+        assert c.post("/v1/decisions", json=body).status_code == 401
+        assert c.post("/v1/decisions", json=body, headers={"X-API-Key": "nope"}).status_code == 401
+        assert c.post("/v1/decisions", json=body, headers={"X-API-Key": "k2"}).status_code == 200
+        assert c.get("/healthz").status_code == 200

@@ -1,0 +1,42 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from service.exploration import select_top_k
+
+
+def test_no_exploration_is_greedy_top_k() -> None:
+    sel = select_top_k(np.array([1.0, 5.0, 3.0, 4.0]), 3, 0.0, np.random.default_rng(0))
+    assert sel.positions.tolist() == [1, 3, 2]
+    assert sel.probability.tolist() == [1.0, 1.0, 1.0]
+    assert not sel.explored.any()
+
+
+def test_k_larger_than_candidates_and_empty() -> None:
+    rng = np.random.default_rng(0)
+    assert len(select_top_k(np.array([1.0, 2.0]), 5, 0.1, rng).positions) == 2
+    assert len(select_top_k(np.zeros(0), 3, 0.1, rng).positions) == 0
+
+
+def test_logged_probabilities_match_empirical_frequencies() -> None:
+    priority = np.array([4.0, 3.0, 2.0, 1.0])
+    eps, n = 0.3, 20_000
+    rng = np.random.default_rng(1)
+    first = np.zeros(4)
+    logged = np.zeros(4)
+    for _ in range(n):
+        sel = select_top_k(priority, 2, eps, rng)
+        first[sel.positions[0]] += 1
+        logged[sel.positions[0]] = sel.probability[0]
+    assert first / n == pytest.approx(logged, abs=0.015)
+    assert logged[0] == pytest.approx(1 - eps + eps / 4)
+    assert logged[3] == pytest.approx(eps / 4)
+
+
+def test_picks_are_distinct() -> None:
+    rng = np.random.default_rng(2)
+    for _ in range(200):
+        sel = select_top_k(rng.random(10), 5, 0.5, rng)
+        assert len(set(sel.positions.tolist())) == 5
+        assert ((sel.probability > 0) & (sel.probability <= 1)).all()

@@ -1,0 +1,57 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from service.learner import LearningExample, OnlineLearner, OnlineWeights
+from service.model import sigmoid
+
+
+def example(action: str = "a", outcome: str = "accept", z: float = -2.0,
+            channel: str = "web", stage: str = "purchase") -> LearningExample:
+    return LearningExample(action, channel, "home", stage, z, outcome)
+
+
+def test_neutral_before_any_feedback() -> None:
+    learner = OnlineLearner(["a", "b"])
+    z = np.array([-1.0, 0.5])
+    corr = learner.publish().correction(z, np.array([0, 1]), "web", "home", "purchase")
+    assert corr == pytest.approx([0.0, 0.0])
+
+
+def test_vectorised_copy_equals_river() -> None:
+    learner = OnlineLearner(["a", "b", "c"])
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        learner.learn([example(
+            action=str(rng.choice(["a", "b", "c"])), outcome=str(rng.choice(["accept", "dismiss", "impression"])),
+            z=float(rng.normal(-2, 1)), channel=str(rng.choice(["web", "pos"])),
+            stage=str(rng.choice(["purchase", "retention"])),
+        )])
+    w = learner.publish()
+    for action, row in (("a", 0), ("b", 1), ("c", 2)):
+        for channel in ("web", "pos", "email"):
+            e = example(action=action, channel=channel, z=-1.5, stage="retention")
+            z = np.array([-1.5])
+            vec = sigmoid(z + w.correction(z, np.array([row]), channel, "home", "retention"))[0]
+            assert vec == pytest.approx(learner.predict_proba(e), rel=1e-9)
+
+
+def test_positive_feedback_raises_only_that_action_in_that_context() -> None:
+    learner = OnlineLearner(["a", "b"])
+    for _ in range(50):
+        learner.learn([example("a", "accept", channel="pos")])
+    w = learner.publish()
+    z = np.array([-2.0, -2.0])
+    on_pos = w.correction(z, np.array([0, 1]), "pos", "home", "purchase")
+    on_web = w.correction(z, np.array([0, 1]), "web", "home", "purchase")
+    assert on_pos[0] > on_pos[1] + 1.0
+    assert on_pos[0] > on_web[0]
+
+
+def test_unknown_outcomes_and_actions_are_ignored() -> None:
+    learner = OnlineLearner(["a"])
+    assert learner.learn([example(outcome="teleport")]) == 0
+    assert learner.learn([example(action="zzz")]) == 1
+    w = learner.publish()
+    assert isinstance(w, OnlineWeights) and w.action.shape == (1,)

@@ -1,0 +1,57 @@
+"""The Prometheus exposition, parsed with prometheus_client's own parser."""
+
+from __future__ import annotations
+
+from fastapi.testclient import TestClient
+from prometheus_client.parser import text_string_to_metric_families
+
+from service.metrics import STAGES
+
+
+def samples(client: TestClient) -> dict[str, list]:
+    r = client.get("/metrics")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
+    out: dict[str, list] = {}
+    for family in text_string_to_metric_families(r.text):
+        for s in family.samples:
+            out.setdefault(s.name, []).append(s)
+    return out
+
+
+def _count(s: dict[str, list], name: str, **labels: str) -> float:
+    return sum(x.value for x in s.get(name, []) if all(x.labels.get(k) == v for k, v in labels.items()))
+
+
+def test_exposition_covers_requests_stages_feedback_and_models(client: TestClient) -> None:
+    before = samples(client)
+    for channel in ("web", "pos"):
+        d = client.post("/v1/decisions", json={"customer_id": "c00002", "channel": channel,
+                                               "placement": "checkout"}).json()
+        if d["actions"]:
+            client.post("/v1/feedback", json={"decision_id": d["decision_id"],
+                                              "action_id": d["actions"][0]["action_id"],
+                                              "outcome": "accept"})
+    client.post("/v1/decisions", json={"channel": "nope"})
+    s = samples(client)
+
+    counts = {(x.labels["endpoint"], x.labels["channel"], x.labels["status"]): x.value
+              for x in s["nextbest_http_request_duration_seconds_count"]}
+    assert counts[("/v1/decisions", "web", "200")] >= 1
+    assert counts[("/v1/decisions", "pos", "200")] >= 1
+    assert counts[("/v1/decisions", "", "422")] - _count(
+        before, "nextbest_http_request_duration_seconds_count", endpoint="/v1/decisions", status="422"
+    ) == 1
+    stages = {x.labels["stage"] for x in s["nextbest_stage_duration_seconds_count"] if x.value > 0}
+    assert stages == set(STAGES)
+    decisions = {x.labels["channel"]: x.value for x in s["nextbest_decisions_total"]}
+    assert decisions["pos"] >= 1
+    assert any(x.labels["outcome"] == "accept" for x in s["nextbest_feedback_events_total"])
+    errors = {(x.labels["endpoint"], x.labels["status"]): x.value for x in s["nextbest_errors_total"]}
+    assert errors[("/v1/decisions", "422")] - _count(
+        before, "nextbest_errors_total", endpoint="/v1/decisions", status="422"
+    ) == 1
+    info = s["nextbest_model_info"]
+    assert info[0].labels["role"] == "offline" and info[0].value == 1
+    assert "nextbest_learner_updates_total" in s
+    assert "nextbest_learner_lag_seconds_bucket" in s
+    assert s["nextbest_ready"][0].value == 1

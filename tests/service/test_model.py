@@ -1,0 +1,73 @@
+"""Models enter only through a manifest that matches the file and the encoder."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from features.encoding import MODEL_COLUMNS
+from service.errors import ModelError
+from service.manifest import MANIFEST_FILE, MODEL_FILE, versions
+from service.model import OnnxScorer, resolve_model_dir
+from tests.demo_fixtures import DemoDirs
+
+
+@pytest.fixture
+def model_copy(demo: DemoDirs, tmp_path: Path) -> Path:
+    source = resolve_model_dir(demo.models_dir, "nextbest-ranker", None)
+    target = tmp_path / "nextbest-ranker" / "1"
+    shutil.copytree(source, target)
+    return target
+
+
+def test_loads_and_scores(model_copy: Path) -> None:
+    scorer = OnnxScorer(model_copy, MODEL_COLUMNS)
+    p = scorer.predict(np.zeros((7, len(MODEL_COLUMNS)), dtype=np.float32))
+    assert p.shape == (7,) and ((p > 0) & (p < 1)).all()
+    assert scorer.manifest.feature_service == "nextbest_ranker_v1"
+
+
+def test_refuses_a_changed_file(model_copy: Path) -> None:
+    with (model_copy / MODEL_FILE).open("ab") as fh:
+        fh.write(b"\0")
+    with pytest.raises(ModelError, match="sha256"):
+        OnnxScorer(model_copy, MODEL_COLUMNS)
+
+
+def test_refuses_other_columns(model_copy: Path) -> None:
+    manifest = json.loads((model_copy / MANIFEST_FILE).read_text())
+    manifest["columns"] = list(reversed(manifest["columns"]))
+    (model_copy / MANIFEST_FILE).write_text(json.dumps(manifest))
+    with pytest.raises(ModelError, match="other input columns"):
+        OnnxScorer(model_copy, MODEL_COLUMNS)
+
+
+def test_refuses_an_encoder_of_another_width(model_copy: Path) -> None:
+    with pytest.raises(ModelError, match="missing"):
+        OnnxScorer(model_copy, [*MODEL_COLUMNS, "extra_column"])
+
+
+def test_refuses_a_wrong_output_name(model_copy: Path) -> None:
+    manifest = json.loads((model_copy / MANIFEST_FILE).read_text())
+    manifest["output_name"] = "scores"
+    (model_copy / MANIFEST_FILE).write_text(json.dumps(manifest))
+    with pytest.raises(ModelError, match="outputs"):
+        OnnxScorer(model_copy, MODEL_COLUMNS)
+
+
+def test_missing_model_says_how_to_get_one(tmp_path: Path) -> None:
+    with pytest.raises(ModelError, match="nextbest train"):
+        resolve_model_dir(tmp_path, "nextbest-ranker", None)
+    with pytest.raises(ModelError, match="version 9"):
+        resolve_model_dir(tmp_path, "nextbest-ranker", "9")
+
+
+def test_newest_version_is_served(model_copy: Path) -> None:
+    root = model_copy.parent
+    shutil.copytree(model_copy, root / "2")
+    assert versions(root.parent, "nextbest-ranker") == [1, 2]
+    assert resolve_model_dir(root.parent, "nextbest-ranker", None).name == "2"

@@ -1,0 +1,73 @@
+"""One contract, both backends: the in-process store and a real Redis."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+import redis.asyncio as aioredis
+
+from service.state import StateStore
+from service.state.memory import MemoryState
+from service.state.redis_store import RedisState
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def state(request: pytest.FixtureRequest) -> AsyncIterator[StateStore]:
+    if request.param == "memory":
+        store: StateStore = MemoryState(decision_ttl_seconds=60)
+    else:
+        url = request.getfixturevalue("redis_url")
+        store = RedisState(aioredis.from_url(url), decision_ttl_seconds=60, feedback_maxlen=1000)
+    yield store
+    await store.close()
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+async def test_decisions_round_trip(state: StateStore) -> None:
+    await state.log_decisions([{"decision_id": "d1", "x": 1}, {"decision_id": "d2", "x": [1, 2]}])
+    assert await state.get_decisions(["d2", "nope", "d1"]) == [
+        {"decision_id": "d2", "x": [1, 2]}, None, {"decision_id": "d1", "x": 1},
+    ]
+    assert await state.get_decisions([]) == []
+
+
+async def test_feedback_stream_is_ordered_and_resumable(state: StateStore) -> None:
+    await state.append_feedback([{"n": i} for i in range(5)])
+    first = await state.read_feedback("0", 3, 100)
+    assert [e["n"] for _, e in first] == [0, 1, 2]
+    rest = await state.read_feedback(first[-1][0], 10, 100)
+    assert [e["n"] for _, e in rest] == [3, 4]
+    assert await state.read_feedback(rest[-1][0], 10, 50) == []
+    assert await state.feedback_length() == 5
+
+
+async def test_blocking_read_wakes_on_append(state: StateStore) -> None:
+    await state.append_feedback([{"n": 0}])
+    (last, _), = await state.read_feedback("0", 10, 100)
+    reader = asyncio.create_task(state.read_feedback(last, 10, 2000))
+    await asyncio.sleep(0.05)
+    await state.append_feedback([{"n": 1}])
+    got = await asyncio.wait_for(reader, 3)
+    assert [e["n"] for _, e in got] == [1]
+
+
+async def test_decision_ttl_expires() -> None:
+    store = MemoryState(decision_ttl_seconds=0)
+    await store.log_decisions([{"decision_id": "d"}])
+    assert await store.get_decisions(["d"]) == [None]
+
+
+async def test_redis_decision_keys_carry_the_ttl(redis_url: str) -> None:
+    client = aioredis.from_url(redis_url)
+    store = RedisState(client, decision_ttl_seconds=123, feedback_maxlen=1000)
+    await store.log_decisions([{"decision_id": "d"}])
+    assert 0 < await client.ttl("nb:decision:d") <= 123
+    await store.close()
