@@ -1,0 +1,453 @@
+"""`nextbest simulate`: decision quality of a running service, in a closed loop, seeded.
+
+The simulator drives a running nextbest through its HTTP API. Every step draws a
+customer (activity-weighted, from the demo world whose features the service reads), a
+channel from the customer's true habits, a placement, a device and a basket; asks
+nextbest for a decision (the customer's current simulated journey stage is sent as
+`context.journey_stage`); draws the response to the top action from the demo world's
+ground truth (`training/world.py`) plus fatigue and drift (`training/environment.py`);
+and sends feedback: `impression` for the shown action, plus `accept` with the action's
+value when accepted. Reward = value if accepted.
+
+Baselines (`training/policies.py`) run in-process on the SAME draws (common random
+numbers: customers, slots, baskets and the response uniforms are drawn up front), each
+in its own copy of the dynamic world (stages, fatigue): an oracle that knows the truth,
+uniform random, the offline ONNX model alone, and context-free Thompson sampling.
+
+Drift: at `--drift-at` the category carrying the largest share of the oracle's reward so
+far falls out of favour (logit - 2 for everyone): a rule fixed in advance, not chosen
+to flatter or hurt any policy.
+
+Why this does not mirror the model's features: the truth is a function of LATENT state
+(true category preferences, price sensitivity, channel habits, true stage; hidden
+action quality), while the service sees noisy observations of it (smoothed purchase
+shares, a noisy price sensitivity, a stage that is wrong 15% of the time; see
+world.py's docstring), and fatigue and drift are in neither the features nor the
+training data. The report quantifies the gap (section "fidelity"): the correlation of
+the observed category affinities with the latent preferences, how often the stored
+stage equals the true one, and on the random policy's steps the AUC of the offline
+model's propensity against the AUC of the true probability (the best any model could
+reach). If the simulator mirrored the features, the two AUCs would coincide.
+
+Reproducible: the same seed gives the same scenario and the same baseline results
+exactly; nextbest's own numbers also depend on its exploration seed
+(`NEXTBEST_SEED`) and on when its background learner folds in the feedback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+from tqdm import tqdm
+
+from features.schema import CATEGORIES
+from training.environment import CustomerState, Scenario, draw_scenario
+from training.policies import (
+    ContextFreeThompson,
+    FeatureSnapshot,
+    OfflineModel,
+    OfflineOnly,
+    Oracle,
+    Policy,
+    UniformRandom,
+)
+from training.world import World
+
+NEXTBEST = "nextbest"
+POLICIES = (NEXTBEST, "oracle", "random", "offline", "thompson", "oracle_fatigue_blind")
+ROLLING_WINDOW = 1000
+
+
+# --- talking to the service ---------------------------------------------------------------
+class ServiceClient:
+    """The two calls the simulator needs; swap for `service.client.NextbestClient` later."""
+
+    def __init__(self, url: str, api_key: str | None = None, timeout: float = 10.0) -> None:
+        headers = {"X-API-Key": api_key} if api_key else {}
+        self._http = httpx.AsyncClient(base_url=url.rstrip("/"), headers=headers, timeout=timeout)
+
+    async def decide(self, body: dict[str, Any]) -> dict[str, Any]:
+        r = await self._http.post("/v1/decisions", json=body)
+        r.raise_for_status()
+        result: dict[str, Any] = r.json()
+        return result
+
+    async def feedback_batch(self, events: list[dict[str, Any]]) -> None:
+        if events:
+            r = await self._http.post("/v1/feedback", json={"events": events})
+            r.raise_for_status()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+
+# --- the report ---------------------------------------------------------------------------
+@dataclass
+class SimulationReport:
+    """Per-step rewards and acceptances of every policy, and what was derived from them."""
+
+    decisions: int
+    seed: int
+    drift_step: int
+    drift_category: str | None
+    tail: int
+    rewards: dict[str, np.ndarray]
+    accepted: dict[str, np.ndarray]
+    fidelity: dict[str, float] = field(default_factory=dict)
+    explored: int = 0
+    seconds: float = 0.0
+
+    def summary(self) -> dict[str, dict[str, float]]:
+        oracle = self.rewards["oracle"]
+        d, t = self.drift_step, self.tail
+
+        def share(x: np.ndarray, o: np.ndarray) -> float:
+            return float(x.sum() / o.sum()) if o.sum() > 0 else float("nan")
+
+        out = {}
+        for name in POLICIES:
+            r, a = self.rewards[name], self.accepted[name]
+            out[name] = {
+                "total_reward": float(r.sum()),
+                "share_of_oracle": share(r, oracle),
+                "share_of_oracle_last": share(r[-t:], oracle[-t:]),
+                "share_of_oracle_after_drift": share(r[d:], oracle[d:]),
+                "acceptance_rate": float(a.mean()),
+                "acceptance_after_drift": float(a[d:].mean()) if d < len(a) else float("nan"),
+                "regret": float(oracle.sum() - r.sum()),
+            }
+        return out
+
+    def targets(self) -> dict[str, dict[str, Any]]:
+        s = self.summary()
+        nb = s[NEXTBEST]
+        return {
+            f"nextbest >= 90% of oracle over the last {self.tail}": {
+                "value": nb["share_of_oracle_last"], "met": nb["share_of_oracle_last"] >= 0.9},
+            "nextbest beats offline-only after the drift": {
+                "value": nb["share_of_oracle_after_drift"] - s["offline"]["share_of_oracle_after_drift"],
+                "met": nb["share_of_oracle_after_drift"] > s["offline"]["share_of_oracle_after_drift"]},
+            "nextbest beats context-free Thompson overall": {
+                "value": nb["share_of_oracle"] - s["thompson"]["share_of_oracle"],
+                "met": nb["share_of_oracle"] > s["thompson"]["share_of_oracle"]},
+            "random earns at most 50% of oracle": {
+                "value": s["random"]["share_of_oracle"], "met": s["random"]["share_of_oracle"] <= 0.5},
+        }
+
+    def table(self) -> str:
+        rows = [f"| policy | reward | share of oracle | last {self.tail} | after drift | "
+                "acceptance | regret |", "|---|---:|---:|---:|---:|---:|---:|"]
+        for name, m in self.summary().items():
+            rows.append(
+                f"| {name} | {m['total_reward']:.1f} | {m['share_of_oracle']:.1%} | "
+                f"{m['share_of_oracle_last']:.1%} | {m['share_of_oracle_after_drift']:.1%} | "
+                f"{m['acceptance_rate']:.2%} | {m['regret']:.1f} |")
+        return "\n".join(rows)
+
+    def markdown(self) -> str:
+        lines = [
+            "# nextbest simulate", "",
+            f"{self.decisions} decisions, seed {self.seed}, drift at step {self.drift_step} "
+            f"(category `{self.drift_category}` falls out of favour), {self.seconds:.0f} s, "
+            f"nextbest explored {self.explored} times.", "", self.table(), "", "## Targets", "",
+        ]
+        for name, t in self.targets().items():
+            lines.append(f"- {'MET' if t['met'] else 'MISSED'}: {name} ({t['value']:.3f})")
+        lines += ["", "## Fidelity (the simulator does not mirror the model's features)", ""]
+        lines += [f"- {k}: {v:.3f}" for k, v in self.fidelity.items()]
+        return "\n".join(lines) + "\n"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "decisions": self.decisions, "seed": self.seed, "drift_step": self.drift_step,
+            "drift_category": self.drift_category, "tail": self.tail, "seconds": self.seconds,
+            "explored": self.explored, "summary": self.summary(),
+            "targets": self.targets(), "fidelity": self.fidelity,
+        }
+
+    def write(self, out: Path) -> list[Path]:
+        """report.json, report.md, steps.npz (per-step series), and the two PNG plots."""
+        out.mkdir(parents=True, exist_ok=True)
+        paths = [out / "report.json", out / "report.md", out / "steps.npz"]
+        paths[0].write_text(json.dumps(self.to_json(), indent=1))
+        paths[1].write_text(self.markdown())
+        series: dict[str, Any] = {f"reward_{k}": v for k, v in self.rewards.items()}
+        series.update({f"accepted_{k}": v for k, v in self.accepted.items()})
+        np.savez_compressed(paths[2], **series)
+        paths += self._plots(out)
+        return paths
+
+    def _plots(self, out: Path) -> list[Path]:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        steps = np.arange(1, self.decisions + 1)
+        window = max(1, min(ROLLING_WINDOW, self.decisions // 10))
+
+        def trailing_mean(x: np.ndarray) -> np.ndarray:
+            c = np.cumsum(x.astype(float))
+            mean = (c - np.concatenate([np.zeros(window), c[:-window]])[: len(c)]) / np.minimum(steps, window)
+            mean[: window // 10] = np.nan  # too few steps for a rate worth drawing
+            return mean
+
+        paths = []
+        for fname, title, series in (
+            ("cumulative_reward.png", "cumulative reward", lambda n: np.cumsum(self.rewards[n])),
+            ("rolling_acceptance.png", f"acceptance rate (rolling {window})",
+             lambda n: trailing_mean(self.accepted[n])),
+        ):
+            fig, ax = plt.subplots(figsize=(9, 5))
+            for name in POLICIES:
+                ax.plot(steps, series(name), label=name, lw=1.2)
+            ax.axvline(self.drift_step, color="grey", ls="--", lw=1,
+                       label=f"drift ({self.drift_category})")
+            ax.set_xlabel("decision")
+            ax.set_title(title)
+            ax.legend()
+            fig.tight_layout()
+            fig.savefig(out / fname, dpi=110)
+            plt.close(fig)
+            paths.append(out / fname)
+        return paths
+
+
+# --- the closed loop ----------------------------------------------------------------------
+def request_body(scenario: Scenario, step: int, stage: str, ids: Sequence[str], limit: int,
+                 customer_ids: Sequence[str]) -> dict[str, Any]:
+    return {
+        "customer_id": customer_ids[int(scenario.customers[step])],
+        "channel": str(scenario.channels[step]),
+        "placement": str(scenario.placements[step]),
+        "context": {
+            "basket": [ids[a] for a in scenario.basket_rows(step).tolist()],
+            "device": str(scenario.devices[step]),
+            "cart_value": float(scenario.cart_values[step]),
+            "journey_stage": stage,
+        },
+        "limit": limit,
+    }
+
+
+def _batches(n: int, size: int, cut: int) -> list[tuple[int, int]]:
+    """Consecutive [start, end) batches of at most `size`, never straddling `cut`."""
+    out, start = [], 0
+    while start < n:
+        end = min(start + size, n)
+        if start < cut < end:
+            end = cut
+        out.append((start, end))
+        start = end
+    return out
+
+
+async def run_loop(
+    decide: Callable[[dict[str, Any]], Awaitable[dict[str, Any]]],
+    send_feedback: Callable[[list[dict[str, Any]]], Awaitable[None]],
+    data_dir: Path,
+    models_dir: Path,
+    decisions: int = 20_000,
+    seed: int = 0,
+    drift_at: float = 0.5,
+    concurrency: int = 8,
+    limit: int = 1,
+    progress: bool = True,
+    accept_replaces_impression: bool = False,
+) -> SimulationReport:
+    """The closed loop against any `decide`/`send_feedback` pair (HTTP in practice).
+
+    `accept_replaces_impression` is a diagnostic: an accepted decision then sends only
+    `accept` (the default sends `impression` + `accept`, as the README asks integrators to).
+    """
+    started = time.perf_counter()
+    world = World.from_json(json.loads((Path(data_dir) / "demo" / "world.json").read_text()))
+    scenario = draw_scenario(world, decisions, seed, drift_at)
+    values = world.action_value
+    ids = world.action_ids
+    index = {a: i for i, a in enumerate(ids)}
+    offline = OfflineModel(Path(data_dir), Path(models_dir), world.customer_ids)
+    baselines: list[Policy] = [Oracle(values), UniformRandom(), OfflineOnly(offline),
+                               ContextFreeThompson(values, seed), Oracle(values, fatigue_aware=False)]
+    states = {name: CustomerState.start(world) for name in POLICIES}
+    rewards = {name: np.zeros(decisions) for name in POLICIES}
+    accepted = {name: np.zeros(decisions, dtype=bool) for name in POLICIES}
+    oracle_by_category = np.zeros(len(CATEGORIES))
+    categories = world._action_arrays()["category"]
+    true_p, offline_p = np.zeros(decisions), np.zeros(decisions)
+    drift_category: str | None = None
+    explored = 0
+
+    bar = tqdm(total=decisions, desc="simulate", unit="dec", disable=not progress)
+    for start, end in _batches(decisions, max(1, concurrency), scenario.drift_step):
+        if start == scenario.drift_step and drift_category is None:
+            code = int(np.argmax(oracle_by_category))
+            drift_category = CATEGORIES[code]
+            for state in states.values():
+                state.drift_category = code
+        nb = states[NEXTBEST]
+        bodies = [request_body(scenario, s, nb.stage_name(int(scenario.customers[s])), ids, limit,
+                               world.customer_ids) for s in range(start, end)]
+        responses = await asyncio.gather(*(decide(b) for b in bodies))
+        events: list[dict[str, Any]] = []
+        for step, response in zip(range(start, end), responses, strict=True):
+            shown = response["actions"]
+            if shown:
+                top = shown[0]
+                explored += int(bool(top.get("explored")))
+                a = index[top["action_id"]]
+                ok, _ = nb.respond(scenario, step, a)
+                accepted[NEXTBEST][step] = ok
+                rewards[NEXTBEST][step] = values[a] if ok else 0.0
+                if not (ok and accept_replaces_impression):
+                    events.append({"decision_id": response["decision_id"],
+                                   "action_id": top["action_id"], "outcome": "impression"})
+                if ok:
+                    events.append({"decision_id": response["decision_id"],
+                                   "action_id": top["action_id"], "outcome": "accept",
+                                   "value": float(values[a])})
+            for policy in baselines:
+                state = states[policy.name]
+                if not len(scenario.candidates(step)):
+                    continue
+                a = policy.choose(scenario, step, state)
+                ok, p = state.respond(scenario, step, a)
+                policy.update(a, ok)
+                accepted[policy.name][step] = ok
+                rewards[policy.name][step] = values[a] if ok else 0.0
+                if policy.name == "oracle" and ok:
+                    oracle_by_category[categories[a]] += values[a]
+                if policy.name == "random":
+                    true_p[step] = p
+                    stage = state.stage_name(int(scenario.customers[step]))
+                    offline_p[step] = offline.propensity(scenario, step, stage, np.array([a]))[0]
+        await send_feedback(events)
+        bar.update(end - start)
+    bar.close()
+
+    tail = 5000 if decisions >= 20_000 else max(1, decisions // 4)
+    report = SimulationReport(
+        decisions=decisions, seed=seed, drift_step=scenario.drift_step,
+        drift_category=drift_category, tail=tail, rewards=rewards, accepted=accepted,
+        explored=explored,
+    )
+    report.fidelity = fidelity(world, Path(data_dir), accepted["random"], true_p, offline_p)
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def fidelity(world: World, data_dir: Path, outcome: np.ndarray, true_p: np.ndarray,
+             offline_p: np.ndarray) -> dict[str, float]:
+    """How far the service's view is from the truth (see the module docstring)."""
+    from sklearn.metrics import roc_auc_score
+
+    snapshot = FeatureSnapshot(data_dir)
+    rows = [snapshot.customers[c] for c in world.customer_ids]
+    observed = np.array([[r[f"category_affinity_{c}"] for c in CATEGORIES] for r in rows])
+    stage = np.array([r["journey_stage"] for r in rows], dtype=object)
+    from features.schema import JOURNEY_STAGES
+
+    true_stage = np.array(JOURNEY_STAGES, dtype=object)[world.stages[:, -1]]
+    out = {
+        "corr(observed category affinity, latent preference)":
+            float(np.corrcoef(observed.ravel(), world.preference.ravel())[0, 1]),
+        "stored stage == true stage": float((stage == true_stage).mean()),
+    }
+    if 0 < outcome.sum() < len(outcome):
+        out["AUC of true p (random policy's steps)"] = float(roc_auc_score(outcome, true_p))
+        out["AUC of offline model (same steps)"] = float(roc_auc_score(outcome, offline_p))
+    return out
+
+
+def simulate(url: str, data_dir: Path, models_dir: Path, *, decisions: int = 20_000,
+             seed: int = 0, drift_at: float = 0.5, concurrency: int = 8, limit: int = 1,
+             api_key: str | None = None, progress: bool = True,
+             accept_replaces_impression: bool = False) -> SimulationReport:
+    """Run the closed loop against the nextbest at `url` (blocking)."""
+
+    async def go() -> SimulationReport:
+        client = ServiceClient(url, api_key)
+        try:
+            return await run_loop(client.decide, client.feedback_batch, data_dir, models_dir,
+                                  decisions, seed, drift_at, concurrency, limit, progress,
+                                  accept_replaces_impression)
+        finally:
+            await client.aclose()
+
+    return asyncio.run(go())
+
+
+# --- command line -------------------------------------------------------------------------
+def _start_service(data_dir: Path, models_dir: Path, port: int, seed: int) -> subprocess.Popen[bytes]:
+    env = dict(os.environ, NEXTBEST_DATA_DIR=str(data_dir), NEXTBEST_MODELS_DIR=str(models_dir),
+               NEXTBEST_SEED=str(seed))
+    proc = subprocess.Popen([sys.executable, "-m", "service.cli", "serve", "--port", str(port)],
+                            env=env)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the service exited with {proc.returncode}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1.0).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    proc.terminate()
+    raise RuntimeError("the service did not become ready within 120 s")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="nextbest simulate", description=__doc__.split("\n")[0])
+    parser.add_argument("--url", help="a running nextbest, e.g. http://127.0.0.1:8000")
+    parser.add_argument("--start", action="store_true",
+                        help="start `nextbest serve` on --port for the run, stop it after")
+    parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument("--data-dir", type=Path,
+                        default=Path(os.environ.get("NEXTBEST_DATA_DIR", "var")))
+    parser.add_argument("--models-dir", type=Path,
+                        default=Path(os.environ.get("NEXTBEST_MODELS_DIR", "models")))
+    parser.add_argument("--decisions", type=int, default=20_000)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--drift-at", type=float, default=0.5)
+    parser.add_argument("--out", type=Path, default=Path("load_tests/results/sim"))
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--limit", type=int, default=1)
+    parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--accept-replaces-impression", action="store_true",
+                        help="diagnostic: send only `accept` (no `impression`) when accepted")
+    args = parser.parse_args(argv)
+    if not args.url and not args.start:
+        parser.error("give --url of a running nextbest, or --start")
+    proc = _start_service(args.data_dir, args.models_dir, args.port, args.seed) if args.start else None
+    url = args.url or f"http://127.0.0.1:{args.port}"
+    try:
+        report = simulate(url, args.data_dir, args.models_dir, decisions=args.decisions,
+                          seed=args.seed, drift_at=args.drift_at, concurrency=args.concurrency,
+                          limit=args.limit, api_key=os.environ.get("NEXTBEST_API_KEY"),
+                          progress=not args.no_progress,
+                          accept_replaces_impression=args.accept_replaces_impression)
+    finally:
+        if proc is not None:
+            proc.terminate()
+            proc.wait(timeout=30)
+    paths = report.write(args.out)
+    print(report.markdown())
+    print("wrote " + ", ".join(str(p) for p in paths))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
