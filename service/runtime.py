@@ -174,9 +174,11 @@ class Runtime:
         self.metrics.ready.set(0)
         for t in self.tasks:
             t.cancel()
-        for t in self.tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await t
+        if self.tasks:
+            _, stuck = await asyncio.wait(self.tasks, timeout=self.settings.shutdown_timeout_seconds)
+            for t in stuck:
+                log.error("background task %s did not stop within %.1f s", t.get_name(),
+                          self.settings.shutdown_timeout_seconds)
         with contextlib.suppress(Exception):
             await self.decision_log.flush()
         for c in self.closers:

@@ -43,6 +43,9 @@ class Settings(BaseSettings):
     decision_ttl_seconds: int = Field(
         86_400, gt=0, description="How long a decision can still receive feedback."
     )
+    shutdown_timeout_seconds: float = Field(
+        5.0, gt=0, le=60, description="How long shutdown waits for background tasks to stop."
+    )
     customer_max_age_seconds: float = Field(
         14 * 86_400, gt=0, description="Customer features older than this are `stale`."
     )

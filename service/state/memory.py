@@ -50,8 +50,11 @@ class MemoryState:
         last = int(after)
         if not self._feedback or self._feedback[-1][0] <= last:
             self._appended.clear()
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancel that
+            # lands as the wait times out, and the learner task then never stops.
             try:
-                await asyncio.wait_for(self._appended.wait(), block_ms / 1000)
+                async with asyncio.timeout(block_ms / 1000):
+                    await self._appended.wait()
             except TimeoutError:
                 return []
         start = self._first_after(last)
