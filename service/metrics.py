@@ -27,10 +27,13 @@ Exported series (also documented in README.md and used by helm/ dashboards and r
 
 from __future__ import annotations
 
+import logging
 import time
 from types import TracebackType
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, values
+
+log = logging.getLogger(__name__)
 
 LATENCY_BUCKETS = (
     0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
@@ -51,6 +54,11 @@ class Metrics:
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
+        if getattr(values.ValueClass, "_multiprocess", False):
+            log.warning(
+                "prometheus_client runs in multiprocess mode (PROMETHEUS_MULTIPROC_DIR is set, "
+                "perhaps by `import feast`): metrics cost more and are shared between registries"
+            )
         r = self.registry
         self.http_latency = Histogram(
             "nextbest_http_request_duration_seconds",
