@@ -33,10 +33,9 @@ def _serve(settings: Settings, host: str, port: int) -> None:
 def prepare_demo(settings: Settings, force: bool = False) -> None:
     """Generate demo data, load the online store and train a model, where missing."""
     from features.store import apply_and_materialize
+    from service.manifest import versions
     from training.demo_data import generate
     from training.train import train
-
-    from service.manifest import versions
 
     data_dir = settings.data_dir
     if force or not (settings.catalog_file.is_file() and (data_dir / "demo").is_dir()):
