@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from service.decision_log import DecisionLog
@@ -60,7 +61,7 @@ class FeedbackService:
                 "action_id": event.action_id,
                 "outcome": event.outcome.value,
                 "value": event.value,
-                "ts": event.timestamp.timestamp() if event.timestamp else now,
+                "ts": _epoch(event.timestamp) if event.timestamp else now,
                 "accepted_at": now,
                 "customer_id": record["customer_id"],
                 "channel": record["channel"],
@@ -78,3 +79,8 @@ class FeedbackService:
         for r in rejected:
             self._metrics.feedback_rejected.labels(r.reason).inc()
         return len(accepted), rejected
+
+
+def _epoch(ts: datetime) -> float:
+    """Unix seconds; a timestamp without a zone is read as UTC, not the server's local time."""
+    return (ts if ts.tzinfo else ts.replace(tzinfo=UTC)).timestamp()
