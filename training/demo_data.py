@@ -113,7 +113,7 @@ def simulate_logging_policy(
         options = CHANNEL_DEVICES[name]
         devices[rows] = np.array(options, dtype=object)[rng.integers(len(options), size=len(rows))]
 
-    basket = _draw_baskets(world, rng, customers, placements)
+    basket = draw_baskets(world, rng, customers, placements)
     actions = np.empty(n, dtype=np.int64)
     propensity = np.empty(n, dtype=np.float64)
     for (channel, placement), rows in _group(channel_names, placements).items():
@@ -150,7 +150,7 @@ def _group(channels: np.ndarray, placements: np.ndarray) -> dict[tuple[str, str]
     return {k: np.asarray(v) for k, v in keys.groupby(keys).groups.items()}
 
 
-def _draw_baskets(
+def draw_baskets(
     world: World, rng: np.random.Generator, customers: np.ndarray, placements: np.ndarray
 ) -> np.ndarray:
     """Bool (rows x actions): products in the basket, drawn from true preferences."""

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from features.schema import CATEGORIES, JOURNEY_STAGES
-from training.demo_data import _draw_baskets
+from training.demo_data import draw_baskets
 from training.world import CHANNEL_DEVICES, SLOTS, World, sample_rows
 
 FATIGUE_LOGIT = 0.6
@@ -85,7 +85,7 @@ def draw_scenario(world: World, n: int, seed: int, drift_at: float) -> Scenario:
         placements[rows] = np.array(slots, dtype=object)[rng.integers(len(slots), size=len(rows))]
         options = CHANNEL_DEVICES[name]
         devices[rows] = np.array(options, dtype=object)[rng.integers(len(options), size=len(rows))]
-    baskets = _draw_baskets(world, rng, customers, placements)
+    baskets = draw_baskets(world, rng, customers, placements)
     prices = np.array([a.price for a in world.actions])
     eligible = {(c, p): world.eligible(c, p) for c, slots in SLOTS.items() for p in slots}
     return Scenario(
@@ -127,7 +127,7 @@ class CustomerState:
         if fatigue:
             z -= FATIGUE_LOGIT * seen
         if self.drift_category is not None:
-            cat = self.world._action_arrays()["category"][actions]
+            cat = self.world.action_arrays()["category"][actions]
             z -= np.where(cat == self.drift_category, DRIFT_LOGIT, 0.0)
         return 1.0 / (1.0 + np.exp(-z))
 

@@ -29,6 +29,10 @@ stage equals the true one, and on the random policy's steps the AUC of the offli
 model's propensity against the AUC of the true probability (the best any model could
 reach). If the simulator mirrored the features, the two AUCs would coincide.
 
+Outputs: the report (`training/sim_report.py`: report.json, report.md, steps.npz, plots)
+and `decisions.jsonl`, nextbest's decisions in the off-policy log format (one line per
+decision; see `logged_decision`) that `training/ope.py` evaluates other policies on.
+
 Reproducible: the same seed gives the same scenario and the same baseline results
 exactly; nextbest's own numbers also depend on its exploration seed
 (`NEXTBEST_SEED`) and on when its background learner folds in the feedback.
@@ -43,8 +47,8 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +57,8 @@ import numpy as np
 from tqdm import tqdm
 
 from features.schema import CATEGORIES
+from service.client import NextbestClient
+from service.schemas import DecisionResponse
 from training.environment import CustomerState, Scenario, draw_scenario
 from training.policies import (
     ContextFreeThompson,
@@ -63,166 +69,12 @@ from training.policies import (
     Policy,
     UniformRandom,
 )
+from training.sim_report import NEXTBEST, POLICIES, SimulationReport
 from training.world import World
 
-NEXTBEST = "nextbest"
-POLICIES = (NEXTBEST, "oracle", "random", "offline", "thompson", "oracle_fatigue_blind")
-ROLLING_WINDOW = 1000
+__all__ = ["NEXTBEST", "POLICIES", "SimulationReport", "main", "run_loop", "simulate"]
 
-
-# --- talking to the service ---------------------------------------------------------------
-class ServiceClient:
-    """The two calls the simulator needs; swap for `service.client.NextbestClient` later."""
-
-    def __init__(self, url: str, api_key: str | None = None, timeout: float = 10.0) -> None:
-        headers = {"X-API-Key": api_key} if api_key else {}
-        self._http = httpx.AsyncClient(base_url=url.rstrip("/"), headers=headers, timeout=timeout)
-
-    async def decide(self, body: dict[str, Any]) -> dict[str, Any]:
-        r = await self._http.post("/v1/decisions", json=body)
-        r.raise_for_status()
-        result: dict[str, Any] = r.json()
-        return result
-
-    async def feedback_batch(self, events: list[dict[str, Any]]) -> None:
-        if events:
-            r = await self._http.post("/v1/feedback", json={"events": events})
-            r.raise_for_status()
-
-    async def aclose(self) -> None:
-        await self._http.aclose()
-
-
-# --- the report ---------------------------------------------------------------------------
-@dataclass
-class SimulationReport:
-    """Per-step rewards and acceptances of every policy, and what was derived from them."""
-
-    decisions: int
-    seed: int
-    drift_step: int
-    drift_category: str | None
-    tail: int
-    rewards: dict[str, np.ndarray]
-    accepted: dict[str, np.ndarray]
-    fidelity: dict[str, float] = field(default_factory=dict)
-    explored: int = 0
-    seconds: float = 0.0
-
-    def summary(self) -> dict[str, dict[str, float]]:
-        oracle = self.rewards["oracle"]
-        d, t = self.drift_step, self.tail
-
-        def share(x: np.ndarray, o: np.ndarray) -> float:
-            return float(x.sum() / o.sum()) if o.sum() > 0 else float("nan")
-
-        out = {}
-        for name in POLICIES:
-            r, a = self.rewards[name], self.accepted[name]
-            out[name] = {
-                "total_reward": float(r.sum()),
-                "share_of_oracle": share(r, oracle),
-                "share_of_oracle_last": share(r[-t:], oracle[-t:]),
-                "share_of_oracle_after_drift": share(r[d:], oracle[d:]),
-                "acceptance_rate": float(a.mean()),
-                "acceptance_after_drift": float(a[d:].mean()) if d < len(a) else float("nan"),
-                "regret": float(oracle.sum() - r.sum()),
-            }
-        return out
-
-    def targets(self) -> dict[str, dict[str, Any]]:
-        s = self.summary()
-        nb = s[NEXTBEST]
-        return {
-            f"nextbest >= 90% of oracle over the last {self.tail}": {
-                "value": nb["share_of_oracle_last"], "met": nb["share_of_oracle_last"] >= 0.9},
-            "nextbest beats offline-only after the drift": {
-                "value": nb["share_of_oracle_after_drift"] - s["offline"]["share_of_oracle_after_drift"],
-                "met": nb["share_of_oracle_after_drift"] > s["offline"]["share_of_oracle_after_drift"]},
-            "nextbest beats context-free Thompson overall": {
-                "value": nb["share_of_oracle"] - s["thompson"]["share_of_oracle"],
-                "met": nb["share_of_oracle"] > s["thompson"]["share_of_oracle"]},
-            "random earns at most 50% of oracle": {
-                "value": s["random"]["share_of_oracle"], "met": s["random"]["share_of_oracle"] <= 0.5},
-        }
-
-    def table(self) -> str:
-        rows = [f"| policy | reward | share of oracle | last {self.tail} | after drift | "
-                "acceptance | regret |", "|---|---:|---:|---:|---:|---:|---:|"]
-        for name, m in self.summary().items():
-            rows.append(
-                f"| {name} | {m['total_reward']:.1f} | {m['share_of_oracle']:.1%} | "
-                f"{m['share_of_oracle_last']:.1%} | {m['share_of_oracle_after_drift']:.1%} | "
-                f"{m['acceptance_rate']:.2%} | {m['regret']:.1f} |")
-        return "\n".join(rows)
-
-    def markdown(self) -> str:
-        lines = [
-            "# nextbest simulate", "",
-            f"{self.decisions} decisions, seed {self.seed}, drift at step {self.drift_step} "
-            f"(category `{self.drift_category}` falls out of favour), {self.seconds:.0f} s, "
-            f"nextbest explored {self.explored} times.", "", self.table(), "", "## Targets", "",
-        ]
-        for name, t in self.targets().items():
-            lines.append(f"- {'MET' if t['met'] else 'MISSED'}: {name} ({t['value']:.3f})")
-        lines += ["", "## Fidelity (the simulator does not mirror the model's features)", ""]
-        lines += [f"- {k}: {v:.3f}" for k, v in self.fidelity.items()]
-        return "\n".join(lines) + "\n"
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "decisions": self.decisions, "seed": self.seed, "drift_step": self.drift_step,
-            "drift_category": self.drift_category, "tail": self.tail, "seconds": self.seconds,
-            "explored": self.explored, "summary": self.summary(),
-            "targets": self.targets(), "fidelity": self.fidelity,
-        }
-
-    def write(self, out: Path) -> list[Path]:
-        """report.json, report.md, steps.npz (per-step series), and the two PNG plots."""
-        out.mkdir(parents=True, exist_ok=True)
-        paths = [out / "report.json", out / "report.md", out / "steps.npz"]
-        paths[0].write_text(json.dumps(self.to_json(), indent=1))
-        paths[1].write_text(self.markdown())
-        series: dict[str, Any] = {f"reward_{k}": v for k, v in self.rewards.items()}
-        series.update({f"accepted_{k}": v for k, v in self.accepted.items()})
-        np.savez_compressed(paths[2], **series)
-        paths += self._plots(out)
-        return paths
-
-    def _plots(self, out: Path) -> list[Path]:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        steps = np.arange(1, self.decisions + 1)
-        window = max(1, min(ROLLING_WINDOW, self.decisions // 10))
-
-        def trailing_mean(x: np.ndarray) -> np.ndarray:
-            c = np.cumsum(x.astype(float))
-            mean = (c - np.concatenate([np.zeros(window), c[:-window]])[: len(c)]) / np.minimum(steps, window)
-            mean[: window // 10] = np.nan  # too few steps for a rate worth drawing
-            return mean
-
-        paths = []
-        for fname, title, series in (
-            ("cumulative_reward.png", "cumulative reward", lambda n: np.cumsum(self.rewards[n])),
-            ("rolling_acceptance.png", f"acceptance rate (rolling {window})",
-             lambda n: trailing_mean(self.accepted[n])),
-        ):
-            fig, ax = plt.subplots(figsize=(9, 5))
-            for name in POLICIES:
-                ax.plot(steps, series(name), label=name, lw=1.2)
-            ax.axvline(self.drift_step, color="grey", ls="--", lw=1,
-                       label=f"drift ({self.drift_category})")
-            ax.set_xlabel("decision")
-            ax.set_title(title)
-            ax.legend()
-            fig.tight_layout()
-            fig.savefig(out / fname, dpi=110)
-            plt.close(fig)
-            paths.append(out / fname)
-        return paths
+LogDecision = Callable[[dict[str, Any]], None]
 
 
 # --- the closed loop ----------------------------------------------------------------------
@@ -242,6 +94,44 @@ def request_body(scenario: Scenario, step: int, stage: str, ids: Sequence[str], 
     }
 
 
+def logged_decision(step: int, body: dict[str, Any], response: DecisionResponse,
+                    candidates: Sequence[str], reward: float) -> dict[str, Any]:
+    """One line of decisions.jsonl, the off-policy log `training/ope.py` reads.
+
+    `ts` is the step index; `propensity` is the probability the service logged for the
+    action it showed at rank 1; `scores` are its arbitration scores of the actions it
+    returned; `candidates` are the actions eligible in the slot (basket excluded).
+    """
+    top = response.actions[0]
+    return {
+        "decision_id": response.decision_id,
+        "ts": float(step),
+        "customer_id": body["customer_id"],
+        "channel": body["channel"],
+        "placement": body["placement"],
+        "context": body["context"],
+        "candidates": list(candidates),
+        "action_id": top.action_id,
+        "propensity": top.probability,
+        "reward": reward,
+        "scores": {a.action_id: a.score for a in response.actions},
+    }
+
+
+@contextmanager
+def jsonl_log(path: Path | None) -> Iterator[LogDecision | None]:
+    """A writer of one JSON object per line to `path` (None: no log)."""
+    if path is None:
+        yield None
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w") as f:
+        def write(record: dict[str, Any]) -> None:
+            f.write(json.dumps(record) + "\n")
+
+        yield write
+
+
 def _batches(n: int, size: int, cut: int) -> list[tuple[int, int]]:
     """Consecutive [start, end) batches of at most `size`, never straddling `cut`."""
     out, start = [], 0
@@ -255,8 +145,8 @@ def _batches(n: int, size: int, cut: int) -> list[tuple[int, int]]:
 
 
 async def run_loop(
-    decide: Callable[[dict[str, Any]], Awaitable[dict[str, Any]]],
-    send_feedback: Callable[[list[dict[str, Any]]], Awaitable[None]],
+    decide: Callable[[dict[str, Any]], Awaitable[DecisionResponse]],
+    send_feedback: Callable[[list[dict[str, Any]]], Awaitable[object]],
     data_dir: Path,
     models_dir: Path,
     decisions: int = 20_000,
@@ -266,11 +156,14 @@ async def run_loop(
     limit: int = 1,
     progress: bool = True,
     accept_replaces_impression: bool = False,
+    log_decision: LogDecision | None = None,
 ) -> SimulationReport:
     """The closed loop against any `decide`/`send_feedback` pair (HTTP in practice).
 
     `accept_replaces_impression` is a diagnostic: an accepted decision then sends only
     `accept` (the default sends `impression` + `accept`, as the README asks integrators to).
+    `log_decision` receives nextbest's decisions in the off-policy log format
+    (`logged_decision`), in step order.
     """
     started = time.perf_counter()
     world = World.from_json(json.loads((Path(data_dir) / "demo" / "world.json").read_text()))
@@ -285,7 +178,7 @@ async def run_loop(
     rewards = {name: np.zeros(decisions) for name in POLICIES}
     accepted = {name: np.zeros(decisions, dtype=bool) for name in POLICIES}
     oracle_by_category = np.zeros(len(CATEGORIES))
-    categories = world._action_arrays()["category"]
+    categories = world.action_arrays()["category"]
     true_p, offline_p = np.zeros(decisions), np.zeros(decisions)
     drift_category: str | None = None
     explored = 0
@@ -302,21 +195,24 @@ async def run_loop(
                                world.customer_ids) for s in range(start, end)]
         responses = await asyncio.gather(*(decide(b) for b in bodies))
         events: list[dict[str, Any]] = []
-        for step, response in zip(range(start, end), responses, strict=True):
-            shown = response["actions"]
-            if shown:
-                top = shown[0]
-                explored += int(bool(top.get("explored")))
-                a = index[top["action_id"]]
+        for step, body, response in zip(range(start, end), bodies, responses, strict=True):
+            if response.actions:
+                top = response.actions[0]
+                explored += int(top.explored)
+                a = index[top.action_id]
                 ok, _ = nb.respond(scenario, step, a)
                 accepted[NEXTBEST][step] = ok
                 rewards[NEXTBEST][step] = values[a] if ok else 0.0
+                if log_decision is not None:
+                    eligible = [ids[c] for c in scenario.candidates(step).tolist()]
+                    log_decision(logged_decision(step, body, response, eligible,
+                                                 float(rewards[NEXTBEST][step])))
                 if not (ok and accept_replaces_impression):
-                    events.append({"decision_id": response["decision_id"],
-                                   "action_id": top["action_id"], "outcome": "impression"})
+                    events.append({"decision_id": response.decision_id,
+                                   "action_id": top.action_id, "outcome": "impression"})
                 if ok:
-                    events.append({"decision_id": response["decision_id"],
-                                   "action_id": top["action_id"], "outcome": "accept",
+                    events.append({"decision_id": response.decision_id,
+                                   "action_id": top.action_id, "outcome": "accept",
                                    "value": float(values[a])})
             for policy in baselines:
                 state = states[policy.name]
@@ -374,17 +270,20 @@ def fidelity(world: World, data_dir: Path, outcome: np.ndarray, true_p: np.ndarr
 def simulate(url: str, data_dir: Path, models_dir: Path, *, decisions: int = 20_000,
              seed: int = 0, drift_at: float = 0.5, concurrency: int = 8, limit: int = 1,
              api_key: str | None = None, progress: bool = True,
-             accept_replaces_impression: bool = False) -> SimulationReport:
-    """Run the closed loop against the nextbest at `url` (blocking)."""
+             accept_replaces_impression: bool = False,
+             decision_log: Path | None = None) -> SimulationReport:
+    """Run the closed loop against the nextbest at `url` (blocking).
+
+    `decision_log`: where to write nextbest's decisions as JSONL (`logged_decision`).
+    """
 
     async def go() -> SimulationReport:
-        client = ServiceClient(url, api_key)
-        try:
-            return await run_loop(client.decide, client.feedback_batch, data_dir, models_dir,
-                                  decisions, seed, drift_at, concurrency, limit, progress,
-                                  accept_replaces_impression)
-        finally:
-            await client.aclose()
+        async with NextbestClient(url, api_key=api_key, timeout=10.0,
+                                  max_connections=max(8, concurrency)) as client:
+            with jsonl_log(decision_log) as log:
+                return await run_loop(client.decide, client.feedback_batch, data_dir,
+                                      models_dir, decisions, seed, drift_at, concurrency, limit,
+                                      progress, accept_replaces_impression, log)
 
     return asyncio.run(go())
 
@@ -438,12 +337,13 @@ def main(argv: list[str] | None = None) -> int:
                           seed=args.seed, drift_at=args.drift_at, concurrency=args.concurrency,
                           limit=args.limit, api_key=os.environ.get("NEXTBEST_API_KEY"),
                           progress=not args.no_progress,
-                          accept_replaces_impression=args.accept_replaces_impression)
+                          accept_replaces_impression=args.accept_replaces_impression,
+                          decision_log=args.out / "decisions.jsonl")
     finally:
         if proc is not None:
             proc.terminate()
             proc.wait(timeout=30)
-    paths = report.write(args.out)
+    paths = [*report.write(args.out), args.out / "decisions.jsonl"]
     print(report.markdown())
     print("wrote " + ", ".join(str(p) for p in paths))
     return 0

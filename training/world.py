@@ -177,7 +177,8 @@ class World:
     def action_ids(self) -> list[str]:
         return [a.action_id for a in self.actions]
 
-    def _action_arrays(self) -> dict[str, np.ndarray]:
+    def action_arrays(self) -> dict[str, np.ndarray]:
+        """Catalog columns by action row (kind and category as codes); built once."""
         if not self._arrays:
             a = self.actions
             self._arrays.update(
@@ -191,7 +192,7 @@ class World:
 
     @property
     def action_value(self) -> np.ndarray:
-        return self._action_arrays()["value"]
+        return self.action_arrays()["value"]
 
     def eligible(self, channel: str, placement: str) -> np.ndarray:
         """Action rows allowed in this slot (same rule as service.catalog.Catalog)."""
@@ -232,7 +233,7 @@ class World:
         ch = _codes(channel, CHANNELS, n)
         pl = _codes(placement, PLACEMENTS, n)
         st = self.stages[c, -1] if journey_stage is None else _codes(journey_stage, JOURNEY_STAGES, n)
-        arr = self._action_arrays()
+        arr = self.action_arrays()
         kind, cat = arr["kind"][a], arr["category"][a]
         is_product, is_offer = kind == 0, kind == 1
 

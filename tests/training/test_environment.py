@@ -40,7 +40,7 @@ def test_drift_lowers_only_the_drifting_category() -> None:
     state = CustomerState.start(world)
     rows = scenario.candidates(0)
     before = state.accept_probability(scenario, 0, rows)
-    cats = world._action_arrays()["category"][rows]
+    cats = world.action_arrays()["category"][rows]
     state.drift_category = int(cats[0])
     after = state.accept_probability(scenario, 0, rows)
     hit = cats == cats[0]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -15,7 +16,7 @@ from service.app import create_app
 from tests.conftest import free_port
 from tests.demo_fixtures import DemoDirs
 from tests.service.conftest import make_settings
-from training.simulator import POLICIES, SimulationReport, _batches, main, simulate
+from training.simulator import NEXTBEST, POLICIES, SimulationReport, _batches, main, simulate
 
 DECISIONS = 400
 
@@ -40,9 +41,14 @@ def service_url(demo: DemoDirs) -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def report(service_url: str, demo: DemoDirs) -> SimulationReport:
+def decision_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("sim") / "decisions.jsonl"
+
+
+@pytest.fixture(scope="module")
+def report(service_url: str, demo: DemoDirs, decision_log: Path) -> SimulationReport:
     return simulate(service_url, demo.data_dir, demo.models_dir, decisions=DECISIONS, seed=4,
-                    concurrency=4, progress=False)
+                    concurrency=4, progress=False, decision_log=decision_log)
 
 
 def test_the_report_adds_up(report: SimulationReport) -> None:
@@ -88,3 +94,33 @@ def test_batches_never_straddle_the_drift() -> None:
 def test_main_needs_a_url_or_start() -> None:
     with pytest.raises(SystemExit):
         main(["--decisions", "10"])
+
+
+def test_the_decision_log_is_the_off_policy_format(report: SimulationReport,
+                                                   decision_log: Path) -> None:
+    lines = [json.loads(line) for line in decision_log.read_text().splitlines()]
+    assert len(lines) == DECISIONS  # every step of this scenario has something to show
+    assert [r["ts"] for r in lines] == [float(s) for s in range(DECISIONS)]
+    assert len({r["decision_id"] for r in lines}) == DECISIONS
+    for r in lines:
+        assert set(r) == {"decision_id", "ts", "customer_id", "channel", "placement", "context",
+                          "candidates", "action_id", "propensity", "reward", "scores"}
+        assert isinstance(r["decision_id"], str) and isinstance(r["customer_id"], str)
+        assert r["channel"] and r["placement"] and isinstance(r["context"], dict)
+        assert r["context"]["journey_stage"] and "basket" in r["context"]
+        assert r["action_id"] in r["candidates"] and r["action_id"] in r["scores"]
+        assert not set(r["context"]["basket"]) & set(r["candidates"])
+        assert 0.0 < r["propensity"] <= 1.0
+        assert all(isinstance(v, float) for v in r["scores"].values())
+        assert r["reward"] == report.rewards[NEXTBEST][int(r["ts"])]
+    assert any(r["propensity"] < 1.0 for r in lines)  # epsilon 0.05: some were explored
+    assert any(r["reward"] > 0 for r in lines)
+
+
+def test_main_writes_the_report_and_the_decision_log(service_url: str, demo: DemoDirs,
+                                                      tmp_path: Path) -> None:
+    assert main(["--url", service_url, "--data-dir", str(demo.data_dir), "--models-dir",
+                 str(demo.models_dir), "--decisions", "20", "--out", str(tmp_path),
+                 "--no-progress"]) == 0
+    assert len((tmp_path / "decisions.jsonl").read_text().splitlines()) == 20
+    assert (tmp_path / "report.json").exists()
