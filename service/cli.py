@@ -1,4 +1,4 @@
-"""The `nextbest` command line: demo, serve, train, materialize.
+"""The `nextbest` command line: demo, serve, train, materialize, bench, simulate, evaluate.
 
 Heavy imports (Feast, scikit-learn) happen inside the commands that need them, so
 `nextbest serve` starts fast.
@@ -53,6 +53,24 @@ def prepare_demo(settings: Settings, force: bool = False) -> None:
         train(data_dir, settings.models_dir, settings.model_name, redis_url=settings.redis_url)
 
 
+# Commands with their own argument parsers, imported only when called.
+PASS_THROUGH = {
+    "bench": "benchmark nextbest against a bare endpoint and a naive Feast baseline",
+    "simulate": "closed-loop customer-journey simulation against a running service",
+    "evaluate": "off-policy evaluation of a policy on a decision log",
+}
+
+
+def _pass_through(command: str, argv: list[str]) -> int:
+    if command == "bench":
+        from load_tests.bench import main as run
+    elif command == "simulate":
+        from training.simulator import main as run
+    else:
+        from training.ope import main as run
+    return run(argv)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="nextbest", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -69,13 +87,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--algorithm", choices=("hgb", "logreg"), default="hgb")
     p = sub.add_parser("materialize", help="feast apply + materialize into the online store")
     p.add_argument("--incremental", action="store_true")
-    sub.add_parser("bench", help="benchmark against a bare FastAPI endpoint (see --help)",
-                   add_help=False)
+    for name, help_text in PASS_THROUGH.items():
+        sub.add_parser(name, help=f"{help_text} (see `nextbest {name} --help`)", add_help=False)
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["bench"]:
-        from load_tests.bench import main as bench
-
-        return bench(argv[1:])
+    if argv[:1] and argv[0] in PASS_THROUGH:
+        return _pass_through(argv[0], argv[1:])
     args = parser.parse_args(argv)
 
     try:
