@@ -1,7 +1,7 @@
 """The ceiling: a bare FastAPI JSON endpoint on the same server stack as nextbest.
 
-It parses the same request body and returns a response of similar size, doing no work
-in between, so nextbest's cost over it is the decision itself.
+It parses the same request bodies (decisions and feedback) and returns responses of
+similar size, doing no work in between, so nextbest's cost over it is the decision itself.
 """
 
 from __future__ import annotations
@@ -22,6 +22,12 @@ _BODY = (
 async def decide(request: Request) -> Response:
     await request.json()
     return Response(_BODY, media_type="application/json")
+
+
+@app.post("/v1/feedback")
+async def feedback(request: Request) -> Response:
+    await request.json()
+    return Response(b'{"accepted":1,"rejected":[]}', status_code=202, media_type="application/json")
 
 
 @app.get("/readyz")

