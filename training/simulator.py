@@ -290,6 +290,11 @@ def simulate(url: str, data_dir: Path, models_dir: Path, *, decisions: int = 20_
 
 # --- command line -------------------------------------------------------------------------
 def _start_service(data_dir: Path, models_dir: Path, port: int, seed: int) -> subprocess.Popen[bytes]:
+    """Prepare the demo data and model where missing (as `nextbest demo` does), then serve."""
+    from service.cli import prepare_demo
+    from service.settings import Settings
+
+    prepare_demo(Settings(data_dir=data_dir, models_dir=models_dir))
     env = dict(os.environ, NEXTBEST_DATA_DIR=str(data_dir), NEXTBEST_MODELS_DIR=str(models_dir),
                NEXTBEST_SEED=str(seed))
     proc = subprocess.Popen([sys.executable, "-m", "service.cli", "serve", "--port", str(port)],
@@ -312,7 +317,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="nextbest simulate", description=__doc__.split("\n")[0])
     parser.add_argument("--url", help="a running nextbest, e.g. http://127.0.0.1:8000")
     parser.add_argument("--start", action="store_true",
-                        help="start `nextbest serve` on --port for the run, stop it after")
+                        help="prepare demo data and model where missing, start `nextbest serve` on --port "
+                             "for the run, stop it after")
     parser.add_argument("--port", type=int, default=8765)
     parser.add_argument("--data-dir", type=Path,
                         default=Path(os.environ.get("NEXTBEST_DATA_DIR", "var")))
