@@ -1,4 +1,9 @@
-"""The app factory: settings and collaborators in, a FastAPI app out."""
+"""The app factory: settings and collaborators in, a FastAPI app out.
+
+Two pure ASGI middlewares wrap the routes: `HTTPMetrics` (latency and errors per
+endpoint, the only `send` wrapper of ours) and, only when API keys are configured,
+`APIKeyCheck` inside it, so refused requests are counted too.
+"""
 
 from __future__ import annotations
 
@@ -8,13 +13,15 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic.json_schema import models_json_schema
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service import api
-from service.errors import NextbestError
+from service.errors import NextbestError, Unauthorized
 from service.metrics import Metrics
 from service.runtime import Runtime
 from service.settings import Settings
@@ -62,6 +69,47 @@ class HTTPMetrics:
                 self.metrics.errors.labels(endpoint, str(status)).inc()
 
 
+class APIKeyCheck:
+    """Pure ASGI middleware: `/v1/*` needs an `X-API-Key` header holding one of `keys`."""
+
+    def __init__(self, app: ASGIApp, keys: frozenset[str]) -> None:
+        self.app = app
+        self.keys = frozenset(k.encode() for k in keys)
+        error = Unauthorized("missing or invalid X-API-Key header")
+        self._body = orjson.dumps({"error": error.code, "message": error.message})
+        self._status = error.status_code
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith("/v1/"):
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope["headers"]:
+            if name == b"x-api-key" and value in self.keys:
+                await self.app(scope, receive, send)
+                return
+        await send({"type": "http.response.start", "status": self._status, "headers": [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(self._body)).encode()),
+        ]})
+        await send({"type": "http.response.body", "body": self._body})
+
+
+class NextbestAPI(FastAPI):
+    def openapi(self) -> dict[str, Any]:
+        """FastAPI's schema plus the request bodies that `service.api` parses itself."""
+        if self.openapi_schema is None:
+            schema = super().openapi()
+            _, defs = models_json_schema(
+                [(m, "validation") for m in api.BODY_SCHEMAS],
+                ref_template="#/components/schemas/{model}",
+            )
+            components = schema.setdefault("components", {}).setdefault("schemas", {})
+            for name, definition in defs.get("$defs", {}).items():
+                components.setdefault(name, definition)
+            schema["components"]["schemas"] = dict(sorted(components.items()))
+        return self.openapi_schema  # type: ignore[return-value]
+
+
 def create_app(settings: Settings, metrics: Metrics | None = None) -> FastAPI:
     """Build the app; the lifespan builds the runtime from `settings` at start-up."""
     metrics = metrics or Metrics()
@@ -76,7 +124,7 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> FastAPI:
         finally:
             await runtime.stop()
 
-    app = FastAPI(
+    app = NextbestAPI(
         title="nextbest",
         version="0.1.0",
         summary="Next-best-action decisions in milliseconds, learning from every outcome.",
@@ -84,7 +132,9 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> FastAPI:
     )
     app.include_router(api.v1)
     app.include_router(api.ops)
-    app.add_middleware(HTTPMetrics, metrics=metrics)
+    if settings.api_key_set:
+        app.add_middleware(APIKeyCheck, keys=settings.api_key_set)
+    app.add_middleware(HTTPMetrics, metrics=metrics)  # added last: the outer one
 
     @app.exception_handler(NextbestError)
     async def nextbest_error(request: Request, exc: NextbestError) -> JSONResponse:

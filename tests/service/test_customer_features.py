@@ -1,0 +1,116 @@
+"""Customer features: degraded flags, and the in-process cache in front of the store."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+
+import pytest
+
+from features.online import FeatureRow
+from service import customer_features
+from service.customer_features import CustomerFeatureService
+
+FRESH = FeatureRow({"segment": "value"}, event_ts=time.time())
+
+
+class FakeReader:
+    def __init__(self, rows: dict[str, FeatureRow]) -> None:
+        self.rows = rows
+        self.reads: list[str] = []
+        self.fail = False
+
+    async def read(self, entity_id: str) -> FeatureRow | None:
+        self.reads.append(entity_id)
+        if self.fail:
+            raise TimeoutError("slow store")
+        return self.rows.get(entity_id)
+
+    async def read_many(self, entity_ids: Sequence[str]) -> dict[str, FeatureRow]:
+        raise NotImplementedError
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
+    c = Clock()
+    monkeypatch.setattr(customer_features.time, "monotonic", c)
+    return c
+
+
+def get(service: CustomerFeatureService, customer_id: str | None) -> customer_features.CustomerFeatures:
+    return asyncio.run(service.get(customer_id))
+
+
+def test_degraded_flags() -> None:
+    old = FeatureRow({"segment": "value"}, event_ts=time.time() - 100)
+    reader = FakeReader({"c1": FRESH, "c2": old})
+    service = CustomerFeatureService(reader, max_age_seconds=50)
+    assert get(service, None).degraded == ("anonymous",)
+    assert get(service, "c1").degraded == () and get(service, "c1").values == FRESH.values
+    assert get(service, "c2").degraded == ("stale_customer_features",)
+    assert get(service, "nobody").degraded == ("unknown_customer",)
+    reader.fail = True
+    assert get(service, "c1").degraded == ("features_unavailable",)
+
+
+def test_without_cache_every_decision_reads_the_store() -> None:
+    reader = FakeReader({"c1": FRESH})
+    service = CustomerFeatureService(reader, max_age_seconds=50, cache_seconds=0)
+    for _ in range(3):
+        get(service, "c1")
+    assert reader.reads == ["c1"] * 3
+
+
+def test_cache_reuses_rows_and_misses_until_expiry(clock: Clock) -> None:
+    reader = FakeReader({"c1": FRESH})
+    service = CustomerFeatureService(reader, max_age_seconds=50, cache_seconds=5)
+    assert get(service, "c1").degraded == ()
+    assert get(service, "nobody").degraded == ("unknown_customer",)
+    clock.now += 4.9
+    assert get(service, "c1").values == FRESH.values
+    assert get(service, "nobody").degraded == ("unknown_customer",)
+    assert reader.reads == ["c1", "nobody"]
+    reader.rows["nobody"] = FRESH  # materialized meanwhile: seen once the entry expires
+    clock.now += 0.2
+    assert get(service, "nobody").degraded == ()
+    assert reader.reads == ["c1", "nobody", "nobody"]
+
+
+def test_cache_judges_staleness_at_every_decision(clock: Clock, monkeypatch: pytest.MonkeyPatch) -> None:
+    reader = FakeReader({"c1": FeatureRow({"segment": "value"}, event_ts=1000.0)})
+    service = CustomerFeatureService(reader, max_age_seconds=50, cache_seconds=60)
+    monkeypatch.setattr(customer_features.time, "time", lambda: 1040.0)
+    assert get(service, "c1").degraded == ()
+    monkeypatch.setattr(customer_features.time, "time", lambda: 1060.0)
+    assert get(service, "c1").degraded == ("stale_customer_features",)
+    assert reader.reads == ["c1"]
+
+
+def test_failed_reads_are_not_cached(clock: Clock) -> None:
+    reader = FakeReader({"c1": FRESH})
+    service = CustomerFeatureService(reader, max_age_seconds=50, cache_seconds=5)
+    reader.fail = True
+    assert get(service, "c1").degraded == ("features_unavailable",)
+    reader.fail = False
+    assert get(service, "c1").degraded == ()
+    assert reader.reads == ["c1", "c1"]
+
+
+def test_cache_is_a_bounded_lru(clock: Clock) -> None:
+    reader = FakeReader({"a": FRESH, "b": FRESH, "c": FRESH})
+    service = CustomerFeatureService(reader, max_age_seconds=50, cache_seconds=60, cache_size=2)
+    for customer in ("a", "b", "a", "c"):  # "b" is the least recently used when "c" comes
+        get(service, customer)
+    assert reader.reads == ["a", "b", "c"]
+    get(service, "a")
+    get(service, "b")
+    assert reader.reads == ["a", "b", "c", "b"]

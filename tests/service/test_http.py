@@ -1,0 +1,67 @@
+"""The HTTP contract of the lean `/v1` routes: docs, validation errors and API keys."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from fastapi.testclient import TestClient
+
+from service.app import create_app
+from tests.demo_fixtures import DemoDirs
+from tests.service.conftest import make_settings
+
+
+@pytest.fixture(scope="module")
+def memory_client(demo: DemoDirs) -> Iterator[TestClient]:
+    with TestClient(create_app(make_settings(demo))) as c:
+        yield c
+
+
+def test_openapi_documents_request_bodies_and_the_key_header(memory_client: TestClient) -> None:
+    spec = memory_client.get("/openapi.json").json()
+    schemas = spec["components"]["schemas"]
+    decide = spec["paths"]["/v1/decisions"]["post"]
+    body = decide["requestBody"]["content"]["application/json"]["schema"]
+    assert body == {"$ref": "#/components/schemas/DecisionRequest"}
+    assert {"channel", "customer_id", "candidates", "context"} <= set(schemas["DecisionRequest"]["properties"])
+    assert "DecisionContext" in schemas and "DecisionResponse" in schemas
+    assert [p["name"] for p in decide["parameters"]] == ["x-api-key"]
+    feedback = spec["paths"]["/v1/feedback"]["post"]["requestBody"]["content"]["application/json"]
+    refs = {s["$ref"].rsplit("/", 1)[1] for s in feedback["schema"]["anyOf"]}
+    assert refs == {"FeedbackEvent", "FeedbackBatch"} and refs <= set(schemas)
+
+
+def test_validation_errors_keep_fastapi_shape(memory_client: TestClient) -> None:
+    r = memory_client.post("/v1/decisions", json={"channel": "web", "limit": 0, "colour": 1})
+    assert r.status_code == 422
+    body = r.json()
+    assert body["error"] == "invalid_request"
+    locs = sorted(tuple(d["loc"]) for d in body["detail"])
+    assert locs == [("body", "colour"), ("body", "limit")]
+    assert "body.limit" in body["message"]
+
+
+@pytest.mark.parametrize(("content", "content_type"), [
+    (b"", "application/json"), (b"{not json", "application/json"),
+    (b'{"channel": "web"}', "text/plain"),
+])
+def test_unreadable_bodies_are_422(memory_client: TestClient, content: bytes, content_type: str) -> None:
+    r = memory_client.post("/v1/decisions", content=content, headers={"content-type": content_type})
+    assert r.status_code == 422 and r.json()["error"] == "invalid_request"
+
+
+def test_json_without_content_type_is_accepted(memory_client: TestClient) -> None:
+    r = memory_client.post("/v1/feedback", content=b'{"events": []}')
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"][:2] == ["body", "FeedbackEvent"]
+    assert memory_client.post("/v1/decisions", content=b'{"channel": "web"}').status_code == 200
+
+
+def test_refused_keys_answer_401_and_are_counted(demo: DemoDirs) -> None:
+    with TestClient(create_app(make_settings(demo, api_keys="k1"))) as c:
+        r = c.post("/v1/feedback", json={"events": []}, headers={"X-API-Key": "k2"})
+        assert r.status_code == 401
+        assert r.json() == {"error": "unauthorized", "message": "missing or invalid X-API-Key header"}
+        assert c.get("/readyz").status_code == 200 and c.get("/metrics").status_code == 200
+        text = c.get("/metrics").text
+        assert 'nextbest_errors_total{endpoint="/v1/feedback",status="401"} 1.0' in text
