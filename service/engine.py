@@ -1,7 +1,7 @@
 """The decision engine: one decision, top to bottom, as DESIGN.md lists it.
 
-candidates -> eligibility -> features -> offline score -> online correction ->
-arbitration -> exploration -> response -> log. Each step is a call into the module that
+candidates -> eligibility -> contacts -> features -> offline score -> online correction
+-> arbitration -> exploration -> response -> log. Each step is a call into the module that
 owns it; this class only wires them and times each step. It knows nothing about HTTP.
 """
 
@@ -18,6 +18,7 @@ from features.encoding import encode_candidates, encode_context, encode_customer
 from service.action_features import ActionFeatureCache
 from service.arbitration import arbitrate
 from service.catalog import Catalog
+from service.contacts import ContactLedger
 from service.customer_features import CustomerFeatureService
 from service.decision_log import DecisionLog
 from service.eligibility import Eligibility
@@ -41,6 +42,7 @@ class DecisionEngine:
     metrics: Metrics
     epsilon: float
     rng: np.random.Generator
+    contacts: ContactLedger | None = None
 
     @property
     def model_versions(self) -> dict[str, str]:
@@ -63,6 +65,16 @@ class DecisionEngine:
         with m.stage("eligibility"):
             basket_rows = self.eligibility.basket_rows(ctx.basket)
             rows = self.eligibility.filter(rows, basket_rows)
+        with m.stage("contacts"):
+            # Dismissed (on any channel) -> not proposed; prior exposures -> fatigue.
+            if self.contacts is None:
+                exposures = np.zeros(len(rows), dtype=np.int64)
+            else:
+                exposures, suppressed = self.contacts.lookup(req.customer_id, rows)
+                if suppressed.any():
+                    rows, exposures = rows[~suppressed], exposures[~suppressed]
+                    if record:
+                        m.contact_suppressed.labels(req.channel).inc(int(suppressed.sum()))
 
         with m.stage("features"):
             customer = await self.customers.get(req.customer_id)
@@ -78,7 +90,7 @@ class DecisionEngine:
         with m.stage("online"):
             z = logit(p_offline)
             correction = self.learner.weights.correction(
-                z, rows, req.channel, req.placement, cv.journey_stage
+                z, rows, req.channel, req.placement, cv.journey_stage, exposures
             )
             propensity = sigmoid(z + correction)
         with m.stage("arbitration"):
@@ -106,13 +118,14 @@ class DecisionEngine:
                 action["explanation"] = {
                     "offline_propensity": float(p_offline[pos]),
                     "online_correction": float(correction[pos]),
+                    "exposures": int(exposures[pos]),
                     "propensity": float(propensity[pos]),
                     "value": float(pr.value[pos]),
                     "context_weight": float(pr.context_weight[pos]),
                     "lever": float(pr.lever[pos]),
                     "priority": float(pr.priority[pos]),
                 }
-            shown.append((action, float(z[pos])))
+            shown.append((action, float(z[pos]), int(exposures[pos])))
 
         versions = self.model_versions
         response: dict[str, Any] = {
@@ -120,7 +133,7 @@ class DecisionEngine:
             "customer_id": req.customer_id,
             "channel": req.channel,
             "placement": req.placement,
-            "actions": [a for a, _ in shown],
+            "actions": [a for a, _, _ in shown],
             "model_versions": versions,
             "degraded": degraded,
         }
@@ -142,8 +155,8 @@ class DecisionEngine:
                 "shown": [
                     {"action_id": a["action_id"], "rank": a["rank"],
                      "probability": a["probability"], "propensity": a["propensity"],
-                     "offline_logit": zl, "explored": a["explored"]}
-                    for a, zl in shown
+                     "offline_logit": zl, "exposures": n, "explored": a["explored"]}
+                    for a, zl, n in shown
                 ],
                 "degraded": degraded,
             })
@@ -151,6 +164,8 @@ class DecisionEngine:
         m.decisions.labels(req.channel).inc()
         for reason in degraded:
             m.degraded.labels(req.channel, reason).inc()
+        if any(reason != "anonymous" for reason in degraded):
+            m.degraded_responses.labels(req.channel).inc()
         n_explored = int(sel.explored.sum())
         if n_explored:
             m.exploration.labels(req.channel).inc(n_explored)

@@ -2,9 +2,10 @@
 
 An event is accepted only if its decision is known (not expired) and the action was
 shown in it; the stream entry is then a self-contained learning example (the shown
-action's offline logit and the decision's context), so learners never read the decision
-log. A single event that cannot be joined is an error (404 unknown decision, 422 action
-not shown); in a batch such events are listed as rejected and the rest accepted.
+action's offline logit, how often the customer had seen it before, and the decision's
+context), so learners and contact ledgers never read the decision log. A single event
+that cannot be joined is an error (404 unknown decision, 422 action not shown); in a
+batch such events are listed as rejected and the rest accepted.
 """
 
 from __future__ import annotations
@@ -71,6 +72,7 @@ class FeedbackService:
                 "rank": shown["rank"],
                 "probability": shown["probability"],
                 "offline_logit": shown["offline_logit"],
+                "exposures": shown.get("exposures", 0),
             })
         if accepted:
             await self._state.append_feedback(accepted)

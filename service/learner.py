@@ -2,8 +2,15 @@
 
 The learner sees one example per feedback event: the offline logit `z` of the shown
 action plus indicator features for the action, and the action crossed with the channel,
-the placement and the journey stage. The weight on `z` starts at 1 and everything else
-at 0, so before any feedback the corrected propensity equals the offline one.
+the placement and the journey stage, plus fatigue: how often this customer had already
+been shown this action when the decision was made (from the contact ledger, logged
+with the decision so learning sees exactly what serving saw). Fatigue is encoded as
+thresholds, `exposures>=1` ... `exposures>=EXPOSURE_CAP`, one weight each, so the
+learner finds the shape of fatigue (linear, saturating, a first repeat that costs most)
+instead of being told it. The weight on `z` starts at 1, each threshold weight at a
+small negative prior (`EXPOSURE_PRIOR`: a repeat is a little less likely to convert;
+the data sets the rest) and everything else at 0, so before any feedback the corrected
+propensity of an action the customer has not seen equals the offline one.
 
 Serving never calls River: after each learned batch the weights are copied into
 `OnlineWeights`, numpy arrays over the catalog, and the decision path adds the
@@ -34,6 +41,12 @@ OUTCOME_LABELS: dict[str, tuple[bool, float]] = {
 }
 
 _Z = "z"
+#: Exposures beyond this many count as this many (one weight per threshold up to here).
+EXPOSURE_CAP = 5
+#: Initial logit per prior exposure, before feedback says how strong fatigue really is.
+EXPOSURE_PRIOR = -0.05
+_EXPOSED = tuple(f"exposures>={k}" for k in range(1, EXPOSURE_CAP + 1))
+_EXPOSED_LEVEL = {key: k for k, key in enumerate(_EXPOSED, 1)}
 
 
 @dataclass(frozen=True)
@@ -46,6 +59,15 @@ class LearningExample:
     journey_stage: str
     offline_logit: float
     outcome: str
+    exposures: float = 0.0
+
+
+def _features(e: LearningExample) -> dict[str, float]:
+    x = dict.fromkeys(_keys(e), 1.0)
+    x[_Z] = e.offline_logit
+    for key in _EXPOSED[:int(min(e.exposures, EXPOSURE_CAP))]:
+        x[key] = 1.0
+    return x
 
 
 def _keys(e: LearningExample) -> tuple[str, str, str, str]:
@@ -63,16 +85,24 @@ class OnlineWeights:
     by_channel: dict[str, np.ndarray] = field(default_factory=dict)
     by_placement: dict[str, np.ndarray] = field(default_factory=dict)
     by_stage: dict[str, np.ndarray] = field(default_factory=dict)
+    #: logit added after n prior exposures, n = 0 .. EXPOSURE_CAP (cumulated thresholds)
+    fatigue: np.ndarray = field(default_factory=lambda: np.zeros(EXPOSURE_CAP + 1))
 
     @classmethod
     def neutral(cls, n_actions: int) -> OnlineWeights:
         return cls(1.0, 0.0, np.zeros(n_actions))
 
     def correction(
-        self, z: np.ndarray, rows: np.ndarray, channel: str, placement: str, stage: str
+        self, z: np.ndarray, rows: np.ndarray, channel: str, placement: str, stage: str,
+        exposures: np.ndarray | None = None,
     ) -> np.ndarray:
-        """Logit to add to the offline logits `z` of the actions at `rows`."""
+        """Logit to add to the offline logits `z` of the actions at `rows`.
+
+        `exposures`: how often this customer has seen each of those actions (None: never).
+        """
         c = (self.z_weight - 1.0) * z + self.bias + self.action[rows]
+        if exposures is not None:
+            c += self.fatigue[np.minimum(exposures, EXPOSURE_CAP)]
         for table, key in (
             (self.by_channel, channel), (self.by_placement, placement), (self.by_stage, stage)
         ):
@@ -85,15 +115,19 @@ class OnlineWeights:
 class OnlineLearner:
     """River logistic regression over (offline logit, action x context indicators)."""
 
-    def __init__(self, action_ids: Sequence[str], learning_rate: float = 0.05) -> None:
+    def __init__(self, action_ids: Sequence[str], learning_rate: float = 0.05,
+                 exposure_prior: float = EXPOSURE_PRIOR) -> None:
         self.model = linear_model.LogisticRegression(
             optimizer=optim.SGD(learning_rate), intercept_lr=learning_rate / 5, l2=1e-5
         )
         self.model._weights[_Z] = 1.0
+        for key in _EXPOSED:
+            self.model._weights[key] = exposure_prior
         self._index = {a: i for i, a in enumerate(action_ids)}
         self._n = len(action_ids)
         self.updates = 0
         self.weights = OnlineWeights.neutral(self._n)
+        self.weights.fatigue = exposure_prior * np.arange(EXPOSURE_CAP + 1.0)
         self._tables = {
             "c": (CHANNELS, "by_channel"),
             "p": (PLACEMENTS, "by_placement"),
@@ -107,9 +141,7 @@ class OnlineLearner:
             label = OUTCOME_LABELS.get(e.outcome)
             if label is None:
                 continue
-            x = dict.fromkeys(_keys(e), 1.0)
-            x[_Z] = e.offline_logit
-            self.model.learn_one(x, label[0], w=label[1])
+            self.model.learn_one(_features(e), label[0], w=label[1])
             n += 1
         self.updates += n
         return n
@@ -119,9 +151,14 @@ class OnlineLearner:
         w = OnlineWeights(
             z_weight=1.0, bias=float(self.model.intercept), action=np.zeros(self._n)
         )
+        steps = np.zeros(EXPOSURE_CAP + 1)
         for name, value in dict(self.model._weights).items():
             if name == _Z:
                 w.z_weight = float(value)
+                continue
+            level = _EXPOSED_LEVEL.get(name)
+            if level is not None:
+                steps[level] = value
                 continue
             head, _, tail = name.partition("|")
             row = self._index.get(head[2:])
@@ -139,11 +176,10 @@ class OnlineLearner:
             if arr is None:
                 arr = table[key] = np.zeros(self._n)
             arr[row] = value
+        w.fatigue = np.cumsum(steps)
         self.weights = w
         return w
 
     def predict_proba(self, e: LearningExample) -> float:
         """River's own prediction for one example (tests compare it with the vector copy)."""
-        x = dict.fromkeys(_keys(e), 1.0)
-        x[_Z] = e.offline_logit
-        return float(self.model.predict_proba_one(x)[True])
+        return float(self.model.predict_proba_one(_features(e))[True])

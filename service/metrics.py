@@ -13,7 +13,9 @@ Exported series (also documented in README.md and used by helm/ dashboards and r
 - nextbest_stage_failures_total{stage}                                    counter
 - nextbest_decisions_total{channel}                                       counter
 - nextbest_degraded_decisions_total{channel,reason}                       counter
+- nextbest_degraded_responses_total{channel}                              counter
 - nextbest_exploration_picks_total{channel}                               counter
+- nextbest_contact_suppressed_candidates_total{channel}                   counter
 - nextbest_feedback_events_total{outcome,channel,journey_stage}           counter
 - nextbest_feedback_rejected_total{reason}                                counter
 - nextbest_errors_total{endpoint,status}                                  counter
@@ -44,7 +46,7 @@ STAGE_BUCKETS = (
 LAG_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 STAGES = (
-    "candidates", "eligibility", "features", "offline", "online",
+    "candidates", "eligibility", "contacts", "features", "offline", "online",
     "arbitration", "exploration", "log",
 )
 
@@ -82,8 +84,19 @@ class Metrics:
             "Decisions served with a degradation (unknown customer, stale features, ...).",
             ["channel", "reason"], registry=r,
         )
+        self.degraded_responses = Counter(
+            "nextbest_degraded_responses_total",
+            "Decisions served degraded for a reason other than an anonymous caller "
+            "(each decision counts once, whatever the number of reasons).",
+            ["channel"], registry=r,
+        )
         self.exploration = Counter(
             "nextbest_exploration_picks_total", "Actions shown by exploration, not by rank.",
+            ["channel"], registry=r,
+        )
+        self.contact_suppressed = Counter(
+            "nextbest_contact_suppressed_candidates_total",
+            "Candidates dropped by the contact policy (dismissed on some channel, cool-down).",
             ["channel"], registry=r,
         )
         self.feedback = Counter(

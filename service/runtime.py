@@ -32,13 +32,14 @@ from features.schema import (
 )
 from service.action_features import ActionFeatureCache
 from service.catalog import load_catalog
+from service.contacts import ContactLedger
 from service.customer_features import CustomerFeatureService
 from service.decision_log import DecisionLog
 from service.eligibility import Eligibility
 from service.engine import DecisionEngine
 from service.feedback import FeedbackService
 from service.feedback_loop import FeedbackLoop
-from service.learner import OnlineLearner
+from service.learner import EXPOSURE_PRIOR, OnlineLearner
 from service.metrics import Metrics
 from service.model import OnnxScorer, resolve_model_dir
 from service.schemas import DecisionRequest
@@ -50,19 +51,25 @@ from service.state.redis_store import RedisState
 log = logging.getLogger(__name__)
 
 
-def redis_client(settings: Settings, timeout: float = 5.0) -> Any:
-    """An asyncio Redis (or Redis Cluster) client for the configured URL."""
+def redis_client(settings: Settings, timeout: float = 5.0, decision_path: bool = False) -> Any:
+    """An asyncio Redis (or Redis Cluster) client for the configured URL.
+
+    No health-check PING before commands: redis-py retries a command once its connection
+    turns out broken, and the PING cost a round trip's worth of CPU on busy connections.
+    `decision_path=True` (customer features): no retries either, so `timeout` bounds a
+    read, and the caller serves defaults instead of waiting for reconnects and backoff.
+    """
     import redis.asyncio as aioredis
+    from redis.asyncio.retry import Retry
+    from redis.backoff import NoBackoff
 
     assert settings.redis_url
+    options: dict[str, Any] = {"socket_timeout": timeout, "socket_connect_timeout": timeout}
+    if decision_path:
+        options["retry"] = Retry(NoBackoff(), 0)
     if settings.redis_cluster:
-        return aioredis.RedisCluster.from_url(
-            settings.redis_url, socket_timeout=timeout, socket_connect_timeout=timeout
-        )
-    return aioredis.from_url(
-        settings.redis_url, socket_timeout=timeout, socket_connect_timeout=timeout,
-        health_check_interval=30,
-    )
+        return aioredis.RedisCluster.from_url(settings.redis_url, **options)
+    return aioredis.from_url(settings.redis_url, health_check_interval=0, **options)
 
 
 @dataclass
@@ -105,7 +112,7 @@ class Runtime:
             # Feature reads get their own pool with the decision path's tight timeout;
             # state (blocking stream reads, batched writes) keeps a patient one.
             client = redis_client(settings)
-            fast = redis_client(settings, timeout=settings.redis_timeout_seconds)
+            fast = redis_client(settings, settings.redis_timeout_seconds, decision_path=True)
             state = RedisState(client, settings.decision_ttl_seconds, settings.feedback_stream_maxlen)
             customer_reader = RedisFeatureReader(fast, customers)
             action_reader = RedisFeatureReader(client, actions)
@@ -117,13 +124,24 @@ class Runtime:
             customer_reader, action_reader = sqlite_customers, sqlite_actions
             state = MemoryState(settings.decision_ttl_seconds)
             closers += [sqlite_customers, sqlite_actions, state]
-        learner = OnlineLearner(catalog.ids, settings.learning_rate)
+        # Offline-only serving means no online correction at all, fatigue prior included.
+        learner = OnlineLearner(
+            catalog.ids, settings.learning_rate,
+            exposure_prior=EXPOSURE_PRIOR if settings.online_learning else 0.0,
+        )
+        contacts = ContactLedger(
+            catalog.ids, settings.contact_window_seconds, settings.contact_suppress_seconds,
+            settings.contact_cooldown_seconds, settings.contact_max_customers,
+        ) if settings.contact_policy else None
         decision_log = DecisionLog(state)
         action_cache = ActionFeatureCache(action_reader, catalog, settings.action_refresh_seconds)
         engine = DecisionEngine(
             catalog=catalog,
             actions=action_cache,
-            customers=CustomerFeatureService(customer_reader, settings.customer_max_age_seconds),
+            customers=CustomerFeatureService(
+                customer_reader, settings.customer_max_age_seconds,
+                settings.customer_cache_seconds, settings.customer_cache_size,
+            ),
             scorer=scorer,
             learner=learner,
             eligibility=Eligibility(catalog),
@@ -131,6 +149,7 @@ class Runtime:
             metrics=metrics,
             epsilon=settings.epsilon,
             rng=np.random.default_rng(settings.seed),
+            contacts=contacts,
         )
         metrics.model_info.labels(
             "offline", scorer.manifest.name, scorer.version, scorer.manifest.sha256[:16]
@@ -138,7 +157,8 @@ class Runtime:
         return cls(
             settings=settings, metrics=metrics, state=state, engine=engine,
             feedback=FeedbackService(state, decision_log, metrics),
-            feedback_loop=FeedbackLoop(state, learner, metrics),
+            feedback_loop=FeedbackLoop(state, learner, metrics, contacts=contacts,
+                                       learn=settings.online_learning),
             decision_log=decision_log, action_cache=action_cache, closers=closers,
         )
 
@@ -151,7 +171,7 @@ class Runtime:
             asyncio.create_task(self.action_cache.run(), name="action-features"),
             asyncio.create_task(self._report_cache_age(), name="cache-age"),
         ]
-        if self.settings.online_learning:
+        if self.settings.online_learning or self.settings.contact_policy:
             self.tasks.append(asyncio.create_task(self.feedback_loop.run(), name="feedback-loop"))
         await self.engine.decide(DecisionRequest(channel="web", placement="home"), record=False)
         # Everything loaded so far lives as long as the process: move it out of the

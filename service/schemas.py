@@ -56,6 +56,8 @@ class DecisionRequest(BaseModel):
 class Explanation(BaseModel):
     offline_propensity: float
     online_correction: float = Field(description="Logit added by the online learner.")
+    exposures: int = Field(0, description="How often this customer was already shown this "
+                           "action within the contact window (any channel); fatigue input.")
     propensity: float = Field(description="Corrected propensity used in arbitration.")
     value: float
     context_weight: float

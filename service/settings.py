@@ -49,6 +49,14 @@ class Settings(BaseSettings):
     customer_max_age_seconds: float = Field(
         14 * 86_400, gt=0, description="Customer features older than this are `stale`."
     )
+    customer_cache_seconds: float = Field(
+        5.0, ge=0, description="How long a customer's features read from the online store "
+        "are reused in-process (0: read the store on every decision). A materialization shows "
+        "up this much later on each replica.",
+    )
+    customer_cache_size: int = Field(
+        20_000, gt=0, description="Customers kept in the in-process feature cache (LRU)."
+    )
     action_refresh_seconds: float = Field(
         60.0, gt=0, description="Refresh period of the in-process action feature cache."
     )
@@ -59,6 +67,25 @@ class Settings(BaseSettings):
     online_learning: bool = Field(
         True, description="Fold feedback into the online learner (off: offline model only; "
         "feedback is still accepted and stored)."
+    )
+    contact_policy: bool = Field(
+        True, description="Use the cross-channel contact ledger: drop actions the customer "
+        "dismissed (on any channel) and let the online learner see prior exposures (fatigue)."
+    )
+    contact_window_seconds: float = Field(
+        30 * 86_400, gt=0, description="Impressions older than this no longer count as exposures."
+    )
+    contact_suppress_seconds: float = Field(
+        7 * 86_400, ge=0, description="An action the customer dismissed is not proposed to "
+        "them again, on any channel, for this long (0: never suppress)."
+    )
+    contact_cooldown_seconds: float = Field(
+        0.0, ge=0, description="An action the customer accepted or purchased is not proposed "
+        "to them again for this long (0: no cool-down; learned fatigue still lowers it)."
+    )
+    contact_max_customers: int = Field(
+        1_000_000, gt=0, description="Customers held by each replica's in-process contact "
+        "ledger (least recently contacted evicted; a few hundred bytes each)."
     )
     max_candidates: int = Field(200, gt=0, description="Largest caller candidate list.")
     log_level: str = Field("INFO", description="Python logging level.")

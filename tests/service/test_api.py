@@ -140,6 +140,60 @@ def test_positive_feedback_raises_the_action_in_that_context(client: TestClient)
     assert explained["actions"][0]["explanation"]["online_correction"] > 0
 
 
+def _send(client: TestClient, decision: dict, action_id: str, outcome: str) -> None:
+    r = client.post("/v1/feedback", json={"decision_id": decision["decision_id"],
+                                          "action_id": action_id, "outcome": outcome})
+    assert r.status_code == 202, r.text
+
+
+def test_dismissed_at_the_till_is_not_pushed_on_the_web(client: TestClient) -> None:
+    """The contact ledger follows the customer across channels, on both backends."""
+    cart = {"channel": "web", "placement": "cart"}
+    web = {a["action_id"] for a in decide(client, limit=20, **cart)["actions"]}
+    till = decide(client, channel="pos", placement="checkout", limit=20)["actions"]
+    both = [a["action_id"] for a in till if a["action_id"] in web]
+    assert both, "no action is allowed on both pos and web in the demo catalog"
+    target = both[0]
+    at_till = decide(client, channel="pos", placement="checkout", candidates=[target], limit=1)
+    _send(client, at_till, target, "impression")
+    _send(client, at_till, target, "dismiss")
+
+    deadline = time.monotonic() + 10
+    while target in (ids := [a["action_id"] for a in decide(client, limit=20, **cart)["actions"]]):
+        assert time.monotonic() < deadline, "the dismissed action is still proposed on the web"
+        time.sleep(0.05)
+    assert ids, "other actions are still proposed"
+    # Asked for the dismissed action alone: fewer actions, not an error.
+    only = decide(client, candidates=[target], limit=1, **cart)
+    assert only["actions"] == [] and "no_eligible_actions" in only["degraded"]
+    other = decide(client, customer_id="c00002", candidates=[target], limit=1, **cart)
+    assert [a["action_id"] for a in other["actions"]] == [target]
+
+
+def test_repeated_impressions_lower_the_action_for_that_customer(client: TestClient) -> None:
+    """Learned fatigue: shown again and again without taking it, the action's online
+    correction for this customer falls below that of a customer who never saw it."""
+    context = {"channel": "web", "placement": "product", "context": {"journey_stage": "consideration"}}
+    target = decide(client, limit=1, **context)["actions"][0]["action_id"]
+    shown = 8
+    for _ in range(shown):
+        d = decide(client, candidates=[target], limit=1, **context)
+        _send(client, d, target, "impression")
+
+    def explained(customer: str) -> dict:
+        d = decide(client, customer_id=customer, candidates=[target], limit=1, explain=True,
+                   **context)
+        return d["actions"][0]["explanation"]
+
+    deadline = time.monotonic() + 10
+    while (tired := explained(KNOWN))["exposures"] < shown:
+        assert time.monotonic() < deadline, f"exposures stayed at {tired['exposures']}"
+        time.sleep(0.05)
+    fresh = explained("c00002")
+    assert fresh["exposures"] == 0
+    assert tired["online_correction"] < fresh["online_correction"] - 0.1
+
+
 def test_health_ready_and_docs(client: TestClient) -> None:
     assert client.get("/healthz").json() == {"status": "ok"}
     ready = client.get("/readyz")

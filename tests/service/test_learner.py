@@ -55,3 +55,52 @@ def test_unknown_outcomes_and_actions_are_ignored() -> None:
     assert learner.learn([example(action="zzz")]) == 1
     w = learner.publish()
     assert isinstance(w, OnlineWeights) and w.action.shape == (1,)
+
+
+def test_exposures_enter_the_vectorised_copy_like_river() -> None:
+    learner = OnlineLearner(["a", "b"])
+    rng = np.random.default_rng(1)
+    for _ in range(200):
+        n = int(rng.integers(0, 8))
+        learner.learn([LearningExample("a", "web", "home", "purchase", -1.0,
+                                       "accept" if n == 0 and rng.random() < 0.5 else "impression",
+                                       exposures=n)])
+    w = learner.publish()
+    for n in (0, 1, 3, 9):
+        e = LearningExample("a", "web", "home", "purchase", -1.0, "impression", exposures=n)
+        z = np.array([-1.0])
+        vec = sigmoid(z + w.correction(z, np.array([0]), "web", "home", "purchase",
+                                       np.array([n])))[0]
+        assert vec == pytest.approx(learner.predict_proba(e), rel=1e-9)
+
+
+def test_learned_fatigue_lowers_repeat_exposures_only() -> None:
+    """Repeated impressions of `a` that never convert teach a negative exposure weight,
+    starting from no prior at all; a customer who never saw `a` keeps its correction."""
+    learner = OnlineLearner(["a", "b"], exposure_prior=0.0)
+    rng = np.random.default_rng(2)
+    for _ in range(400):
+        n = int(rng.integers(0, 5))
+        accepted = n == 0 and rng.random() < 0.3
+        learner.learn([LearningExample("a", "web", "home", "purchase", -1.0, "impression",
+                                       exposures=n)])
+        if accepted:
+            learner.learn([LearningExample("a", "web", "home", "purchase", -1.0, "accept",
+                                           exposures=n)])
+    w = learner.publish()
+    assert w.fatigue[0] == 0.0
+    assert w.fatigue[1] < -0.2 and w.fatigue[3] < w.fatigue[1]
+    z = np.array([-1.0, -1.0])
+    rows = np.array([0, 0])
+    fresh, repeat = w.correction(z, rows, "web", "home", "purchase", np.array([0, 3]))
+    assert repeat < fresh - 0.5
+    no_ledger = w.correction(z[:1], rows[:1], "web", "home", "purchase")
+    assert no_ledger[0] == pytest.approx(fresh)
+
+
+def test_offline_only_learner_has_no_fatigue_prior() -> None:
+    w = OnlineLearner(["a"], exposure_prior=0.0).publish()
+    z = np.array([-1.0])
+    assert w.correction(z, np.array([0]), "web", "home", "purchase", np.array([4]))[0] == 0.0
+    prior = OnlineLearner(["a"]).weights
+    assert prior.correction(z, np.array([0]), "web", "home", "purchase", np.array([2]))[0] < 0

@@ -55,3 +55,18 @@ def test_exposition_covers_requests_stages_feedback_and_models(client: TestClien
     assert "nextbest_learner_updates_total" in s
     assert "nextbest_learner_lag_seconds_bucket" in s
     assert s["nextbest_ready"][0].value == 1
+
+
+def test_degraded_responses_count_each_decision_once_and_not_anonymous(client: TestClient) -> None:
+    before = samples(client)
+    client.post("/v1/decisions", json={"channel": "app"})  # anonymous: not an outage
+    d = client.post("/v1/decisions", json={"customer_id": "nobody-here", "channel": "app"}).json()
+    assert "unknown_customer" in d["degraded"]
+    after = samples(client)
+
+    def delta(name: str, **labels: str) -> float:
+        return _count(after, name, **labels) - _count(before, name, **labels)
+
+    assert delta("nextbest_degraded_responses_total", channel="app") == 1
+    assert delta("nextbest_degraded_decisions_total", channel="app", reason="anonymous") == 1
+    assert delta("nextbest_degraded_decisions_total", channel="app", reason="unknown_customer") == 1

@@ -1,0 +1,119 @@
+"""The contact ledger: who was shown what, on which channel, and how they answered.
+
+One journey across channels: an offer dismissed at the till is not pushed on the web a
+minute later, and the online learner knows how often a customer has already seen an
+action (fatigue). The ledger is in-process and rebuilt by every replica from the
+ordered feedback stream its learner loop already reads (`service/feedback_loop.py`), so
+all replicas converge on the same ledger and the decision path pays no extra Redis
+round trip. A new replica replays the stream from its start, which rebuilds it.
+
+What counts (per customer x action, anonymous events ignored):
+- exposures: `impression` events within `window_seconds` (integrators send one
+  impression per shown action, as the README asks; other outcomes are not exposures);
+- suppression: a `dismiss` within `suppress_seconds` removes the action for that
+  customer on every channel; an `accept` or `purchase` within `cooldown_seconds`
+  does the same (0 = off: re-offering what someone just took is a business choice,
+  and learned fatigue already lowers it).
+
+Bounds: at most `max_customers` customers (least recently *contacted* customer evicted:
+recency follows the stream, not this replica's traffic, so replicas agree; only a
+customer at the very edge of the LRU can differ, with how each replica chunked its reads),
+at most `max_contacts` most recent contacts each, and nothing older than the longest
+of the windows. Each customer's contacts are one small numpy record array, so a lookup
+is a few vector operations whatever the number of candidates.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+_IMPRESSION, _DISMISS, _ACCEPT = 0, 1, 2
+_CODES = {"impression": _IMPRESSION, "dismiss": _DISMISS, "accept": _ACCEPT, "purchase": _ACCEPT}
+_CONTACT = np.dtype([("ts", "<f8"), ("row", "<i4"), ("code", "i1")])
+
+
+class ContactLedger:
+    """Recent contacts per customer, fed by the feedback stream, read by the decision path."""
+
+    def __init__(
+        self,
+        action_ids: Sequence[str],
+        window_seconds: float = 30 * 86_400,
+        suppress_seconds: float = 7 * 86_400,
+        cooldown_seconds: float = 0.0,
+        max_customers: int = 1_000_000,
+        max_contacts: int = 64,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._index = {a: i for i, a in enumerate(action_ids)}
+        self._n = len(action_ids)
+        self.window_seconds = window_seconds
+        self.suppress_seconds = suppress_seconds
+        self.cooldown_seconds = cooldown_seconds
+        self.max_customers = max_customers
+        self.max_contacts = max_contacts
+        self._horizon = max(window_seconds, suppress_seconds, cooldown_seconds)
+        self._clock = clock
+        self._contacts: OrderedDict[str, np.ndarray] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._contacts)
+
+    def record(self, events: Iterable[Mapping[str, Any]]) -> int:
+        """Fold feedback events (stream records) in; returns how many were kept."""
+        now = self._clock()
+        oldest = now - self._horizon
+        fresh: dict[str, list[tuple[float, int, int]]] = {}
+        for e in events:
+            customer = e.get("customer_id")
+            code = _CODES.get(e.get("outcome", ""))
+            row = self._index.get(e.get("action_id", ""))
+            if customer is None or code is None or row is None:
+                continue
+            ts = float(e["ts"])
+            if ts < oldest:
+                continue
+            mine = fresh.pop(customer, [])  # re-insert: batch order = last contact
+            mine.append((ts, row, code))
+            fresh[customer] = mine
+        for customer, contacts in fresh.items():
+            new = np.array(contacts, dtype=_CONTACT)
+            old = self._contacts.pop(customer, None)
+            if old is not None:
+                old = old[old["ts"] >= oldest]
+                new = np.concatenate((old, new)) if len(old) else new
+            self._contacts[customer] = new[-self.max_contacts:]
+        while len(self._contacts) > self.max_customers:
+            self._contacts.popitem(last=False)
+        return sum(len(c) for c in fresh.values())
+
+    def lookup(self, customer_id: str | None, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(exposures, suppressed) of the candidate action `rows` for this customer."""
+        history = self._contacts.get(customer_id) if customer_id is not None else None
+        if history is None:
+            return np.zeros(len(rows), dtype=np.int64), np.zeros(len(rows), dtype=bool)
+        now = self._clock()
+        ts, code, contact_rows = history["ts"], history["code"], history["row"]
+        shown = contact_rows[(code == _IMPRESSION) & (ts >= now - self.window_seconds)]
+        exposures = np.bincount(shown, minlength=self._n)[rows]
+        blocked = (code == _DISMISS) & (ts >= now - self.suppress_seconds)
+        if self.cooldown_seconds > 0:
+            blocked |= (code == _ACCEPT) & (ts >= now - self.cooldown_seconds)
+        if not blocked.any():
+            return exposures, np.zeros(len(rows), dtype=bool)
+        mask = np.zeros(self._n, dtype=bool)
+        mask[contact_rows[blocked]] = True
+        return exposures, mask[rows]
+
+    def exposures(self, customer_id: str | None, rows: np.ndarray) -> np.ndarray:
+        """Impressions of each candidate action to this customer within the window."""
+        return self.lookup(customer_id, rows)[0]
+
+    def suppressed(self, customer_id: str | None, rows: np.ndarray) -> np.ndarray:
+        """True where the customer dismissed the action (or took it, with a cool-down)."""
+        return self.lookup(customer_id, rows)[1]
