@@ -49,8 +49,11 @@ export default function () {
   if (!fb || !ok) return;
   const decision = res.json();
   const shown = decision.actions || [];
-  const fed = check(shown, { 'decision shows an action': (s) => s.length > 0 }, { kind: 'decision' });
-  if (!fed) return;
+  const fed = check(decision, { 'decision has an id': (d) => typeof d.decision_id === 'string' },
+                    { kind: 'decision' });
+  // An empty list is a valid answer (the contact policy dropped every offer the customer
+  // dismissed); there is just nothing to give feedback on.
+  if (!fed || shown.length === 0) return;
   const event = {
     decision_id: decision.decision_id,
     action_id: shown[Math.min(fb.rank, shown.length - 1)].action_id,

@@ -169,7 +169,8 @@ def test_monitoring_objects(rendered: dict[str, str], promtool: str, tmp_path: P
     assert dashboard == json.loads((CHART / "files" / "dashboard.json").read_text())
     exprs = " ".join(t["expr"] for p in dashboard["panels"] for t in p.get("targets", []))
     for needle in ("nextbest_stage_duration_seconds_bucket", "nextbest_http_request_duration_seconds",
-                   "nextbest_degraded_decisions_total", 'outcome="accept"', "by (channel)",
+                   "nextbest_degraded_decisions_total", "nextbest_degraded_responses_total",
+                   'outcome="accept"', "by (channel)",
                    "by (journey_stage)", "nextbest_learner_lag_seconds_bucket",
                    "nextbest_feedback_backlog"):
         assert needle in exprs, needle
