@@ -105,14 +105,7 @@ def simulate_logging_policy(
     customers, times = customers[order], times[order]
     channels = sample_rows(rng, world.habits[customers])
     channel_names = np.array(list(SLOTS), dtype=object)[channels]
-    placements = np.empty(n, dtype=object)
-    devices = np.empty(n, dtype=object)
-    for name, slots in SLOTS.items():
-        rows = np.flatnonzero(channel_names == name)
-        placements[rows] = np.array(slots, dtype=object)[rng.integers(len(slots), size=len(rows))]
-        options = CHANNEL_DEVICES[name]
-        devices[rows] = np.array(options, dtype=object)[rng.integers(len(options), size=len(rows))]
-
+    placements, devices = draw_slots(rng, channel_names)
     basket = draw_baskets(world, rng, customers, placements)
     actions = np.empty(n, dtype=np.int64)
     propensity = np.empty(n, dtype=np.float64)
@@ -148,6 +141,18 @@ def simulate_logging_policy(
 def _group(channels: np.ndarray, placements: np.ndarray) -> dict[tuple[str, str], np.ndarray]:
     keys = pd.Series(list(zip(channels, placements, strict=True)))
     return {k: np.asarray(v) for k, v in keys.groupby(keys).groups.items()}
+
+
+def draw_slots(rng: np.random.Generator, channel_names: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A placement and a device for each row, uniform among those of its channel."""
+    placements = np.empty(len(channel_names), dtype=object)
+    devices = np.empty(len(channel_names), dtype=object)
+    for name, slots in SLOTS.items():
+        rows = np.flatnonzero(channel_names == name)
+        placements[rows] = np.array(slots, dtype=object)[rng.integers(len(slots), size=len(rows))]
+        options = CHANNEL_DEVICES[name]
+        devices[rows] = np.array(options, dtype=object)[rng.integers(len(options), size=len(rows))]
+    return placements, devices
 
 
 def draw_baskets(

@@ -28,8 +28,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from features.schema import CATEGORIES, JOURNEY_STAGES
-from training.demo_data import draw_baskets
-from training.world import CHANNEL_DEVICES, SLOTS, World, sample_rows
+from training.demo_data import draw_baskets, draw_slots
+from training.world import SLOTS, World, sample_rows
 
 FATIGUE_LOGIT = 0.6
 MAX_FATIGUE_EXPOSURES = 4
@@ -78,13 +78,7 @@ def draw_scenario(world: World, n: int, seed: int, drift_at: float) -> Scenario:
     rng = np.random.default_rng([seed, 101])
     customers = rng.choice(len(world.customer_ids), size=n, p=world.activity / world.activity.sum())
     channel_names = np.array(list(SLOTS), dtype=object)[sample_rows(rng, world.habits[customers])]
-    placements = np.empty(n, dtype=object)
-    devices = np.empty(n, dtype=object)
-    for name, slots in SLOTS.items():
-        rows = np.flatnonzero(channel_names == name)
-        placements[rows] = np.array(slots, dtype=object)[rng.integers(len(slots), size=len(rows))]
-        options = CHANNEL_DEVICES[name]
-        devices[rows] = np.array(options, dtype=object)[rng.integers(len(options), size=len(rows))]
+    placements, devices = draw_slots(rng, channel_names)
     baskets = draw_baskets(world, rng, customers, placements)
     prices = np.array([a.price for a in world.actions])
     eligible = {(c, p): world.eligible(c, p) for c, slots in SLOTS.items() for p in slots}

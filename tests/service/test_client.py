@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
-import time
 from collections.abc import AsyncIterator, Callable, Iterator
 
 import httpx
 import pytest
-import uvicorn
 
 from service.app import create_app
 from service.client import (
@@ -22,7 +19,7 @@ from service.client import (
 )
 from service.schemas import DecisionRequest, Outcome
 from tests.conftest import free_port
-from tests.demo_fixtures import DemoDirs
+from tests.demo_fixtures import DemoDirs, serve_in_thread
 from tests.service.conftest import make_settings
 
 pytestmark = pytest.mark.anyio
@@ -39,20 +36,8 @@ def anyio_backend() -> str:
 @pytest.fixture(scope="module")
 def service_url(demo: DemoDirs) -> Iterator[str]:
     """The real app (embedded state, API key required) served by uvicorn in a thread."""
-    port = free_port()
-    app = create_app(make_settings(demo, api_keys=KEY))
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, loop="asyncio",
-                                           lifespan="on", log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            pytest.fail("uvicorn did not start")
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
+    with serve_in_thread(create_app(make_settings(demo, api_keys=KEY)), free_port()) as url:
+        yield url
 
 
 @pytest.fixture
@@ -146,14 +131,11 @@ async def test_a_silent_server_times_out() -> None:
     try:
         async with NextbestClient(f"http://127.0.0.1:{port}", timeout=0.1, retries=1,
                                   backoff=0.0) as client:
-            started = time.perf_counter()
             with pytest.raises(NextbestTimeout, match="after 2 attempts"):
-                await client.decide(channel="web")
-            assert time.perf_counter() - started >= 0.2  # decide retried the timeout once
-            started = time.perf_counter()
-            with pytest.raises(NextbestTimeout):
+                await client.decide(channel="web")  # decide retried the timeout once
+            with pytest.raises(NextbestTimeout) as err:
                 await client.feedback("d", "a", "click")
-            assert time.perf_counter() - started < 0.2  # feedback did not: it may have counted
+            assert "attempts" not in str(err.value)  # feedback did not: it may have counted
     finally:
         server.close()
 

@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 import json
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
-import uvicorn
 
 from service.app import create_app
 from tests.conftest import free_port
-from tests.demo_fixtures import DemoDirs
+from tests.demo_fixtures import DemoDirs, serve_in_thread
 from tests.service.conftest import make_settings
 from training.simulator import NEXTBEST, POLICIES, SimulationReport, _batches, main, simulate
 
@@ -24,20 +21,9 @@ DECISIONS = 400
 @pytest.fixture(scope="module")
 def service_url(demo: DemoDirs) -> Iterator[str]:
     """The real app with its default exploration, in a background thread."""
-    port = free_port()
     settings = make_settings(demo, epsilon=0.05, seed=3)
-    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port,
-                                           loop="asyncio", lifespan="on", log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            pytest.fail("uvicorn did not start")
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
+    with serve_in_thread(create_app(settings), free_port()) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
