@@ -85,7 +85,7 @@ class Settings(BaseSettings):
     )
     contact_max_customers: int = Field(
         1_000_000, gt=0, description="Customers held by each replica's in-process contact "
-        "ledger (least recently contacted evicted; a few hundred bytes each)."
+        "ledger (least recently contacted evicted; ~0.6 KB each with 5 contacts, ~1.4 KB with 64)."
     )
     max_candidates: int = Field(200, gt=0, description="Largest caller candidate list.")
     log_level: str = Field("INFO", description="Python logging level.")
