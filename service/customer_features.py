@@ -48,6 +48,8 @@ class CustomerFeatureService:
         self._cache_size = cache_size
         # customer id -> (monotonic expiry, row or None for a customer never written)
         self._cache: OrderedDict[str, tuple[float, FeatureRow | None]] = OrderedDict()
+        self._failures = 0  # failed reads since the last warning (one warning per 10 s)
+        self._warned_at = float("-inf")
 
     async def get(self, customer_id: str | None) -> CustomerFeatures:
         if customer_id is None:
@@ -55,7 +57,10 @@ class CustomerFeatureService:
         try:
             row = await self._read(customer_id)
         except Exception as exc:  # timeouts and connection errors alike: serve defaults
-            log.warning("customer features unavailable: %r", exc)
+            self._failures += 1
+            if time.monotonic() - self._warned_at >= 10.0:  # an outage must not flood the logs
+                log.warning("customer features unavailable (%d failed reads): %r", self._failures, exc)
+                self._warned_at, self._failures = time.monotonic(), 0
             return UNAVAILABLE
         if row is None:
             return UNKNOWN
