@@ -2,9 +2,13 @@
 
 Every replica reads the same stream from its start, so all replicas converge on the
 same model state and the same contact ledger (`service/contacts.py`). Learning happens
-in small chunks between awaits so the event loop keeps serving decisions; the
-vectorised weights are republished after each read. Contacts are recorded before
-learning, so a dismissal takes effect as soon as the loop has read it.
+in small chunks between awaits so the event loop keeps serving decisions. The
+vectorised weights the decision path reads are republished at most every
+`publish_interval` seconds and as soon as the stream goes quiet: copying them costs
+~0.1 ms, and under load the loop reads a few events at a time (publishing after every
+read was 7% of the CPU at 1,000 decisions/s). Learner lag and updates are counted at
+publication, when decisions see them. Contacts are recorded before learning, so a
+dismissal takes effect as soon as the loop has read it.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import logging
 import time
 
 from service.contacts import ContactLedger
-from service.learner import LearningExample, OnlineLearner
+from service.learner import OUTCOME_LABELS, LearningExample, OnlineLearner
 from service.metrics import Metrics
 from service.state import Record, StateStore
 
@@ -34,7 +38,8 @@ def to_example(e: Record) -> LearningExample:
 class FeedbackLoop:
     def __init__(self, state: StateStore, learner: OnlineLearner, metrics: Metrics,
                  read_count: int = 512, block_ms: int = 500,
-                 contacts: ContactLedger | None = None, learn: bool = True) -> None:
+                 contacts: ContactLedger | None = None, learn: bool = True,
+                 publish_interval: float = 0.05) -> None:
         self._state = state
         self._learner = learner
         self._contacts = contacts
@@ -42,48 +47,57 @@ class FeedbackLoop:
         self._metrics = metrics
         self._read_count = read_count
         self._block_ms = block_ms
+        self._publish_interval = publish_interval
+        self._published_at = float("-inf")
+        self._unpublished: list[float] = []  # accepted_at of events learned, not yet served
         self.position = "0"
         self.learned = 0
         self.caught_up = asyncio.Event()
 
     async def run(self) -> None:
         while True:
+            # While learned weights wait for publication, wait no longer than the interval.
+            block_ms = self._block_ms
+            if self._unpublished:
+                block_ms = max(1, min(block_ms, int(self._publish_interval * 1000)))
             try:
-                entries = await self._state.read_feedback(
-                    self.position, self._read_count, self._block_ms
-                )
+                entries = await self._state.read_feedback(self.position, self._read_count, block_ms)
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.exception("reading the feedback stream failed; retrying")
                 await asyncio.sleep(1.0)
                 continue
-            if not entries:
+            if entries:
+                await self._apply(entries)
+                self.position = entries[-1][0]
+            if self._unpublished and (
+                not entries or time.monotonic() - self._published_at >= self._publish_interval
+            ):
+                self.publish()
+            full = len(entries) >= self._read_count
+            self._metrics.feedback_backlog.set(len(entries) if full else 0)
+            if not full and not self._unpublished:
                 self.caught_up.set()
-                self._metrics.feedback_backlog.set(0)
-                continue
-            await self._apply(entries)
-            self.position = entries[-1][0]
-            if self._learn:
-                self._learner.publish()
-            if len(entries) < self._read_count:
-                self.caught_up.set()
-                self._metrics.feedback_backlog.set(0)
-            else:
-                self._metrics.feedback_backlog.set(len(entries))
+
+    def publish(self) -> None:
+        """Hand the learned weights to the decision path; count what decisions now see."""
+        self._learner.publish()
+        self._published_at = time.monotonic()
+        now = time.time()
+        for accepted_at in self._unpublished:
+            self._metrics.learner_lag.observe(max(0.0, now - accepted_at))
+        self._metrics.learner_updates.inc(len(self._unpublished))
+        self.learned += len(self._unpublished)
+        self._unpublished = []
 
     async def _apply(self, entries: list[tuple[str, Record]]) -> None:
         for start in range(0, len(entries), _CHUNK):
             chunk = [e for _, e in entries[start:start + _CHUNK]]
             if self._contacts is not None:
                 self._contacts.record(chunk)
-            if not self._learn:
-                await asyncio.sleep(0)
-                continue
-            n = self._learner.learn(to_example(e) for e in chunk)
-            now = time.time()
-            for e in chunk:
-                self._metrics.learner_lag.observe(max(0.0, now - float(e["accepted_at"])))
-            self._metrics.learner_updates.inc(n)
-            self.learned += n
+            if self._learn:
+                self._learner.learn(to_example(e) for e in chunk)
+                self._unpublished += [float(e["accepted_at"]) for e in chunk
+                                      if e["outcome"] in OUTCOME_LABELS]
             await asyncio.sleep(0)

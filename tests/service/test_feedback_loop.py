@@ -1,0 +1,72 @@
+"""The learner loop: learns every event, publishes to the decision path at most every
+`publish_interval` while events keep coming, and at once when the stream goes quiet."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from service.feedback_loop import FeedbackLoop
+from service.learner import OnlineLearner
+from service.metrics import Metrics
+from service.state.memory import MemoryState
+
+ACTIONS = ["p001", "p002", "p003"]
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def event(i: int) -> dict[str, object]:
+    return {
+        "decision_id": f"d{i}", "action_id": ACTIONS[i % 3], "outcome": "accept" if i % 4 else "dismiss",
+        "ts": time.time(), "accepted_at": time.time(), "customer_id": f"c{i % 5}",
+        "channel": "web", "placement": "home", "journey_stage": "browse", "segment": "new",
+        "rank": 1, "probability": 1.0, "offline_logit": 0.0, "exposures": 0,
+    }
+
+
+class CountingLearner(OnlineLearner):
+    def __init__(self) -> None:
+        super().__init__(ACTIONS)
+        self.publications = 0
+
+    def publish(self):  # type: ignore[no-untyped-def]
+        self.publications += 1
+        return super().publish()
+
+
+async def run_loop(publish_interval: float, batches: int) -> tuple[FeedbackLoop, CountingLearner]:
+    state = MemoryState(3600)
+    learner = CountingLearner()
+    loop = FeedbackLoop(state, learner, Metrics(), block_ms=1000, publish_interval=publish_interval)
+    task = asyncio.create_task(loop.run())
+    try:
+        for b in range(batches):  # a steady trickle: one event every 10 ms
+            await state.append_feedback([event(b)])
+            await asyncio.sleep(0.01)
+        deadline = time.monotonic() + 5
+        while loop.learned < batches and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    return loop, learner
+
+
+async def test_a_trickle_is_learned_whole_but_published_in_few_copies() -> None:
+    loop, learner = await run_loop(publish_interval=10.0, batches=20)
+    assert loop.learned == 20
+    assert learner.updates == 20
+    assert learner.publications == 2  # the first read at once, then only when the stream went quiet
+
+
+async def test_without_an_interval_every_read_is_published() -> None:
+    loop, learner = await run_loop(publish_interval=0.0, batches=20)
+    assert loop.learned == 20
+    assert learner.publications >= 10
