@@ -12,7 +12,10 @@ from features.online import FeatureRow
 from service import customer_features
 from service.customer_features import CustomerFeatureService
 
-FRESH = FeatureRow({"segment": "value"}, event_ts=time.time())
+
+def fresh() -> FeatureRow:
+    """A row written just now (built per test: a module-level one would age during the suite)."""
+    return FeatureRow({"segment": "value"}, event_ts=time.time())
 
 
 class FakeReader:
@@ -52,10 +55,11 @@ def get(service: CustomerFeatureService, customer_id: str | None) -> customer_fe
 
 def test_degraded_flags() -> None:
     old = FeatureRow({"segment": "value"}, event_ts=time.time() - 100)
-    reader = FakeReader({"c1": FRESH, "c2": old})
+    row = fresh()
+    reader = FakeReader({"c1": row, "c2": old})
     service = CustomerFeatureService(reader, max_age_seconds=50)
     assert get(service, None).degraded == ("anonymous",)
-    assert get(service, "c1").degraded == () and get(service, "c1").values == FRESH.values
+    assert get(service, "c1").degraded == () and get(service, "c1").values == row.values
     assert get(service, "c2").degraded == ("stale_customer_features",)
     assert get(service, "nobody").degraded == ("unknown_customer",)
     reader.fail = True
@@ -63,7 +67,8 @@ def test_degraded_flags() -> None:
 
 
 def test_without_cache_every_decision_reads_the_store() -> None:
-    reader = FakeReader({"c1": FRESH})
+    row = fresh()
+    reader = FakeReader({"c1": row})
     service = CustomerFeatureService(reader, max_age_seconds=50, cache_seconds=0)
     for _ in range(3):
         get(service, "c1")
@@ -71,15 +76,16 @@ def test_without_cache_every_decision_reads_the_store() -> None:
 
 
 def test_cache_reuses_rows_and_misses_until_expiry(clock: Clock) -> None:
-    reader = FakeReader({"c1": FRESH})
+    row = fresh()
+    reader = FakeReader({"c1": row})
     service = CustomerFeatureService(reader, max_age_seconds=50, cache_seconds=5)
     assert get(service, "c1").degraded == ()
     assert get(service, "nobody").degraded == ("unknown_customer",)
     clock.now += 4.9
-    assert get(service, "c1").values == FRESH.values
+    assert get(service, "c1").values == row.values
     assert get(service, "nobody").degraded == ("unknown_customer",)
     assert reader.reads == ["c1", "nobody"]
-    reader.rows["nobody"] = FRESH  # materialized meanwhile: seen once the entry expires
+    reader.rows["nobody"] = row  # materialized meanwhile: seen once the entry expires
     clock.now += 0.2
     assert get(service, "nobody").degraded == ()
     assert reader.reads == ["c1", "nobody", "nobody"]
@@ -96,7 +102,8 @@ def test_cache_judges_staleness_at_every_decision(clock: Clock, monkeypatch: pyt
 
 
 def test_failed_reads_are_not_cached(clock: Clock) -> None:
-    reader = FakeReader({"c1": FRESH})
+    row = fresh()
+    reader = FakeReader({"c1": row})
     service = CustomerFeatureService(reader, max_age_seconds=50, cache_seconds=5)
     reader.fail = True
     assert get(service, "c1").degraded == ("features_unavailable",)
@@ -106,7 +113,8 @@ def test_failed_reads_are_not_cached(clock: Clock) -> None:
 
 
 def test_cache_is_a_bounded_lru(clock: Clock) -> None:
-    reader = FakeReader({"a": FRESH, "b": FRESH, "c": FRESH})
+    row = fresh()
+    reader = FakeReader({"a": row, "b": row, "c": row})
     service = CustomerFeatureService(reader, max_age_seconds=50, cache_seconds=60, cache_size=2)
     for customer in ("a", "b", "a", "c"):  # "b" is the least recently used when "c" comes
         get(service, customer)
