@@ -25,6 +25,10 @@ from pathlib import Path
 if __package__ != "features":
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from features.store import import_feast  # noqa: E402
+
+import_feast()  # before `from feast import ...`: keeps prometheus_client out of multiprocess mode
+
 from feast import Entity, FeatureService, FeatureView, Field, FileSource, ValueType  # noqa: E402
 from feast.feast_object import FeastObject  # noqa: E402
 from feast.types import Float32, Int64, PrimitiveFeastType, String  # noqa: E402

@@ -6,6 +6,9 @@ The Redis online store is exercised by the parity tests with the suite's redis-s
 from __future__ import annotations
 
 import math
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -110,3 +113,15 @@ def test_apply_and_materialize_serves_the_latest_generated_values(tmp_path: Path
         features=["customer_profile:segment"], entity_rows=[{CUSTOMER_JOIN_KEY: "c00042"}],
     ).to_dict()
     assert again["segment"] == [expected_customer["segment"]]
+
+
+def test_importing_feast_leaves_prometheus_client_in_single_process_mode() -> None:
+    """`import feast` sets PROMETHEUS_MULTIPROC_DIR; through our modules it must not stick."""
+    code = (
+        "import os, features.definitions, prometheus_client.values as v\n"
+        "assert not getattr(v.ValueClass, '_multiprocess', False), 'multiprocess mode'\n"
+        "assert 'PROMETHEUS_MULTIPROC_DIR' not in os.environ, 'variable left for children'\n"
+    )
+    env = {k: v for k, v in os.environ.items() if "multiproc" not in k.lower()}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
