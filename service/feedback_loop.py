@@ -52,7 +52,6 @@ class FeedbackLoop:
         self._unpublished: list[float] = []  # accepted_at of events learned, not yet served
         self.position = "0"
         self.learned = 0
-        self.caught_up = asyncio.Event()
 
     async def run(self) -> None:
         while True:
@@ -77,8 +76,6 @@ class FeedbackLoop:
                 self.publish()
             full = len(entries) >= self._read_count
             self._metrics.feedback_backlog.set(len(entries) if full else 0)
-            if not full and not self._unpublished:
-                self.caught_up.set()
 
     def publish(self) -> None:
         """Hand the learned weights to the decision path; count what decisions now see."""

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 from pathlib import Path
 
@@ -35,12 +34,6 @@ def find_tool(name: str) -> str:
 
 def run(cmd: list[str], *, input: str | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     return subprocess.run(cmd, input=input, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="session")

@@ -17,7 +17,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.ops.conftest import ROOT, free_port
+from load_tests.processes import free_port
+from tests.ops.conftest import ROOT
 
 READY_TIMEOUT = 150.0
 QUERY = ('histogram_quantile(0.99, sum by (le) '
@@ -39,6 +40,23 @@ def tail(path: Path, n: int = 40) -> str:
     return "\n".join(path.read_text(errors="replace").splitlines()[-n:]) if path.exists() else ""
 
 
+def wait_ready(name: str, proc: subprocess.Popen[bytes], url: str, log: Path,
+               timeout: float, interval: float) -> None:
+    """Poll `url` until it answers 200; fail with the log's tail if the process exits or time runs out."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc.poll() is not None:
+            pytest.fail(f"{name} exited with {proc.returncode}:\n{tail(log)}")
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            pytest.fail(f"{name} not ready at {url} after {timeout:.0f} s:\n{tail(log)}")
+        time.sleep(interval)
+
+
 @pytest.fixture(scope="module")
 def nextbest(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """Base URL of a `nextbest demo` this test started."""
@@ -55,18 +73,7 @@ def nextbest(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         )
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + READY_TIMEOUT
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"nextbest demo exited with {proc.returncode}:\n{tail(log)}")
-            try:
-                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"nextbest not ready at {base}/readyz after {READY_TIMEOUT:.0f} s:\n{tail(log)}")
-            time.sleep(0.5)
+        wait_ready("nextbest demo", proc, f"{base}/readyz", log, READY_TIMEOUT, 0.5)
         yield base
     finally:
         stop(proc)
@@ -95,18 +102,7 @@ def prometheus_url(prometheus: str, nextbest: str, tmp_path_factory: pytest.Temp
         )
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"prometheus exited with {proc.returncode}:\n{tail(log)}")
-            try:
-                if httpx.get(f"{base}/-/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"prometheus not ready on {base}:\n{tail(log)}")
-            time.sleep(0.2)
+        wait_ready("prometheus", proc, f"{base}/-/ready", log, 30.0, 0.2)
         yield base
     finally:
         stop(proc)

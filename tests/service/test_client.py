@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 import httpx
 import pytest
 
+from load_tests.processes import free_port
 from service.app import create_app
 from service.client import (
     MAX_FEEDBACK_BATCH,
@@ -18,7 +19,6 @@ from service.client import (
     NextbestTransportError,
 )
 from service.schemas import DecisionRequest, Outcome
-from tests.conftest import free_port
 from tests.demo_fixtures import DemoDirs, serve_in_thread
 from tests.service.conftest import make_settings
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from load_tests.processes import free_port
 from service.app import create_app
-from tests.conftest import free_port
 from tests.demo_fixtures import DemoDirs, serve_in_thread
 from tests.service.conftest import make_settings
 from training.simulator import NEXTBEST, POLICIES, SimulationReport, _batches, main, simulate
