@@ -6,8 +6,11 @@ in small chunks between awaits so the event loop keeps serving decisions. The
 vectorised weights the decision path reads are republished at most every
 `publish_interval` seconds and as soon as the stream goes quiet: copying them costs
 ~0.1 ms, and under load the loop reads a few events at a time (publishing after every
-read was 7% of the CPU at 1,000 decisions/s). Learner lag and updates are counted at
-publication, when decisions see them. Contacts are recorded before learning, so a
+read was 7% of the CPU at 1,000 decisions/s). Reads themselves are spaced at least
+`read_interval` apart unless the last one came back full: a stream read is a Redis round
+trip, as costly in CPU as a decision, and without spacing a steady trickle of feedback
+meant one read per event. Learner lag and updates are counted at publication, when
+decisions see them. Contacts are recorded before learning, so a
 dismissal takes effect as soon as the loop has read it.
 """
 
@@ -39,7 +42,7 @@ class FeedbackLoop:
     def __init__(self, state: StateStore, learner: OnlineLearner, metrics: Metrics,
                  read_count: int = 512, block_ms: int = 500,
                  contacts: ContactLedger | None = None, learn: bool = True,
-                 publish_interval: float = 0.05) -> None:
+                 publish_interval: float = 0.05, read_interval: float = 0.0) -> None:
         self._state = state
         self._learner = learner
         self._contacts = contacts
@@ -49,6 +52,8 @@ class FeedbackLoop:
         self._block_ms = block_ms
         self._publish_interval = publish_interval
         self._published_at = float("-inf")
+        self._read_interval = read_interval
+        self._read_at = float("-inf")
         self._unpublished: list[float] = []  # accepted_at of events learned, not yet served
         self.position = "0"
         self.learned = 0
@@ -59,6 +64,10 @@ class FeedbackLoop:
             block_ms = self._block_ms
             if self._unpublished:
                 block_ms = max(1, min(block_ms, int(self._publish_interval * 1000)))
+            wait = self._read_at + self._read_interval - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            self._read_at = time.monotonic()
             try:
                 entries = await self._state.read_feedback(self.position, self._read_count, block_ms)
             except asyncio.CancelledError:
@@ -75,6 +84,8 @@ class FeedbackLoop:
             ):
                 self.publish()
             full = len(entries) >= self._read_count
+            if full:
+                self._read_at = float("-inf")  # a backlog: read on at once
             self._metrics.feedback_backlog.set(len(entries) if full else 0)
 
     def publish(self) -> None:

@@ -133,7 +133,10 @@ class Runtime:
             catalog.ids, settings.contact_window_seconds, settings.contact_suppress_seconds,
             settings.contact_cooldown_seconds, settings.contact_max_customers,
         ) if settings.contact_policy else None
-        decision_log = DecisionLog(state)
+        decision_log = DecisionLog(
+            state, linger_seconds=settings.decision_log_linger_seconds,
+            recent=settings.recent_decisions, ttl_seconds=settings.decision_ttl_seconds,
+        )
         action_cache = ActionFeatureCache(action_reader, catalog, settings.action_refresh_seconds)
         engine = DecisionEngine(
             catalog=catalog,
@@ -158,7 +161,8 @@ class Runtime:
             settings=settings, metrics=metrics, state=state, engine=engine,
             feedback=FeedbackService(state, decision_log, metrics),
             feedback_loop=FeedbackLoop(state, learner, metrics, contacts=contacts,
-                                       learn=settings.online_learning),
+                                       learn=settings.online_learning,
+                                       read_interval=settings.learner_read_interval_seconds),
             decision_log=decision_log, action_cache=action_cache, closers=closers,
         )
 

@@ -43,6 +43,18 @@ class Settings(BaseSettings):
     decision_ttl_seconds: int = Field(
         86_400, gt=0, description="How long a decision can still receive feedback."
     )
+    decision_log_linger_seconds: float = Field(
+        0.01, ge=0, le=1.0, description="How long the decision log writer waits after a "
+        "record for others to join its batch (one Redis pipeline per batch)."
+    )
+    recent_decisions: int = Field(
+        20_000, ge=0, description="Decision records kept in-process after they are written, "
+        "so feedback to this replica joins them without a Redis read (~2 KB each; 0: off)."
+    )
+    learner_read_interval_seconds: float = Field(
+        0.02, ge=0, le=1.0, description="Shortest time between two reads of the feedback "
+        "stream by the learner: events are read in batches, adding at most this much lag."
+    )
     shutdown_timeout_seconds: float = Field(
         5.0, gt=0, le=60, description="How long shutdown waits for background tasks to stop."
     )
@@ -88,6 +100,9 @@ class Settings(BaseSettings):
         "ledger (least recently contacted evicted; ~0.6 KB each with 5 contacts, ~1.4 KB with 64)."
     )
     max_candidates: int = Field(200, gt=0, description="Largest caller candidate list.")
+    max_body_bytes: int = Field(
+        1_048_576, gt=0, description="Largest request body on /v1 (413 above it)."
+    )
     log_level: str = Field("INFO", description="Python logging level.")
     seed: int | None = Field(None, description="Seed exploration (tests, simulations).")
 

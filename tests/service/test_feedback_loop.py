@@ -70,3 +70,31 @@ async def test_without_an_interval_every_read_is_published() -> None:
     loop, learner = await run_loop(publish_interval=0.0, batches=20)
     assert loop.learned == 20
     assert learner.publications >= 10
+
+
+async def test_reads_are_spaced_by_the_read_interval() -> None:
+    state = MemoryState(3600)
+    reads: list[float] = []
+    read_feedback = state.read_feedback
+
+    async def counting_read(after: str, count: int, block_ms: int):  # type: ignore[no-untyped-def]
+        reads.append(time.monotonic())
+        return await read_feedback(after, count, block_ms)
+
+    state.read_feedback = counting_read  # type: ignore[method-assign]
+    loop = FeedbackLoop(state, OnlineLearner(ACTIONS), Metrics(), block_ms=1000, read_interval=0.05)
+    task = asyncio.create_task(loop.run())
+    try:
+        for b in range(30):  # one event every 5 ms: 150 ms of trickle
+            await state.append_feedback([event(b)])
+            await asyncio.sleep(0.005)
+        deadline = time.monotonic() + 5
+        while loop.learned < 30 and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert loop.learned == 30
+    assert len(reads) <= 8  # unspaced, a trickle like this costs about one read per event
+    gaps = [b - a for a, b in zip(reads, reads[1:], strict=False)]
+    assert min(gaps) >= 0.045

@@ -1,0 +1,103 @@
+"""The decision log: batched writes that linger, and feedback joins served in-process."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+
+import pytest
+import redis.asyncio as aioredis
+
+from service.decision_log import DecisionLog
+from service.state import Record
+from service.state.memory import MemoryState
+from service.state.redis_store import RedisState
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+class CountingState(MemoryState):
+    """The in-process store, counting writes and reads of decision records."""
+
+    def __init__(self) -> None:
+        super().__init__(decision_ttl_seconds=3600)
+        self.batches: list[int] = []
+        self.reads = 0
+
+    async def log_decisions(self, records: Sequence[Record]) -> None:
+        self.batches.append(len(records))
+        await super().log_decisions(records)
+
+    async def get_decisions(self, decision_ids: Sequence[str]) -> list[Record | None]:
+        self.reads += 1
+        return await super().get_decisions(decision_ids)
+
+
+def record(i: int, age: float = 0.0) -> Record:
+    return {"decision_id": f"d{i}", "ts": time.time() - age, "shown": []}
+
+
+async def run_writer(log: DecisionLog, submit: int, spread: float) -> None:
+    task = asyncio.create_task(log.run())
+    try:
+        for i in range(submit):
+            log.submit(record(i))
+            await asyncio.sleep(spread)
+        await asyncio.sleep(0.2)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_lingering_writes_concurrent_decisions_in_one_batch() -> None:
+    state = CountingState()
+    await run_writer(DecisionLog(state, linger_seconds=0.05), submit=10, spread=0.001)
+    assert sum(state.batches) == 10
+    assert len(state.batches) <= 2
+
+
+async def test_without_linger_each_lonely_record_is_its_own_batch() -> None:
+    state = CountingState()
+    await run_writer(DecisionLog(state), submit=5, spread=0.02)
+    assert state.batches == [1, 1, 1, 1, 1]
+
+
+async def test_recent_decisions_join_feedback_without_a_store_read() -> None:
+    state = CountingState()
+    log = DecisionLog(state, recent=3)
+    await run_writer(log, submit=5, spread=0.0)
+    found = await log.get_many(["d2", "d3", "d4"])
+    assert [r["decision_id"] for r in found if r] == ["d2", "d3", "d4"]
+    assert state.reads == 0
+    # d0 and d1 fell out of the in-process window: the store answers for them
+    assert [r["decision_id"] for r in await log.get_many(["d0", "d1"]) if r] == ["d0", "d1"]
+    assert state.reads == 1
+
+
+async def test_records_older_than_the_ttl_are_not_served_from_memory() -> None:
+    state = MemoryState(decision_ttl_seconds=3600)
+    log = DecisionLog(state, recent=10, ttl_seconds=60)
+    log.submit(record(1, age=120))
+    assert await log.get_many(["d1"]) == [None]
+
+
+async def test_recent_window_with_a_real_redis(redis_url: str) -> None:
+    client = aioredis.from_url(redis_url)
+    state = RedisState(client, decision_ttl_seconds=60, feedback_maxlen=100, prefix="nb-test-log:")
+    log = DecisionLog(state, linger_seconds=0.01, recent=1)
+    try:
+        await run_writer(log, submit=3, spread=0.0)
+        assert await client.exists("nb-test-log:decision:d0") == 1  # written, though not recent
+        assert [r and r["decision_id"] for r in await log.get_many(["d0", "d2", "nope"])] == [
+            "d0", "d2", None,
+        ]
+    finally:
+        await client.delete(*[f"nb-test-log:decision:d{i}" for i in range(3)],
+                            "nb-test-log:decisions")
+        await state.close()
