@@ -3,17 +3,22 @@
 Nothing here decides anything; see `service/engine.py` for the decision path and
 `service/feedback.py` for feedback.
 
-The two `/v1` routes are `LeanRoute`s: they take the raw request and validate its body
-with pydantic's JSON parser in one call (`parse_body`), because FastAPI's own body
-handling and dependency solving cost more than the decision itself. Their request schemas are still documented in
-/docs through `openapi_extra` (see `BODY_SCHEMAS`), and a body that does not validate
-still raises `RequestValidationError`, so clients see the same 422 as before. The API
-key check is an ASGI middleware (`service/app.py`), installed only when keys are set.
+The two `/v1` endpoints are plain functions of the raw body (`HANDLERS`): they
+validate it with pydantic's JSON parser in one call (`parse_json`) and return a status
+and a JSON-able payload. `service/app.py` serves them through
+`FastRoutes`, a pure ASGI layer in front of FastAPI, because FastAPI's own per-request
+machinery (middleware stack, routing, dependency solving, body parsing) cost more CPU
+than the decision itself. They are still registered here as FastAPI routes
+(`LeanRoute`), so /docs documents them (request schemas through `openapi_extra`, see
+`BODY_SCHEMAS`) and a request that reaches FastAPI gets the same answer. A body that
+does not validate raises `RequestValidationError`, so clients see FastAPI's 422 shape.
+The API key check is an ASGI middleware (`service/app.py`), installed only when keys are set.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Coroutine
+import logging
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Annotated, Any, TypeVar
 
 import orjson
@@ -24,7 +29,7 @@ from fastapi.routing import APIRoute
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from service.errors import ActionNotInDecision, NotReady, UnknownDecision
+from service.errors import ActionNotInDecision, NextbestError, NotReady, UnknownDecision
 from service.runtime import Runtime
 from service.schemas import (
     DecisionRequest,
@@ -35,17 +40,23 @@ from service.schemas import (
     FeedbackResponse,
 )
 
+log = logging.getLogger(__name__)
+
 
 class JSONResponse(Response):
     media_type = "application/json"
 
     def render(self, content: object) -> bytes:
-        return orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY)
+        return render_json(content)
 
 
-def runtime_of(request: Request) -> Runtime:
+def render_json(content: object) -> bytes:
+    return orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+def runtime_in(state: dict[str, Any] | None) -> Runtime:
     """The runtime the lifespan put in the request state (503 while starting)."""
-    runtime: Runtime | None = request.scope.get("state", {}).get("runtime")
+    runtime: Runtime | None = (state or {}).get("runtime")
     if runtime is None:
         raise NotReady("the service is starting")
     return runtime
@@ -53,7 +64,7 @@ def runtime_of(request: Request) -> Runtime:
 
 # `async def` on purpose: FastAPI runs plain `def` dependencies in a thread pool.
 async def get_runtime(request: Request) -> Runtime:
-    return runtime_of(request)
+    return runtime_in(request.scope.get("state"))
 
 
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
@@ -68,14 +79,13 @@ def _is_json(content_type: str) -> bool:
     return media == "application/json" or (media.startswith("application/") and media.endswith("+json"))
 
 
-async def parse_body(request: Request, adapter: TypeAdapter[T] | type[BaseModel]) -> Any:
+def parse_json(body: bytes, content_type: str | None,
+               adapter: TypeAdapter[T] | type[BaseModel]) -> Any:
     """The JSON body validated against a model; FastAPI's 422 error shape when it fails.
 
     Like FastAPI: a body without a content type is read as JSON, one with a non-JSON
     content type is refused, and error locations start with "body".
     """
-    body = await request.body()
-    content_type = request.headers.get("content-type")
     if content_type and not _is_json(content_type):
         raise RequestValidationError([{
             "type": "model_attributes_type", "loc": ("body",), "input": body,
@@ -93,6 +103,57 @@ async def parse_body(request: Request, adapter: TypeAdapter[T] | type[BaseModel]
         raise RequestValidationError(
             [{**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_url=False)]
         ) from None
+
+
+def error_payload(exc: Exception, path: str) -> tuple[int, dict[str, Any]]:
+    """Status and JSON body for an exception; the one mapping every entry point uses."""
+    if isinstance(exc, NextbestError):
+        return exc.status_code, {"error": exc.code, "message": exc.message}
+    if isinstance(exc, RequestValidationError):
+        errors = [
+            {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
+            for e in exc.errors()
+        ]
+        message = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in errors)
+        return 422, {"error": "invalid_request", "message": message, "detail": errors}
+    log.error("unhandled error on %s", path, exc_info=exc)
+    return 500, {"error": "internal_error", "message": "internal error"}
+
+
+#: An endpoint as a function of the runtime, the raw body, its content type and the
+#: request state (where it leaves the channel for the HTTP metrics): status and payload.
+Handler = Callable[[Runtime, bytes, str | None, dict[str, Any]], Awaitable[tuple[int, Any]]]
+
+
+async def decision_handler(runtime: Runtime, body: bytes, content_type: str | None,
+                 state: dict[str, Any]) -> tuple[int, Any]:
+    request: DecisionRequest = parse_json(body, content_type, DecisionRequest)
+    state["channel"] = request.channel
+    return 200, await runtime.engine.decide(request)
+
+
+async def feedback_handler(runtime: Runtime, body: bytes, content_type: str | None,
+                   state: dict[str, Any]) -> tuple[int, Any]:
+    parsed: FeedbackBody = parse_json(body, content_type, _FEEDBACK)
+    events = parsed.events if isinstance(parsed, FeedbackBatch) else [parsed]
+    accepted, rejected = await runtime.feedback.submit(events)
+    if isinstance(parsed, FeedbackEvent) and rejected:
+        error = UnknownDecision if rejected[0].reason == UnknownDecision.code else ActionNotInDecision
+        raise error(rejected[0].message)
+    return 202, {"accepted": accepted, "rejected": [r.__dict__ for r in rejected]}
+
+
+HANDLERS: dict[str, Handler] = {"/v1/decisions": decision_handler, "/v1/feedback": feedback_handler}
+
+
+async def _serve(request: Request, handler: Handler) -> Response:
+    """A handler behind FastAPI (errors go to the app's exception handlers)."""
+    state = request.scope.setdefault("state", {})
+    runtime = runtime_in(state)
+    status, payload = await handler(
+        runtime, await request.body(), request.headers.get("content-type"), state
+    )
+    return JSONResponse(payload, status_code=status)
 
 
 def _ref(model: str) -> dict[str, str]:
@@ -138,10 +199,7 @@ ops = APIRouter()
          openapi_extra={**_json_body(_ref("DecisionRequest")), "parameters": [API_KEY_HEADER]})
 async def decide(request: Request) -> Response:
     """Rank the next best actions for one customer at one touchpoint."""
-    runtime = runtime_of(request)
-    body: DecisionRequest = await parse_body(request, DecisionRequest)
-    request.scope["state"]["channel"] = body.channel
-    return JSONResponse(await runtime.engine.decide(body))
+    return await _serve(request, decision_handler)
 
 
 @v1.post("/feedback", status_code=202, response_model=FeedbackResponse, tags=["feedback"],
@@ -155,16 +213,7 @@ async def feedback(request: Request) -> Response:
     TTL) gets 404; one whose action was not shown in that decision gets 422. In a batch,
     such events are returned under `rejected` and the others are accepted (202).
     """
-    runtime = runtime_of(request)
-    body: FeedbackBody = await parse_body(request, _FEEDBACK)
-    events = body.events if isinstance(body, FeedbackBatch) else [body]
-    accepted, rejected = await runtime.feedback.submit(events)
-    if isinstance(body, FeedbackEvent) and rejected:
-        error = UnknownDecision if rejected[0].reason == UnknownDecision.code else ActionNotInDecision
-        raise error(rejected[0].message)
-    return JSONResponse(
-        {"accepted": accepted, "rejected": [r.__dict__ for r in rejected]}, status_code=202
-    )
+    return await _serve(request, feedback_handler)
 
 
 @ops.get("/healthz", tags=["ops"])

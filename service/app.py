@@ -1,15 +1,18 @@
 """The app factory: settings and collaborators in, a FastAPI app out.
 
-Two pure ASGI middlewares wrap the routes: `HTTPMetrics` (latency and errors per
-endpoint, the only `send` wrapper of ours) and, only when API keys are configured,
-`APIKeyCheck` inside it, so refused requests are counted too.
+Requests pass three pure ASGI layers before FastAPI sees them, outermost first:
+`HTTPMetrics` (latency and errors per endpoint, the only `send` wrapper of ours),
+`APIKeyCheck` (only when API keys are configured; refused requests are counted too) and
+`FastRoutes`, which serves `POST /v1/decisions` and `POST /v1/feedback` itself and
+hands every other request to FastAPI (docs, health, metrics, 404/405).
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -21,7 +24,7 @@ from pydantic.json_schema import models_json_schema
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service import api
-from service.errors import NextbestError, Unauthorized
+from service.errors import NextbestError, PayloadTooLarge, Unauthorized
 from service.metrics import Metrics
 from service.runtime import Runtime
 from service.settings import Settings
@@ -94,7 +97,73 @@ class APIKeyCheck:
         await send({"type": "http.response.body", "body": self._body})
 
 
+class ClientGone(Exception):
+    """The client disconnected before its request body arrived."""
+
+
+class FastRoutes:
+    """Pure ASGI: the `/v1` POST endpoints straight to their handlers in `service.api`.
+
+    Per request this reads the body (refusing more than `max_body_bytes` with 413),
+    calls the handler and sends its JSON; errors get the same status and body as
+    FastAPI's exception handlers give them (`api.error_payload`). Everything else goes
+    to FastAPI.
+    """
+
+    def __init__(self, app: ASGIApp, handlers: Mapping[str, api.Handler], max_body_bytes: int) -> None:
+        self.app = app
+        self.handlers = dict(handlers)
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        handler = self.handlers.get(scope["path"]) if scope["type"] == "http" else None
+        if handler is None or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        state = scope.setdefault("state", {})
+        try:
+            body = await self._body(receive)
+            content_type = next((v.decode("latin-1") for k, v in scope["headers"]
+                                 if k == b"content-type"), None)
+            status, payload = await handler(api.runtime_in(state), body, content_type, state)
+            data = api.render_json(payload)
+        except ClientGone:
+            return
+        except Exception as exc:
+            status, error = api.error_payload(exc, scope["path"])
+            data = api.render_json(error)
+        await send({"type": "http.response.start", "status": status, "headers": [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(data)).encode()),
+        ]})
+        await send({"type": "http.response.body", "body": data})
+
+    async def _body(self, receive: Receive) -> bytes:
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise ClientGone
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body_bytes:
+                raise PayloadTooLarge(f"request body larger than {self.max_body_bytes} bytes")
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks)
+
+
 class NextbestAPI(FastAPI):
+    #: The ASGI layers in front of FastAPI (set by `create_app`); None: FastAPI alone.
+    entry: ASGIApp | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.entry is not None and scope["type"] == "http":
+            await self.entry(scope, receive, send)
+        else:
+            await super().__call__(scope, receive, send)
+
     def openapi(self) -> dict[str, Any]:
         """FastAPI's schema plus the request bodies that `service.api` parses itself."""
         if self.openapi_schema is None:
@@ -132,28 +201,17 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> FastAPI:
     )
     app.include_router(api.v1)
     app.include_router(api.ops)
+    entry: ASGIApp = FastRoutes(functools.partial(FastAPI.__call__, app), api.HANDLERS,
+                                settings.max_body_bytes)
     if settings.api_key_set:
-        app.add_middleware(APIKeyCheck, keys=settings.api_key_set)
-    app.add_middleware(HTTPMetrics, metrics=metrics)  # added last: the outer one
+        entry = APIKeyCheck(entry, keys=settings.api_key_set)
+    app.entry = HTTPMetrics(entry, metrics=metrics)
 
-    @app.exception_handler(NextbestError)
-    async def nextbest_error(request: Request, exc: NextbestError) -> JSONResponse:
-        return JSONResponse({"error": exc.code, "message": exc.message}, exc.status_code)
+    # The same mapping for requests FastAPI serves itself (docs, ops, unknown paths).
+    async def error(request: Request, exc: Exception) -> JSONResponse:
+        status, body = api.error_payload(exc, request.url.path)
+        return JSONResponse(body, status)
 
-    @app.exception_handler(RequestValidationError)
-    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = [
-            {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
-            for e in exc.errors()
-        ]
-        message = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in errors)
-        return JSONResponse(
-            {"error": "invalid_request", "message": message, "detail": errors}, 422
-        )
-
-    @app.exception_handler(Exception)
-    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error on %s", request.url.path)
-        return JSONResponse({"error": "internal_error", "message": "internal error"}, 500)
-
+    for kind in (NextbestError, RequestValidationError, Exception):
+        app.add_exception_handler(kind, error)
     return app

@@ -1,10 +1,11 @@
-"""Errors that carry their HTTP status; one handler in api.py maps them to responses.
+"""Errors that carry their HTTP status; `api.error_payload` maps them to responses.
 
     NextbestError (500)
     ├── BadRequest (422)
     │   ├── UnknownCandidates (422)
     │   └── ActionNotInDecision (422)
     ├── Unauthorized (401)
+    ├── PayloadTooLarge (413)
     ├── NotFound (404)
     │   └── UnknownDecision (404)
     └── NotReady (503)
@@ -39,6 +40,11 @@ class ActionNotInDecision(BadRequest):
 class Unauthorized(NextbestError):
     status_code = 401
     code = "unauthorized"
+
+
+class PayloadTooLarge(NextbestError):
+    status_code = 413
+    code = "payload_too_large"
 
 
 class NotFound(NextbestError):

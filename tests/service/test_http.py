@@ -65,3 +65,17 @@ def test_refused_keys_answer_401_and_are_counted(demo: DemoDirs) -> None:
         assert c.get("/readyz").status_code == 200 and c.get("/metrics").status_code == 200
         text = c.get("/metrics").text
         assert 'nextbest_errors_total{endpoint="/v1/feedback",status="401"} 1.0' in text
+
+
+def test_bodies_over_the_limit_are_413(demo: DemoDirs) -> None:
+    with TestClient(create_app(make_settings(demo, max_body_bytes=512))) as c:
+        big = {"channel": "web", "candidates": [f"p{i:03d}" for i in range(150)]}
+        r = c.post("/v1/decisions", json=big)
+        assert r.status_code == 413 and r.json()["error"] == "payload_too_large"
+        assert c.post("/v1/decisions", json={"channel": "web"}).status_code == 200
+
+
+def test_other_methods_and_paths_still_reach_fastapi(memory_client: TestClient) -> None:
+    assert memory_client.get("/v1/decisions").status_code == 405
+    assert memory_client.post("/v1/nothing-here", json={}).status_code == 404
+    assert memory_client.get("/healthz").json() == {"status": "ok"}
