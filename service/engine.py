@@ -26,7 +26,7 @@ from service.errors import NotReady
 from service.exploration import select_top_k
 from service.learner import OnlineLearner
 from service.metrics import Metrics
-from service.model import OnnxScorer, logit, sigmoid
+from service.model import OnnxScorer, sigmoid
 from service.schemas import DecisionRequest
 
 
@@ -86,9 +86,8 @@ class DecisionEngine:
         degraded = list(customer.degraded)
 
         with m.stage("offline"):
-            p_offline = self.scorer.predict(x) if len(rows) else np.zeros(0)
+            z = self.scorer.logits(x) if len(rows) else np.zeros(0)
         with m.stage("online"):
-            z = logit(p_offline)
             correction = self.learner.weights.correction(
                 z, rows, req.channel, req.placement, cv.journey_stage, exposures
             )
@@ -116,7 +115,7 @@ class DecisionEngine:
             }
             if req.explain:
                 action["explanation"] = {
-                    "offline_propensity": float(p_offline[pos]),
+                    "offline_propensity": float(sigmoid(z[pos])),
                     "online_correction": float(correction[pos]),
                     "exposures": int(exposures[pos]),
                     "propensity": float(propensity[pos]),

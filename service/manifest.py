@@ -32,6 +32,10 @@ class ModelManifest(BaseModel):
     columns: list[str] = Field(description="Model input columns, in input order.")
     input_name: str = "input"
     output_name: str = "probabilities"
+    logit_name: str | None = Field(
+        None, description="Output with the raw logit [n, 1], when the model has one "
+        "(tree ensembles); the service then reads it instead of the probabilities."
+    )
     sha256: str
     metrics: dict[str, float] = Field(default_factory=dict)
     training: dict[str, Any] = Field(default_factory=dict)

@@ -19,6 +19,7 @@ from service.manifest import MODEL_FILE, ModelManifest, read_manifest, sha256_fi
 log = logging.getLogger(__name__)
 
 _EPS = 1e-6
+_MAX_LOGIT = float(np.log((1.0 - _EPS) / _EPS))
 
 
 def resolve_model_dir(models_dir: Path, name: str, version: str | None) -> Path:
@@ -84,14 +85,14 @@ class OnnxScorer:
                 f"[n, {len(expected_columns)}]"
             )
         outputs = [o.name for o in session.get_outputs()]
-        if manifest.output_name not in outputs:
-            raise ModelError(
-                f"model outputs are {outputs}, manifest names '{manifest.output_name}'"
-            )
+        for name in (manifest.output_name, manifest.logit_name):
+            if name is not None and name not in outputs:
+                raise ModelError(f"model outputs are {outputs}, manifest names '{name}'")
         self.manifest: ModelManifest = manifest
         self._session = session
         self._input = manifest.input_name
         self._outputs = [manifest.output_name]
+        self._logit = [manifest.logit_name] if manifest.logit_name else None
 
     @property
     def version(self) -> str:
@@ -102,6 +103,17 @@ class OnnxScorer:
         probs = self._session.run(self._outputs, {self._input: x})[0]
         p = probs[:, 1] if probs.ndim == 2 else probs
         return np.clip(p.astype(np.float64), _EPS, 1.0 - _EPS)
+
+    def logits(self, x: np.ndarray) -> np.ndarray:
+        """logit(P(accept)) per row, float64, within the range `predict` is clipped to.
+
+        Read straight from the model's logit output when it has one (the trees alone
+        run); otherwise the logit of `predict`.
+        """
+        if self._logit is None:
+            return logit(self.predict(x))
+        z = self._session.run(self._logit, {self._input: x})[0]
+        return np.clip(z[:, 0].astype(np.float64), -_MAX_LOGIT, _MAX_LOGIT)
 
 
 def logit(p: np.ndarray) -> np.ndarray:

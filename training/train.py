@@ -33,6 +33,7 @@ from features.encoding import MODEL_COLUMNS
 from features.schema import FEATURE_SERVICE
 from service.manifest import ModelManifest, write_model
 from training.dataset import TrainingSet, build_training_set
+from training.onnx_logit import LOGIT_NAME, with_logit_output
 
 log = logging.getLogger(__name__)
 
@@ -58,16 +59,23 @@ def make_estimator(algorithm: str, seed: int = 0) -> ClassifierMixin:
     raise ValueError(f"unknown algorithm {algorithm!r}; choose one of {ALGORITHMS}")
 
 
-def to_onnx(model: ClassifierMixin, n_columns: int) -> bytes:
-    """skl2onnx export with zipmap off, input `input`, probability output `probabilities`."""
+def to_onnx(model: ClassifierMixin, n_columns: int) -> tuple[bytes, str | None]:
+    """skl2onnx export with zipmap off, input `input`, probability output `probabilities`.
+
+    Tree ensembles also get a `logit` output (`training/onnx_logit.py`), which the
+    service reads instead; the second value names it (None: probabilities only).
+    """
     with warnings.catch_warnings():
         # skl2onnx 1.20 passes booleans where onnx expects ints (harmless, not ours to fix)
         warnings.filterwarnings("ignore", category=DeprecationWarning, module="onnx")
         onx = _convert(model, n_columns)
+        with_logit = with_logit_output(onx, INPUT_NAME, OUTPUT_NAME)
+    if with_logit is not None:
+        onx = with_logit
     outputs = [o.name for o in onx.graph.output]
     if OUTPUT_NAME not in outputs:
         raise RuntimeError(f"ONNX export has outputs {outputs}, not {OUTPUT_NAME!r}")
-    return onx.SerializeToString()
+    return onx.SerializeToString(), (LOGIT_NAME if with_logit is not None else None)
 
 
 def _convert(model: ClassifierMixin, n_columns: int) -> Any:
@@ -154,7 +162,7 @@ def train(
     steps.update()
 
     steps.set_postfix_str("export ONNX")
-    onnx_bytes = to_onnx(estimator, len(MODEL_COLUMNS))
+    onnx_bytes, logit_name = to_onnx(estimator, len(MODEL_COLUMNS))
     steps.update()
 
     steps.set_postfix_str("verify + evaluate")
@@ -175,6 +183,7 @@ def train(
         columns=list(MODEL_COLUMNS),
         input_name=INPUT_NAME,
         output_name=OUTPUT_NAME,
+        logit_name=logit_name,
         metrics=metrics,
         training=_training_info(
             data_dir, data, cut, estimator, gap, calibration(y_hold, p_onnx), started),

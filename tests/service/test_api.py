@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 
 import pytest
@@ -170,12 +171,20 @@ def test_dismissed_at_the_till_is_not_pushed_on_the_web(client: TestClient) -> N
     assert [a["action_id"] for a in other["actions"]] == [target]
 
 
+def _learned(client: TestClient) -> float:
+    """Feedback events the learner has learned and published to the decision path."""
+    text = client.get("/metrics").text
+    found = re.search(r"^nextbest_learner_updates_total ([0-9.e+]+)$", text, re.MULTILINE)
+    return float(found[1]) if found else 0.0
+
+
 def test_repeated_impressions_lower_the_action_for_that_customer(client: TestClient) -> None:
     """Learned fatigue: shown again and again without taking it, the action's online
     correction for this customer falls below that of a customer who never saw it."""
     context = {"channel": "web", "placement": "product", "context": {"journey_stage": "consideration"}}
     target = decide(client, limit=1, **context)["actions"][0]["action_id"]
     shown = 8
+    learned_before = _learned(client)
     for _ in range(shown):
         d = decide(client, candidates=[target], limit=1, **context)
         _send(client, d, target, "impression")
@@ -186,9 +195,12 @@ def test_repeated_impressions_lower_the_action_for_that_customer(client: TestCli
         return d["actions"][0]["explanation"]
 
     deadline = time.monotonic() + 10
-    while (tired := explained(KNOWN))["exposures"] < shown:
-        assert time.monotonic() < deadline, f"exposures stayed at {tired['exposures']}"
+    # every impression learned and published (not just some: the comparison depends on it)
+    while _learned(client) < learned_before + shown:
+        assert time.monotonic() < deadline, "the learner did not learn the impressions"
         time.sleep(0.05)
+    tired = explained(KNOWN)
+    assert tired["exposures"] == shown
     fresh = explained("c00002")
     assert fresh["exposures"] == 0
     assert tired["online_correction"] < fresh["online_correction"] - 0.1

@@ -31,6 +31,14 @@ def test_loads_and_scores(model_copy: Path) -> None:
     assert scorer.manifest.feature_service == "nextbest_ranker_v1"
 
 
+def test_logits_are_the_logits_of_the_probabilities(model_copy: Path) -> None:
+    scorer = OnnxScorer(model_copy, MODEL_COLUMNS)
+    assert scorer.manifest.logit_name == "logit"
+    x = np.random.default_rng(0).normal(size=(20, len(MODEL_COLUMNS))).astype(np.float32)
+    p = scorer.predict(x)
+    np.testing.assert_allclose(scorer.logits(x), np.log(p) - np.log1p(-p), atol=1e-4)
+
+
 def test_refuses_a_changed_file(model_copy: Path) -> None:
     with (model_copy / MODEL_FILE).open("ab") as fh:
         fh.write(b"\0")

@@ -28,6 +28,7 @@ def test_train_registers_a_verified_model(registered) -> None:  # type: ignore[n
     assert manifest.columns == MODEL_COLUMNS
     assert manifest.feature_service == FEATURE_SERVICE
     assert (manifest.input_name, manifest.output_name) == ("input", "probabilities")
+    assert manifest.logit_name == "logit"
     for key in ("auc", "log_loss", "brier", "base_rate", "ece", "n_train", "n_holdout"):
         assert key in manifest.metrics
     assert manifest.metrics["auc"] > 0.6
@@ -55,9 +56,18 @@ def test_onnx_export_matches_scikit_learn(algorithm: str, small_training_set) ->
     data = small_training_set
     cut = time_split(data)
     model = make_estimator(algorithm).fit(data.X[:cut], data.y[:cut])
-    onnx_bytes = to_onnx(model, len(MODEL_COLUMNS))
+    onnx_bytes, logit_name = to_onnx(model, len(MODEL_COLUMNS))
     expected = model.predict_proba(data.X[cut:])[:, 1]
     np.testing.assert_allclose(onnx_probabilities(onnx_bytes, data.X[cut:]), expected, atol=1e-4)
+    if algorithm == "logreg":
+        assert logit_name is None
+        return
+    # trees also output their margin: the logit of the same probabilities
+    assert logit_name == "logit"
+    session = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
+    (z,) = session.run([logit_name], {"input": data.X[cut:].astype(np.float32)})
+    np.testing.assert_allclose(1.0 / (1.0 + np.exp(-z[:, 0])), expected, atol=1e-4)
+    np.testing.assert_allclose(z[:, 0], model.decision_function(data.X[cut:]), atol=1e-3)
 
 
 def test_second_training_is_a_new_version(small_data_dir: Path, registered) -> None:  # type: ignore[no-untyped-def]
