@@ -35,13 +35,14 @@ def with_logit_output(model: Any, input_name: str, probabilities_name: str) -> A
     if (attrs.get("post_transform") != b"LOGISTIC" or list(attrs.get("classlabels_int64s", [])) != [0, 1]
             or set(attrs["class_ids"]) != {0} or len(attrs.get("base_values", [0.0])) != 1):
         return None
+    tree: dict[str, Any] = {k: list(attrs[k]) for k in _TREE_ATTRIBUTES if k in attrs}
     regressor = helper.make_node(
         "TreeEnsembleRegressor", [input_name], [LOGIT_NAME], domain="ai.onnx.ml",
         n_targets=1, post_transform="NONE", aggregate_function="SUM",
         base_values=list(attrs.get("base_values", [0.0])),
         target_ids=list(attrs["class_ids"]), target_nodeids=list(attrs["class_nodeids"]),
         target_treeids=list(attrs["class_treeids"]), target_weights=list(attrs["class_weights"]),
-        **{k: list(attrs[k]) for k in _TREE_ATTRIBUTES if k in attrs},
+        **tree,
     )
     nodes = [
         regressor,
