@@ -70,3 +70,30 @@ def test_degraded_responses_count_each_decision_once_and_not_anonymous(client: T
     assert delta("nextbest_degraded_responses_total", channel="app") == 1
     assert delta("nextbest_degraded_decisions_total", channel="app", reason="anonymous") == 1
     assert delta("nextbest_degraded_decisions_total", channel="app", reason="unknown_customer") == 1
+
+
+def test_stage_histogram_exposes_what_a_prometheus_histogram_would() -> None:
+    from prometheus_client import CollectorRegistry, Histogram, generate_latest
+
+    from service.metrics import STAGE_BUCKETS, Metrics
+
+    ours = Metrics()
+    reference_registry = CollectorRegistry()
+    reference = Histogram("nextbest_stage_duration_seconds", "x", ["stage"],
+                          buckets=STAGE_BUCKETS, registry=reference_registry)
+    observations = [("offline", 3e-5), ("offline", 0.0001), ("offline", 0.2), ("features", 0.0004)]
+    for stage, seconds in observations:
+        ours.stage_latency.observe(stage, seconds)
+        reference.labels(stage).observe(seconds)
+
+    def series(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        return {(s.name, tuple(sorted(s.labels.items()))): s.value
+                for f in text_string_to_metric_families(text) for s in f.samples
+                if s.name.startswith("nextbest_stage_duration_seconds")
+                and not s.name.endswith("_created")}
+
+    mine = series(generate_latest(ours.registry).decode())
+    expected = series(generate_latest(reference_registry).decode())
+    assert expected and all(mine[k] == v for k, v in expected.items())
+    # stages never observed are exposed too, at zero
+    assert mine[("nextbest_stage_duration_seconds_count", (("stage", "log"),))] == 0
