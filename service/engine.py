@@ -101,8 +101,9 @@ class DecisionEngine:
 
         decision_id = uuid.uuid4().hex
         shown = []
+        explored_flags = sel.explored.tolist()
         for rank, (pos, prob, explored) in enumerate(
-            zip(sel.positions.tolist(), sel.probability.tolist(), sel.explored.tolist(), strict=False), 1
+            zip(sel.positions.tolist(), sel.probability.tolist(), explored_flags, strict=False), 1
         ):
             action: dict[str, Any] = {
                 "action_id": self.catalog.ids[rows[pos]],
@@ -165,7 +166,7 @@ class DecisionEngine:
             m.degraded.labels(req.channel, reason).inc()
         if any(reason != "anonymous" for reason in degraded):
             m.degraded_responses.labels(req.channel).inc()
-        n_explored = int(sel.explored.sum())
+        n_explored = sum(explored_flags)
         if n_explored:
             m.exploration.labels(req.channel).inc(n_explored)
         return response
