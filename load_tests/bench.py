@@ -13,7 +13,8 @@ decisions followed by feedback) from k6 at fixed arrival rates: a sweep (p50/p99
 dropped per point), then a bisection for the maximum sustainable rate (decision p99
 under the limit, no errors, no drops); wrk gives closed-loop maximum throughput. Also
 measured: start-up to ready, RSS, feedback learning throughput and lag (learner_bench.py),
-and optionally a py-spy profile of nextbest at the target rate. Writes bench.json,
+the server's CPU time per request (decisions and feedback) at each sweep point, and
+optionally a py-spy profile of nextbest at the target rate. Writes bench.json,
 bench.md and bench.png to --out and stops everything it started.
 
 `--smoke` (CI): nextbest only, 50 req/s for 3 s of the same mix; fails on any error or
@@ -239,7 +240,12 @@ def bench_target(server: Server, items_file: Path, bodies_file: Path, work: Path
             skipped.append(rate)
             continue
         before = lag_histogram(server.url) if name == "nextbest" else None
+        cpu_before = server.cpu_seconds()
         point = run_k6(server.url, items_file, work / f"{name}-{rate}.json", rate, args.duration)
+        served = point["decisions"] + point["feedback"]
+        point["cpu_ms_per_request"] = (
+            round(1000 * (server.cpu_seconds() - cpu_before) / served, 3) if served else None
+        )
         if before is not None:
             time.sleep(1.0)  # let the learner catch up with the last events
             point["learner_lag"] = lag_quantiles(before, lag_histogram(server.url))
@@ -247,7 +253,8 @@ def bench_target(server: Server, items_file: Path, bodies_file: Path, work: Path
                 lag_http = point["learner_lag"]
         sweep.append(point)
         print(f"{name} @ {rate}: p50 {point['p50_ms']} p99 {point['p99_ms']} ms, "
-              f"errors {point['errors']}, dropped {point['dropped']}", flush=True)
+              f"errors {point['errors']}, dropped {point['dropped']}, "
+              f"server CPU {point['cpu_ms_per_request']} ms/request", flush=True)
         if saturated(point):
             drain(server)
     wrk = run_wrk(server.url, bodies_file, args.wrk_duration, args.connections)

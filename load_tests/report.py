@@ -16,6 +16,10 @@ def _ms(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}"
 
 
+def _cpu(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
 def goals(results: dict[str, Any]) -> list[dict[str, Any]]:
     """The issue's targets, each with what was measured and whether it is met."""
     t = results["targets"]
@@ -80,8 +84,9 @@ def markdown(results: dict[str, Any]) -> str:
         "",
         "## Rate sweep",
         "",
-        "| target | rate req/s | achieved req/s | p50 ms | p99 ms | feedback p99 ms | errors | dropped |",
-        "|---|---|---|---|---|---|---|---|",
+        ("| target | rate req/s | achieved req/s | p50 ms | p99 ms | feedback p99 ms | errors "
+         "| dropped | server CPU ms/request |"),
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for name in TARGETS:
         r = results["targets"].get(name)
@@ -90,10 +95,11 @@ def markdown(results: dict[str, Any]) -> str:
         for p in r["sweep"]:
             lines.append(
                 f"| {name} | {p['rate']} | {p['achieved']} | {_ms(p['p50_ms'])} | {_ms(p['p99_ms'])} | "
-                f"{_ms(p['feedback_p99_ms'])} | {p['errors']} | {p['dropped']} |"
+                f"{_ms(p['feedback_p99_ms'])} | {p['errors']} | {p['dropped']} | "
+                f"{_cpu(p.get('cpu_ms_per_request'))} |"
             )
         for s in r.get("skipped", []):
-            lines.append(f"| {name} | {s} | skipped: saturated at a lower rate | | | | | |")
+            lines.append(f"| {name} | {s} | skipped: saturated at a lower rate | | | | | | |")
     lines += [
         "",
         "## Capacity, start-up, memory",
