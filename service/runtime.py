@@ -113,7 +113,8 @@ class Runtime:
             # state (blocking stream reads, batched writes) keeps a patient one.
             client = redis_client(settings)
             fast = redis_client(settings, settings.redis_timeout_seconds, decision_path=True)
-            state = RedisState(client, settings.decision_ttl_seconds, settings.feedback_stream_maxlen)
+            state = RedisState(client, settings.decision_ttl_seconds, settings.feedback_stream_maxlen,
+                               scripted=not settings.redis_cluster)
             customer_reader = RedisFeatureReader(fast, customers)
             action_reader = RedisFeatureReader(client, actions)
             closers += [state, _AsyncCloser(fast)]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
+import orjson
 import pytest
 import redis.asyncio as aioredis
 
@@ -15,13 +16,15 @@ from service.state.redis_store import RedisState
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", "redis", "redis-pipelined"])
 async def state(request: pytest.FixtureRequest) -> AsyncIterator[StateStore]:
+    """The in-process store; Redis with the batch-writing script; Redis as in cluster mode."""
     if request.param == "memory":
         store: StateStore = MemoryState(decision_ttl_seconds=60)
     else:
         url = request.getfixturevalue("redis_url")
-        store = RedisState(aioredis.from_url(url), decision_ttl_seconds=60, feedback_maxlen=1000)
+        store = RedisState(aioredis.from_url(url), decision_ttl_seconds=60, feedback_maxlen=1000,
+                           scripted=request.param == "redis")
     yield store
     await store.close()
 
@@ -65,9 +68,15 @@ async def test_decision_ttl_expires() -> None:
     assert await store.get_decisions(["d"]) == [None]
 
 
-async def test_redis_decision_keys_carry_the_ttl(redis_url: str) -> None:
+@pytest.mark.parametrize("scripted", [True, False])
+async def test_redis_decision_keys_carry_the_ttl_and_feed_the_log(redis_url: str, scripted: bool) -> None:
     client = aioredis.from_url(redis_url)
-    store = RedisState(client, decision_ttl_seconds=123, feedback_maxlen=1000)
-    await store.log_decisions([{"decision_id": "d"}])
+    store = RedisState(client, decision_ttl_seconds=123, feedback_maxlen=1000, scripted=scripted)
+    await store.log_decisions([{"decision_id": "d"}, {"decision_id": "e", "x": 1}])
     assert 0 < await client.ttl("nb:decision:d") <= 123
+    assert 0 < await client.ttl("nb:decision:e") <= 123
+    entries = await client.xrange(store.decision_log_key)
+    assert [orjson.loads(fields[b"d"]) for _, fields in entries] == [
+        {"decision_id": "d"}, {"decision_id": "e", "x": 1},
+    ]
     await store.close()
