@@ -20,7 +20,6 @@ import orjson
 
 from service.state import Record
 
-
 #: KEYS = [decision log stream, decision key 1..n]; ARGV = [ttl, stream maxlen, record 1..n]
 _LOG_DECISIONS = """
 for i = 2, #KEYS do
