@@ -11,7 +11,9 @@ Feedback is joined with its decision record (`get_many`). Records not yet writte
 kept in `pending`, so feedback that races the writer still finds its decision, and the
 last `recent` written ones are kept in a bounded in-process map, so feedback sent back to
 the replica that decided (the common case) needs no Redis read either. Both are
-checked against the decision TTL, as the store would.
+checked against the decision TTL, as the store would. The recent ones are kept as JSON
+bytes, which the garbage collector does not traverse: 20,000 records as dicts made each
+full collection a ~100 ms pause of every decision in flight.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
+
+import orjson
 
 from service.state import Record, StateStore
 
@@ -35,7 +39,7 @@ class DecisionLog:
         self._state = state
         self._queue: asyncio.Queue[Record] = asyncio.Queue(maxsize=max_queue)
         self._pending: dict[str, Record] = {}
-        self._recent: OrderedDict[str, Record] = OrderedDict()
+        self._recent: OrderedDict[str, bytes] = OrderedDict()
         self._recent_size = recent
         self._max_batch = max_batch
         self._linger = linger_seconds
@@ -52,7 +56,10 @@ class DecisionLog:
         self._pending[record["decision_id"]] = record
 
     def _local(self, decision_id: str, oldest: float) -> Record | None:
-        record = self._pending.get(decision_id) or self._recent.get(decision_id)
+        record = self._pending.get(decision_id)
+        if record is None:
+            blob = self._recent.get(decision_id)
+            record = orjson.loads(blob) if blob is not None else None
         return record if record is not None and record["ts"] >= oldest else None
 
     async def get_many(self, decision_ids: Sequence[str]) -> list[Record | None]:
@@ -94,6 +101,6 @@ class DecisionLog:
             decision_id = r["decision_id"]
             self._pending.pop(decision_id, None)
             if self._recent_size > 0:
-                recent[decision_id] = r
+                recent[decision_id] = orjson.dumps(r)
         while len(recent) > self._recent_size:
             recent.popitem(last=False)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
 from collections.abc import Sequence
 
@@ -75,6 +76,8 @@ async def test_recent_decisions_join_feedback_without_a_store_read() -> None:
     found = await log.get_many(["d2", "d3", "d4"])
     assert [r["decision_id"] for r in found if r] == ["d2", "d3", "d4"]
     assert state.reads == 0
+    # kept out of the garbage collector's sight (a full collection walks every tracked object)
+    assert not any(gc.is_tracked(blob) for blob in log._recent.values())
     # d0 and d1 fell out of the in-process window: the store answers for them
     assert [r["decision_id"] for r in await log.get_many(["d0", "d1"]) if r] == ["d0", "d1"]
     assert state.reads == 1
