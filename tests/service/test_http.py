@@ -79,3 +79,25 @@ def test_other_methods_and_paths_still_reach_fastapi(memory_client: TestClient) 
     assert memory_client.get("/v1/decisions").status_code == 405
     assert memory_client.post("/v1/nothing-here", json={}).status_code == 404
     assert memory_client.get("/healthz").json() == {"status": "ok"}
+
+
+def test_a_client_gone_before_its_body_gets_no_answer() -> None:
+    import asyncio
+
+    from service import api
+    from service.app import FastRoutes
+
+    async def never_called(scope, receive, send):  # type: ignore[no-untyped-def]
+        raise AssertionError("FastAPI should not see a /v1 POST")
+
+    sent: list[dict] = []
+
+    async def receive() -> dict:
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "method": "POST", "path": "/v1/decisions", "headers": [], "state": {}}
+    asyncio.run(FastRoutes(never_called, api.HANDLERS, 1024)(scope, receive, send))
+    assert sent == []
