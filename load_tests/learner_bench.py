@@ -23,7 +23,11 @@ import numpy as np
 from service.feedback_loop import FeedbackLoop
 from service.learner import OnlineLearner
 from service.metrics import Metrics
+from service.settings import Settings
 from service.state.redis_store import RedisState
+
+#: The service's own spacing of stream reads, so the lag measured is the lag it serves with.
+READ_INTERVAL = Settings.model_fields["learner_read_interval_seconds"].default
 
 
 class _LagRecorder:
@@ -64,7 +68,7 @@ async def _run(redis_url: str, action_ids: list[str], n: int, rate: int, seconds
         for i in range(0, n, 1000):
             await state.append_feedback(events[i:i + 1000])
         metrics = Metrics()
-        loop = FeedbackLoop(state, OnlineLearner(action_ids), metrics)
+        loop = FeedbackLoop(state, OnlineLearner(action_ids), metrics, read_interval=READ_INTERVAL)
         t = time.perf_counter()
         task = asyncio.create_task(loop.run())
         while loop.learned < n:
@@ -79,7 +83,7 @@ async def _run(redis_url: str, action_ids: list[str], n: int, rate: int, seconds
         recorder = _LagRecorder()
         metrics.learner_lag = recorder  # type: ignore[assignment]
         learner = OnlineLearner(action_ids)
-        loop = FeedbackLoop(state, learner, metrics)
+        loop = FeedbackLoop(state, learner, metrics, read_interval=READ_INTERVAL)
         task = asyncio.create_task(loop.run())
         await asyncio.sleep(0.2)
         source = _events(action_ids, 10_000, seed=2)
