@@ -12,6 +12,13 @@ small negative prior (`EXPOSURE_PRIOR`: a repeat is a little less likely to conv
 the data sets the rest) and everything else at 0, so before any feedback the corrected
 propensity of an action the customer has not seen equals the offline one.
 
+Optionally each action belongs to a group (its catalog category): one more indicator,
+`g:<group>`, shared by the actions of the group, lets what is learned from one action
+carry over to its siblings. When a whole category falls out of favour (the simulator's
+drift), the learner then sees it from every action of the category at once instead of
+one action at a time. Serving folds the group weight into each action's weight, so the
+decision path is unchanged.
+
 Serving never calls River: after each learned batch the weights are copied into
 `OnlineWeights`, numpy arrays over the catalog, and the decision path adds the
 correction for all candidates in one vectorised expression. Learning runs in a
@@ -41,6 +48,7 @@ OUTCOME_LABELS: dict[str, tuple[bool, float]] = {
 }
 
 _Z = "z"
+_GROUP = "g:"
 #: Exposures beyond this many count as this many (one weight per threshold up to here).
 EXPOSURE_CAP = 5
 #: Initial logit per prior exposure, before feedback says how strong fatigue really is.
@@ -62,8 +70,10 @@ class LearningExample:
     exposures: float = 0.0
 
 
-def _features(e: LearningExample) -> dict[str, float]:
+def _features(e: LearningExample, group: str | None = None) -> dict[str, float]:
     x = dict.fromkeys(_keys(e), 1.0)
+    if group:
+        x[_GROUP + group] = 1.0
     x[_Z] = e.offline_logit
     for key in _EXPOSED[:int(min(e.exposures, EXPOSURE_CAP))]:
         x[key] = 1.0
@@ -115,8 +125,10 @@ class OnlineWeights:
 class OnlineLearner:
     """River logistic regression over (offline logit, action x context indicators)."""
 
-    def __init__(self, action_ids: Sequence[str], learning_rate: float = 0.05,
-                 exposure_prior: float = EXPOSURE_PRIOR) -> None:
+    def __init__(self, action_ids: Sequence[str], learning_rate: float = 0.03,
+                 exposure_prior: float = EXPOSURE_PRIOR,
+                 groups: Sequence[str | None] | None = None) -> None:
+        """`groups[i]`: the group (catalog category) of `action_ids[i]`, or None."""
         self.model = linear_model.LogisticRegression(
             optimizer=optim.SGD(learning_rate), intercept_lr=learning_rate / 5, l2=1e-5
         )
@@ -125,6 +137,15 @@ class OnlineLearner:
             self.model._weights[key] = exposure_prior
         self._index = {a: i for i, a in enumerate(action_ids)}
         self._n = len(action_ids)
+        self._group: dict[str, str] = {}
+        self._members: dict[str, np.ndarray] = {}
+        if groups is not None:
+            if len(groups) != len(action_ids):
+                raise ValueError(f"{len(groups)} groups for {len(action_ids)} actions")
+            self._group = {a: g for a, g in zip(action_ids, groups, strict=True) if g}
+            for g in set(self._group.values()):
+                self._members[g] = np.array(
+                    [i for i, h in enumerate(groups) if h == g], dtype=np.int64)
         self.updates = 0
         self.weights = OnlineWeights.neutral(self._n)
         self.weights.fatigue = exposure_prior * np.arange(EXPOSURE_CAP + 1.0)
@@ -141,7 +162,7 @@ class OnlineLearner:
             label = OUTCOME_LABELS.get(e.outcome)
             if label is None:
                 continue
-            self.model.learn_one(_features(e), label[0], w=label[1])
+            self.model.learn_one(_features(e, self._group.get(e.action_id)), label[0], w=label[1])
             n += 1
         self.updates += n
         return n
@@ -160,12 +181,17 @@ class OnlineLearner:
             if level is not None:
                 steps[level] = value
                 continue
+            if name.startswith(_GROUP):
+                members = self._members.get(name[len(_GROUP):])
+                if members is not None:
+                    w.action[members] += value
+                continue
             head, _, tail = name.partition("|")
             row = self._index.get(head[2:])
             if row is None:
                 continue
             if not tail:
-                w.action[row] = value
+                w.action[row] += value
                 continue
             kind, _, key = tail.partition(":")
             spec = self._tables.get(kind)
@@ -182,4 +208,5 @@ class OnlineLearner:
 
     def predict_proba(self, e: LearningExample) -> float:
         """River's own prediction for one example (tests compare it with the vector copy)."""
-        return float(self.model.predict_proba_one(_features(e))[True])
+        return float(self.model.predict_proba_one(
+            _features(e, self._group.get(e.action_id)))[True])

@@ -126,9 +126,11 @@ class Runtime:
             state = MemoryState(settings.decision_ttl_seconds)
             closers += [sqlite_customers, sqlite_actions, state]
         # Offline-only serving means no online correction at all, fatigue prior included.
+        # Actions of one catalog category share a learned weight (see service/learner.py).
         learner = OnlineLearner(
             catalog.ids, settings.learning_rate,
             exposure_prior=EXPOSURE_PRIOR if settings.online_learning else 0.0,
+            groups=[a.category for a in catalog.actions],
         )
         contacts = ContactLedger(
             catalog.ids, settings.contact_window_seconds, settings.contact_suppress_seconds,

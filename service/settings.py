@@ -39,7 +39,7 @@ class Settings(BaseSettings):
     api_keys: SecretStr | None = Field(
         None, description="Comma-separated API keys; when set, /v1/* needs X-API-Key."
     )
-    epsilon: float = Field(0.05, ge=0.0, le=1.0, description="Exploration rate per slot.")
+    epsilon: float = Field(0.02, ge=0.0, le=1.0, description="Exploration rate per slot.")
     decision_ttl_seconds: int = Field(
         86_400, gt=0, description="How long a decision can still receive feedback."
     )
@@ -75,7 +75,7 @@ class Settings(BaseSettings):
     feedback_stream_maxlen: int = Field(
         1_000_000, gt=0, description="Approximate cap of the Redis feedback stream."
     )
-    learning_rate: float = Field(0.05, gt=0, description="SGD step of the online learner.")
+    learning_rate: float = Field(0.03, gt=0, description="SGD step of the online learner.")
     online_learning: bool = Field(
         True, description="Fold feedback into the online learner (off: offline model only; "
         "feedback is still accepted and stored)."

@@ -19,8 +19,9 @@ def test_neutral_before_any_feedback() -> None:
     assert corr == pytest.approx([0.0, 0.0])
 
 
-def test_vectorised_copy_equals_river() -> None:
-    learner = OnlineLearner(["a", "b", "c"])
+@pytest.mark.parametrize("groups", [None, ["x", "x", None]])
+def test_vectorised_copy_equals_river(groups: list[str | None] | None) -> None:
+    learner = OnlineLearner(["a", "b", "c"], groups=groups)
     rng = np.random.default_rng(0)
     for _ in range(300):
         learner.learn([example(
@@ -104,3 +105,25 @@ def test_offline_only_learner_has_no_fatigue_prior() -> None:
     assert w.correction(z, np.array([0]), "web", "home", "purchase", np.array([4]))[0] == 0.0
     prior = OnlineLearner(["a"]).weights
     assert prior.correction(z, np.array([0]), "web", "home", "purchase", np.array([2]))[0] < 0
+
+
+def test_group_carries_feedback_to_the_other_actions_of_the_group() -> None:
+    """Negatives on `a` lower `b` (same group) more than `c` (another group); without
+    groups `b` and `c` move alike (only the shared intercept)."""
+    for groups, sibling_moves in ((["x", "x", "y"], True), (None, False)):
+        learner = OnlineLearner(["a", "b", "c"], groups=groups)
+        for _ in range(200):
+            learner.learn([example("a", "impression", z=-1.0)])
+        w = learner.publish()
+        z = np.zeros(3)
+        a, b, c = w.correction(z, np.arange(3), "pos", "cart", "awareness")
+        assert a < b
+        if sibling_moves:
+            assert b < c - 0.2
+        else:
+            assert b == pytest.approx(c)
+
+
+def test_groups_must_match_the_actions() -> None:
+    with pytest.raises(ValueError, match="groups"):
+        OnlineLearner(["a", "b"], groups=["x"])
