@@ -127,3 +127,19 @@ def test_group_carries_feedback_to_the_other_actions_of_the_group() -> None:
 def test_groups_must_match_the_actions() -> None:
     with pytest.raises(ValueError, match="groups"):
         OnlineLearner(["a", "b"], groups=["x"])
+
+
+def test_a_placement_outside_the_schema_is_published_too() -> None:
+    """Placements are free-form in requests: one the schema does not list still gets its
+    learned weights served (publication adds a column for it), exposures included."""
+    learner = OnlineLearner(["a", "b"], groups=["x", "x"])
+    for i in range(40):
+        learner.learn([LearningExample("a", "web", "kiosk", "purchase", -1.0,
+                                       "accept" if i % 3 else "dismiss", exposures=i % 3)])
+    w = learner.publish()
+    assert "kiosk" in w.by_placement
+    for exposures in (0, 2):
+        e = LearningExample("a", "web", "kiosk", "purchase", -1.0, "accept", exposures=exposures)
+        z = np.array([-1.0])
+        corr = w.correction(z, np.array([0]), "web", "kiosk", "purchase", np.array([exposures]))
+        assert sigmoid(z + corr)[0] == pytest.approx(learner.predict_proba(e), rel=1e-9)
