@@ -126,14 +126,14 @@ Handler = Callable[[Runtime, bytes, str | None, dict[str, Any]], Awaitable[tuple
 
 
 async def decision_handler(runtime: Runtime, body: bytes, content_type: str | None,
-                 state: dict[str, Any]) -> tuple[int, Any]:
+                           state: dict[str, Any]) -> tuple[int, Any]:
     request: DecisionRequest = parse_json(body, content_type, DecisionRequest)
     state["channel"] = request.channel
     return 200, await runtime.engine.decide(request)
 
 
 async def feedback_handler(runtime: Runtime, body: bytes, content_type: str | None,
-                   state: dict[str, Any]) -> tuple[int, Any]:
+                           state: dict[str, Any]) -> tuple[int, Any]:
     parsed: FeedbackBody = parse_json(body, content_type, _FEEDBACK)
     events = parsed.events if isinstance(parsed, FeedbackBatch) else [parsed]
     accepted, rejected = await runtime.feedback.submit(events)

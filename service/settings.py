@@ -45,7 +45,7 @@ class Settings(BaseSettings):
     )
     decision_log_linger_seconds: float = Field(
         0.01, ge=0, le=1.0, description="How long the decision log writer waits after a "
-        "record for others to join its batch (one Redis pipeline per batch)."
+        "record for others to join its batch (one Redis write per batch)."
     )
     recent_decisions: int = Field(
         20_000, ge=0, description="Decision records kept in-process after they are written, "

@@ -6,7 +6,7 @@ Keys (prefix configurable, default `nb:`):
 - `nb:feedback`       stream of accepted feedback, each entry field `e` = JSON event.
 A batch of decision records is written by one Lua script call (`_LOG_DECISIONS`): the
 client packs one command instead of a SET and an XADD per record, which cost ~45 us of
-client CPU per record in batches of ten (~10 us scripted). In cluster mode the keys of a
+client CPU per record in batches of ten (19 us scripted). In cluster mode the keys of a
 batch live in different slots, so there (`scripted=False`) the batch is a pipeline of
 single-key commands, and no hash tags are needed.
 """
