@@ -177,6 +177,7 @@ async def run_loop(
     states = {name: CustomerState.start(world) for name in POLICIES}
     rewards = {name: np.zeros(decisions) for name in POLICIES}
     accepted = {name: np.zeros(decisions, dtype=bool) for name in POLICIES}
+    expected = {name: np.zeros(decisions) for name in POLICIES}
     oracle_by_category = np.zeros(len(CATEGORIES))
     categories = world.action_arrays()["category"]
     true_p, offline_p = np.zeros(decisions), np.zeros(decisions)
@@ -200,8 +201,9 @@ async def run_loop(
                 top = response.actions[0]
                 explored += int(top.explored)
                 a = index[top.action_id]
-                ok, _ = nb.respond(scenario, step, a)
+                ok, p_shown = nb.respond(scenario, step, a)
                 accepted[NEXTBEST][step] = ok
+                expected[NEXTBEST][step] = p_shown * values[a]
                 rewards[NEXTBEST][step] = values[a] if ok else 0.0
                 if log_decision is not None:
                     eligible = [ids[c] for c in scenario.candidates(step).tolist()]
@@ -222,6 +224,7 @@ async def run_loop(
                 ok, p = state.respond(scenario, step, a)
                 policy.update(a, ok)
                 accepted[policy.name][step] = ok
+                expected[policy.name][step] = p * values[a]
                 rewards[policy.name][step] = values[a] if ok else 0.0
                 if policy.name == "oracle" and ok:
                     oracle_by_category[categories[a]] += values[a]
@@ -237,7 +240,7 @@ async def run_loop(
     report = SimulationReport(
         decisions=decisions, seed=seed, drift_step=scenario.drift_step,
         drift_category=drift_category, tail=tail, rewards=rewards, accepted=accepted,
-        explored=explored,
+        expected=expected, explored=explored,
     )
     report.fidelity = fidelity(world, Path(data_dir), accepted["random"], true_p, offline_p)
     report.seconds = time.perf_counter() - started

@@ -48,6 +48,13 @@ def test_the_report_adds_up(report: SimulationReport) -> None:
         assert summary[name]["regret"] == pytest.approx(
             summary["oracle"]["total_reward"] - summary[name]["total_reward"])
     assert summary["oracle"]["share_of_oracle"] == pytest.approx(1.0)
+    for name in POLICIES:  # expected reward: true p x value of the shown action
+        e, r, a = report.expected[name], report.rewards[name], report.accepted[name]
+        assert len(e) == DECISIONS and np.all(e >= 0) and e.sum() > 0
+        assert np.all(e[a] < r[a])  # p < 1 of the value the accepted action earned
+    assert summary["oracle"]["expected_share_of_oracle_last"] == pytest.approx(1.0)
+    oracle_e, random_e = report.expected["oracle"], report.expected["random"]
+    assert random_e.sum() < oracle_e.sum()
     assert summary["random"]["total_reward"] <= summary["oracle"]["total_reward"]
     assert report.drift_step == DECISIONS // 2 and report.drift_category is not None
     assert report.tail == DECISIONS // 4
