@@ -43,6 +43,7 @@ class DecisionEngine:
     epsilon: float
     rng: np.random.Generator
     contacts: ContactLedger | None = None
+    explore_top: int = 0
 
     @property
     def model_versions(self) -> dict[str, str]:
@@ -95,7 +96,7 @@ class DecisionEngine:
         with m.stage("arbitration"):
             pr = arbitrate(self.catalog, rows, propensity, req.channel)
         with m.stage("exploration"):
-            sel = select_top_k(pr.priority, req.limit, self.epsilon, self.rng)
+            sel = select_top_k(pr.priority, req.limit, self.epsilon, self.rng, self.explore_top)
         if not len(rows):
             degraded.append("no_eligible_actions")
 

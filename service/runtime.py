@@ -154,6 +154,7 @@ class Runtime:
             log=decision_log,
             metrics=metrics,
             epsilon=settings.epsilon,
+            explore_top=settings.explore_top,
             rng=np.random.default_rng(settings.seed),
             contacts=contacts,
         )

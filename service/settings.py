@@ -40,6 +40,11 @@ class Settings(BaseSettings):
         None, description="Comma-separated API keys; when set, /v1/* needs X-API-Key."
     )
     epsilon: float = Field(0.02, ge=0.0, le=1.0, description="Exploration rate per slot.")
+    explore_top: int = Field(
+        5, ge=0, le=200, description="Exploration draws among this many best remaining "
+        "actions (0: among all). Cheaper exploration; off-policy estimates then only "
+        "support policies that stay within that window.",
+    )
     decision_ttl_seconds: int = Field(
         86_400, gt=0, description="How long a decision can still receive feedback."
     )

@@ -222,3 +222,17 @@ def test_api_keys_are_enforced(demo: DemoDirs) -> None:
         assert c.post("/v1/decisions", json=body, headers={"X-API-Key": "nope"}).status_code == 401
         assert c.post("/v1/decisions", json=body, headers={"X-API-Key": "k2"}).status_code == 200
         assert c.get("/healthz").status_code == 200
+
+
+
+def test_the_exploration_window_setting_reaches_the_decisions(demo: DemoDirs) -> None:
+    """epsilon 1: every slot explores; a window of 2 keeps each pick among the best two."""
+    with TestClient(create_app(make_settings(demo))) as c:
+        best_two = [a["action_id"] for a in decide(c, limit=2)["actions"]]
+    shown = []
+    with TestClient(create_app(make_settings(demo, epsilon=1.0, explore_top=2, seed=5))) as c:
+        for _ in range(30):
+            top = decide(c, limit=1)["actions"][0]
+            assert top["probability"] == pytest.approx(0.5)  # eps / 2, with eps = 1
+            shown.append(top["action_id"])
+    assert set(shown) == set(best_two)

@@ -40,3 +40,30 @@ def test_picks_are_distinct() -> None:
         sel = select_top_k(rng.random(10), 5, 0.5, rng)
         assert len(set(sel.positions.tolist())) == 5
         assert ((sel.probability > 0) & (sel.probability <= 1)).all()
+
+
+def test_an_exploration_window_draws_only_from_the_best_remaining() -> None:
+    priority = np.array([6.0, 5.0, 4.0, 3.0, 2.0, 1.0])
+    eps, n = 0.4, 20_000
+    rng = np.random.default_rng(3)
+    counts = np.zeros((2, 6))
+    logged = np.zeros((2, 6))
+    for _ in range(n):
+        sel = select_top_k(priority, 2, eps, rng, explore_top=3)
+        for slot in range(2):
+            counts[slot, sel.positions[slot]] += 1
+            logged[slot, sel.positions[slot]] = sel.probability[slot]
+    assert counts[0, 3:].sum() == 0  # outside the window for the first slot: never shown
+    assert counts[0] / n == pytest.approx([1 - eps + eps / 3, eps / 3, eps / 3, 0, 0, 0], abs=0.015)
+    assert logged[0, 0] == pytest.approx(1 - eps + eps / 3)
+    assert logged[0, 2] == pytest.approx(eps / 3)
+    # the second slot's window is the three best of what the first slot left
+    assert counts[1, 4:].sum() == 0 and counts[1, 3] > 0
+
+
+def test_a_window_larger_than_the_candidates_is_all_of_them() -> None:
+    priority = np.array([3.0, 2.0, 1.0])
+    a = select_top_k(priority, 3, 0.5, np.random.default_rng(4), explore_top=10)
+    b = select_top_k(priority, 3, 0.5, np.random.default_rng(4), explore_top=0)
+    assert a.positions.tolist() == b.positions.tolist()
+    assert a.probability.tolist() == b.probability.tolist()
