@@ -104,7 +104,6 @@ class Settings(BaseSettings):
         1_000_000, gt=0, description="Customers held by each replica's in-process contact "
         "ledger (least recently contacted evicted; ~0.6 KB each with 5 contacts, ~1.4 KB with 64)."
     )
-    max_candidates: int = Field(200, gt=0, description="Largest caller candidate list.")
     max_body_bytes: int = Field(
         1_048_576, gt=0, description="Largest request body on /v1 (413 above it)."
     )
