@@ -29,6 +29,10 @@ stage equals the true one, and on the random policy's steps the AUC of the offli
 model's propensity against the AUC of the true probability (the best any model could
 reach). If the simulator mirrored the features, the two AUCs would coincide.
 
+Every policy's reward is recorded twice: as drawn (value if the drawn response accepted)
+and in expectation (the true P(accept) x value of the action it showed, in its own world
+at that step), which removes the response noise from the comparison.
+
 Outputs: the report (`training/sim_report.py`: report.json, report.md, steps.npz, plots)
 and `decisions.jsonl`, nextbest's decisions in the off-policy log format (one line per
 decision; see `logged_decision`) that `training/ope.py` evaluates other policies on.
