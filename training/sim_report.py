@@ -31,7 +31,7 @@ class SimulationReport:
     rewards: dict[str, np.ndarray]
     accepted: dict[str, np.ndarray]
     #: true P(accept) x value of the shown action: the reward without the response noise
-    expected: dict[str, np.ndarray] = field(default_factory=dict)
+    expected: dict[str, np.ndarray]
     fidelity: dict[str, float] = field(default_factory=dict)
     explored: int = 0
     seconds: float = 0.0
@@ -45,19 +45,17 @@ class SimulationReport:
 
         out = {}
         for name in POLICIES:
-            r, a = self.rewards[name], self.accepted[name]
+            r, a, e = self.rewards[name], self.accepted[name], self.expected[name]
             out[name] = {
                 "total_reward": float(r.sum()),
                 "share_of_oracle": share(r, oracle),
                 "share_of_oracle_last": share(r[-t:], oracle[-t:]),
+                "expected_share_of_oracle_last": share(e[-t:], self.expected["oracle"][-t:]),
                 "share_of_oracle_after_drift": share(r[d:], oracle[d:]),
                 "acceptance_rate": float(a.mean()),
                 "acceptance_after_drift": float(a[d:].mean()) if d < len(a) else float("nan"),
                 "regret": float(oracle.sum() - r.sum()),
             }
-            if self.expected:
-                e, o = self.expected[name], self.expected["oracle"]
-                out[name]["expected_share_of_oracle_last"] = share(e[-t:], o[-t:])
         return out
 
     def targets(self) -> dict[str, dict[str, Any]]:
@@ -77,17 +75,14 @@ class SimulationReport:
         }
 
     def table(self) -> str:
-        expected = bool(self.expected)
-        rows = [f"| policy | reward | share of oracle | last {self.tail} |"
-                + (f" last {self.tail}, expected |" if expected else "")
-                + " after drift | acceptance | regret |",
-                "|---|---:|---:|---:|" + ("---:|" if expected else "") + "---:|---:|---:|"]
+        rows = [f"| policy | reward | share of oracle | last {self.tail} | last {self.tail}, "
+                "expected | after drift | acceptance | regret |",
+                "|---|---:|---:|---:|---:|---:|---:|---:|"]
         for name, m in self.summary().items():
             rows.append(
                 f"| {name} | {m['total_reward']:.1f} | {m['share_of_oracle']:.1%} | "
-                f"{m['share_of_oracle_last']:.1%} | "
-                + (f"{m['expected_share_of_oracle_last']:.1%} | " if expected else "")
-                + f"{m['share_of_oracle_after_drift']:.1%} | "
+                f"{m['share_of_oracle_last']:.1%} | {m['expected_share_of_oracle_last']:.1%} | "
+                f"{m['share_of_oracle_after_drift']:.1%} | "
                 f"{m['acceptance_rate']:.2%} | {m['regret']:.1f} |")
         return "\n".join(rows)
 
@@ -97,9 +92,8 @@ class SimulationReport:
             f"{self.decisions} decisions, seed {self.seed}, drift at step {self.drift_step} "
             f"(category `{self.drift_category}` falls out of favour), {self.seconds:.0f} s, "
             f"nextbest explored {self.explored} times.", "", self.table(), "",
-            *(["`expected`: the same share computed on each shown action's true P(accept) x "
-               "value instead of the drawn outcome, which removes most of the response noise.",
-               ""] if self.expected else []),
+            "`expected`: the same share computed on each shown action's true P(accept) x "
+            "value instead of the drawn outcome, which removes most of the response noise.", "",
             "## Targets", "",
         ]
         for name, t in self.targets().items():

@@ -224,7 +224,6 @@ def test_api_keys_are_enforced(demo: DemoDirs) -> None:
         assert c.get("/healthz").status_code == 200
 
 
-
 def test_the_exploration_window_setting_reaches_the_decisions(demo: DemoDirs) -> None:
     """epsilon 1: every slot explores; a window of 2 keeps each pick among the best two."""
     with TestClient(create_app(make_settings(demo))) as c:
