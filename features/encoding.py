@@ -60,6 +60,7 @@ CROSS_COLUMNS = ["category_affinity", "channel_affinity", "basket_category_share
 MODEL_COLUMNS = [*CUSTOMER_COLUMNS, *CONTEXT_COLUMNS, *ACTION_COLUMNS, *CROSS_COLUMNS]
 
 _CHANNEL_INDEX = {c: i for i, c in enumerate(CHANNELS)}
+_STAGE_OFFSET = CUSTOMER_COLUMNS.index(f"journey_stage={JOURNEY_STAGES[0]}")
 _CATEGORY_INDEX = {c: i for i, c in enumerate(CATEGORIES)}
 
 
@@ -106,10 +107,27 @@ def encode_customer(raw: Mapping[str, Any], journey_stage: str | None = None) ->
         block[4 + i] = 1.0
     i = _index(JOURNEY_STAGES, stage)
     if i >= 0:
-        block[4 + len(SEGMENTS) + i] = 1.0
+        block[_STAGE_OFFSET + i] = 1.0
     cat = np.array([_float(raw, f"category_affinity_{c}", d) for c in CATEGORIES], np.float32)
     chan = np.array([_float(raw, f"channel_affinity_{c}", d) for c in CHANNELS], np.float32)
     return CustomerVector(block, cat, chan, stage, segment)
+
+
+def with_journey_stage(customer: CustomerVector, journey_stage: str | None) -> CustomerVector:
+    """`customer` with its journey stage replaced (None or the same stage: unchanged).
+
+    Equal to encoding the raw features again with that `journey_stage`, without doing so:
+    the service caches each customer's vector and a request's context may name the stage.
+    """
+    if not journey_stage or journey_stage == customer.journey_stage:
+        return customer
+    block = customer.block.copy()
+    block[_STAGE_OFFSET:_STAGE_OFFSET + len(JOURNEY_STAGES)] = 0.0
+    i = _index(JOURNEY_STAGES, journey_stage)
+    if i >= 0:
+        block[_STAGE_OFFSET + i] = 1.0
+    return CustomerVector(block, customer.category_affinity, customer.channel_affinity,
+                          journey_stage, customer.segment)
 
 
 def encode_context(

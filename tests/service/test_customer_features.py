@@ -6,8 +6,10 @@ import asyncio
 import time
 from collections.abc import Sequence
 
+import numpy as np
 import pytest
 
+from features.encoding import encode_customer
 from features.online import FeatureRow
 from service import customer_features
 from service.customer_features import CustomerFeatureService
@@ -64,6 +66,17 @@ def test_degraded_flags() -> None:
     assert get(service, "nobody").degraded == ("unknown_customer",)
     reader.fail = True
     assert get(service, "c1").degraded == ("features_unavailable",)
+
+
+def test_features_come_encoded_with_defaults_where_missing() -> None:
+    row = FeatureRow({"segment": "vip", "recency_days": 4.0}, event_ts=time.time())
+    service = CustomerFeatureService(FakeReader({"c1": row}), max_age_seconds=50, cache_seconds=5)
+    for _ in range(2):  # read, then cached
+        got = get(service, "c1").vector
+        np.testing.assert_array_equal(got.block, encode_customer(row.values).block)
+        assert got.segment == "vip"
+    for customer_id in (None, "nobody"):
+        np.testing.assert_array_equal(get(service, customer_id).vector.block, encode_customer({}).block)
 
 
 def test_without_cache_every_decision_reads_the_store() -> None:
