@@ -42,8 +42,12 @@ def select_top_k(
     order = np.argsort(-priority, kind="stable")
     if epsilon <= 0.0:
         return Selection(order[:k], np.ones(k), np.zeros(k, dtype=bool))
-    remaining = order.tolist()
     draws = rng.random(k)
+    if not (draws < epsilon).any():  # most decisions: every slot greedy, computed at once
+        left = np.arange(n, n - k, -1)  # remaining actions at each slot
+        window = np.minimum(left, explore_top) if explore_top > 0 else left
+        return Selection(order[:k], (1.0 - epsilon) + epsilon / window, np.zeros(k, dtype=bool))
+    remaining = order.tolist()
     picks = np.empty(k, dtype=np.int64)
     probs = np.empty(k)
     explored = np.zeros(k, dtype=bool)

@@ -67,3 +67,29 @@ def test_a_window_larger_than_the_candidates_is_all_of_them() -> None:
     b = select_top_k(priority, 3, 0.5, np.random.default_rng(4), explore_top=0)
     assert a.positions.tolist() == b.positions.tolist()
     assert a.probability.tolist() == b.probability.tolist()
+
+
+class Draws:
+    """An rng whose uniform draws are given (integers as numpy's would be)."""
+
+    def __init__(self, draws: list[float]) -> None:
+        self.draws = np.array(draws)
+        self.rng = np.random.default_rng(5)
+
+    def random(self, k: int) -> np.ndarray:
+        return self.draws[:k]
+
+    def integers(self, m: int) -> int:
+        return int(self.rng.integers(m))
+
+
+@pytest.mark.parametrize("explore_top", [0, 2, 3])
+def test_greedy_slots_log_the_same_probability_whether_or_not_a_slot_explored(explore_top: int) -> None:
+    priority = np.array([5.0, 4.0, 3.0, 2.0, 1.0])
+    eps = 0.1
+    greedy = select_top_k(priority, 3, eps, Draws([0.5, 0.5, 0.5]), explore_top)  # type: ignore[arg-type]
+    mixed = select_top_k(priority, 3, eps, Draws([0.5, 0.5, 0.01]), explore_top)  # type: ignore[arg-type]
+    assert greedy.positions.tolist() == [0, 1, 2] and not greedy.explored.any()
+    window = [min(5 - slot, explore_top) if explore_top else 5 - slot for slot in range(3)]
+    assert greedy.probability.tolist() == pytest.approx([1 - eps + eps / m for m in window])
+    assert mixed.probability[:2].tolist() == pytest.approx(greedy.probability[:2].tolist())
