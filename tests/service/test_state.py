@@ -23,8 +23,10 @@ async def state(request: pytest.FixtureRequest) -> AsyncIterator[StateStore]:
         store: StateStore = MemoryState(decision_ttl_seconds=60)
     else:
         url = request.getfixturevalue("redis_url")
-        store = RedisState(aioredis.from_url(url), decision_ttl_seconds=60, feedback_maxlen=1000,
-                           scripted=request.param == "redis")
+        # as the service runs it: writes on one connection, blocking reads on a pool
+        store = RedisState(aioredis.from_url(url, single_connection_client=True),
+                           decision_ttl_seconds=60, feedback_maxlen=1000,
+                           scripted=request.param == "redis", reader=aioredis.from_url(url))
     yield store
     await store.close()
 
