@@ -74,6 +74,11 @@ class Settings(BaseSettings):
     customer_cache_size: int = Field(
         20_000, gt=0, description="Customers kept in the in-process feature cache (LRU)."
     )
+    score_cache_mb: float = Field(
+        64.0, ge=0, description="Memory for remembered offline scores (one float per catalog "
+        "action per customer-and-context seen recently, LRU; 0: score every candidate on "
+        "every decision). See service/offline_scores.py.",
+    )
     action_refresh_seconds: float = Field(
         60.0, gt=0, description="Refresh period of the in-process action feature cache."
     )
