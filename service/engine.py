@@ -78,7 +78,7 @@ class DecisionEngine:
                 if suppressed.any():
                     rows, exposures = rows[~suppressed], exposures[~suppressed]
                     if record:
-                        m.contact_suppressed.labels(req.channel).inc(int(suppressed.sum()))
+                        m.contact_suppressed.inc(req.channel, amount=int(suppressed.sum()))
 
         with m.stage("features"):
             customer = await self.customers.get(req.customer_id)
@@ -164,12 +164,12 @@ class DecisionEngine:
                 "degraded": degraded,
             })
 
-        m.decisions.labels(req.channel).inc()
+        m.decisions.inc(req.channel)
         for reason in degraded:
-            m.degraded.labels(req.channel, reason).inc()
+            m.degraded.inc(req.channel, reason)
         if any(reason != "anonymous" for reason in degraded):
-            m.degraded_responses.labels(req.channel).inc()
+            m.degraded_responses.inc(req.channel)
         n_explored = sum(explored_flags)
         if n_explored:
-            m.exploration.labels(req.channel).inc(n_explored)
+            m.exploration.inc(req.channel, amount=n_explored)
         return response

@@ -33,8 +33,7 @@ class OfflineScores:
         self.max_entries = int(memory_mb * 2**20) // (8 * max(n_actions, 1))
         self._memo: OrderedDict[bytes, np.ndarray] = OrderedDict()
         self._actions: ActionMatrix | None = None
-        self._remembered = metrics.offline_scores.labels("memo")
-        self._computed = metrics.offline_scores.labels("model")
+        self._counted = metrics.offline_scores
 
     def __len__(self) -> int:
         return len(self._memo)
@@ -45,7 +44,7 @@ class OfflineScores:
         if not len(rows):
             return np.zeros(0)
         if self.max_entries <= 0:
-            self._computed.inc(len(rows))
+            self._counted.inc("model", amount=len(rows))
             return self._score(customer, context_block, channel, actions, rows, basket_rows)
         if actions is not self._actions:
             self._memo.clear()
@@ -69,9 +68,9 @@ class OfflineScores:
             fresh = self._score(customer, context_block, channel, actions, todo, basket_rows)
             z[missing] = fresh
             known[todo] = fresh
-            self._computed.inc(n_missing)
+            self._counted.inc("model", amount=n_missing)
         if n_missing < len(rows):
-            self._remembered.inc(len(rows) - n_missing)
+            self._counted.inc("memo", amount=len(rows) - n_missing)
         return z
 
     def _score(self, customer: CustomerVector, context_block: np.ndarray, channel: str,

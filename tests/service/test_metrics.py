@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -97,3 +98,26 @@ def test_stage_histogram_exposes_what_a_prometheus_histogram_would() -> None:
     assert expected and all(mine[k] == v for k, v in expected.items())
     # stages never observed are exposed too, at zero
     assert mine[("nextbest_stage_duration_seconds_count", (("stage", "log"),))] == 0
+
+
+def test_loop_counter_exposes_what_a_prometheus_counter_would() -> None:
+    from prometheus_client import CollectorRegistry, Counter, generate_latest
+
+    from service.metrics import LoopCounter
+
+    ours, reference = CollectorRegistry(), CollectorRegistry()
+    mine = LoopCounter("nb_things_total", "Things.", ["channel", "reason"], registry=ours)
+    theirs = Counter("nb_things_total", "Things.", ["channel", "reason"], registry=reference)
+    for labels, amount in ((("web", "a"), 1.0), (("pos", "b"), 3.0), (("web", "a"), 2.5)):
+        mine.inc(*labels, amount=amount)
+        theirs.labels(*labels).inc(amount)
+
+    def series(registry: CollectorRegistry) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        return {(s.name, tuple(sorted(s.labels.items()))): s.value
+                for f in text_string_to_metric_families(generate_latest(registry).decode())
+                for s in f.samples if not s.name.endswith("_created")}
+
+    assert series(ours) == series(reference) != {}
+    assert mine.value("web", "a") == 3.5 and mine.value("app", "a") == 0
+    with pytest.raises(ValueError, match="takes labels"):
+        mine.inc("web")
