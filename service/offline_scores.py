@@ -9,16 +9,20 @@ actions already scored for that shared part are kept, and only the other candida
 are encoded and scored.
 
 The key is the content of the shared part, not the customer id: equal inputs hit
-(anonymous callers share theirs), and a customer whose features changed misses. A
-refreshed action matrix clears everything. Each entry holds one logit per catalog action
-(NaN: not scored yet), in an LRU bounded by NEXTBEST_SCORE_CACHE_MB (0: off). The online
-correction is never remembered: the engine adds it afterwards, from the learner's
-current weights.
+(anonymous callers share theirs), and a customer whose features changed misses. An
+entry lives as long as a customer's features are cached (`ttl_seconds`, set from
+NEXTBEST_CUSTOMER_CACHE_SECONDS), so remembering covers one visit, not a whole day of
+identical requests. A refreshed action matrix clears everything. Each entry holds one
+logit per catalog action (NaN: not scored yet), in an LRU bounded by
+NEXTBEST_SCORE_CACHE_MB (0: off). The online correction is never remembered: the engine
+adds it afterwards, from the learner's current weights.
 """
 
 from __future__ import annotations
 
+import time
 from collections import OrderedDict
+from collections.abc import Callable
 
 import numpy as np
 
@@ -28,10 +32,14 @@ from service.model import OnnxScorer
 
 
 class OfflineScores:
-    def __init__(self, scorer: OnnxScorer, memory_mb: float, n_actions: int, metrics: Metrics) -> None:
+    def __init__(self, scorer: OnnxScorer, memory_mb: float, ttl_seconds: float, n_actions: int,
+                 metrics: Metrics, clock: Callable[[], float] = time.monotonic) -> None:
         self.scorer = scorer
-        self.max_entries = int(memory_mb * 2**20) // (8 * max(n_actions, 1))
-        self._memo: OrderedDict[bytes, np.ndarray] = OrderedDict()
+        self.max_entries = int(memory_mb * 2**20) // (8 * max(n_actions, 1)) if ttl_seconds > 0 else 0
+        self.ttl_seconds = ttl_seconds
+        self._clock = clock
+        # input key -> (monotonic expiry, one logit per catalog action, NaN if not scored)
+        self._memo: OrderedDict[bytes, tuple[float, np.ndarray]] = OrderedDict()
         self._actions: ActionMatrix | None = None
         self._counted = metrics.offline_scores
 
@@ -52,14 +60,17 @@ class OfflineScores:
         key = b"".join((customer.block.tobytes(), customer.category_affinity.tobytes(),
                         customer.channel_affinity.tobytes(), context_block.tobytes(),
                         basket_rows.tobytes()))
-        known = self._memo.get(key)
-        if known is None:
+        now = self._clock()
+        entry = self._memo.get(key)
+        if entry is not None and entry[0] > now:
+            known = entry[1]
+            self._memo.move_to_end(key)
+        else:
             known = np.full(len(actions.ids), np.nan)
-            self._memo[key] = known
+            self._memo[key] = (now + self.ttl_seconds, known)
+            self._memo.move_to_end(key)
             if len(self._memo) > self.max_entries:
                 self._memo.popitem(last=False)
-        else:
-            self._memo.move_to_end(key)
         z = known[rows]
         missing = np.isnan(z)
         n_missing = int(np.count_nonzero(missing))

@@ -77,7 +77,8 @@ class Settings(BaseSettings):
     score_cache_mb: float = Field(
         64.0, ge=0, description="Memory for remembered offline scores (one float per catalog "
         "action per customer-and-context seen recently, LRU; 0: score every candidate on "
-        "every decision). See service/offline_scores.py.",
+        "every decision). Scores are kept as long as customer features are cached "
+        "(NEXTBEST_CUSTOMER_CACHE_SECONDS). See service/offline_scores.py.",
     )
     action_refresh_seconds: float = Field(
         60.0, gt=0, description="Refresh period of the in-process action feature cache."

@@ -55,7 +55,7 @@ def test_remembered_scores_equal_the_models_and_only_new_rows_are_scored(
     demo: DemoDirs, scorer: CountingScorer,
 ) -> None:
     metrics = Metrics()
-    scores = OfflineScores(scorer, memory_mb=1, n_actions=N_ACTIONS, metrics=metrics)
+    scores = OfflineScores(scorer, memory_mb=1, ttl_seconds=5, n_actions=N_ACTIONS, metrics=metrics)
     matrix = actions(demo)
     alice = encode_customer({"segment": "vip", "category_affinity_electronics": 0.9})
     bob = encode_customer({"segment": "new", "price_sensitivity": 0.9})
@@ -85,7 +85,7 @@ def test_remembered_scores_equal_the_models_and_only_new_rows_are_scored(
 
 
 def test_a_refreshed_action_matrix_forgets_everything(demo: DemoDirs, scorer: CountingScorer) -> None:
-    scores = OfflineScores(scorer, memory_mb=1, n_actions=N_ACTIONS, metrics=Metrics())
+    scores = OfflineScores(scorer, memory_mb=1, ttl_seconds=5, n_actions=N_ACTIONS, metrics=Metrics())
     customer, home, rows = encode_customer({}), encode_context("app", "home", None, 0.0, 0), np.arange(4)
     no_basket = np.zeros(0, dtype=np.int64)
     scores.logits(customer, home, "app", actions(demo), rows, no_basket)
@@ -95,7 +95,7 @@ def test_a_refreshed_action_matrix_forgets_everything(demo: DemoDirs, scorer: Co
 
 def test_memory_bounds_the_entries_and_zero_turns_it_off(demo: DemoDirs, scorer: CountingScorer) -> None:
     matrix, rows, no_basket = actions(demo), np.arange(3), np.zeros(0, dtype=np.int64)
-    bounded = OfflineScores(scorer, memory_mb=3 * 8 * N_ACTIONS / 2**20, n_actions=N_ACTIONS,
+    bounded = OfflineScores(scorer, memory_mb=3 * 8 * N_ACTIONS / 2**20, ttl_seconds=5, n_actions=N_ACTIONS,
                             metrics=Metrics())
     assert bounded.max_entries == 3
     for cart_value in range(10):
@@ -103,11 +103,26 @@ def test_memory_bounds_the_entries_and_zero_turns_it_off(demo: DemoDirs, scorer:
         bounded.logits(encode_customer({}), context, "web", matrix, rows, no_basket)
     assert len(bounded) == 3
 
-    off = OfflineScores(scorer, memory_mb=0, n_actions=N_ACTIONS, metrics=Metrics())
-    before = scorer.rows_scored
-    for _ in range(2):
-        off.logits(encode_customer({}), encode_context("web", "home", None, 0.0, 0), "web",
-                   matrix, rows, no_basket)
-    assert scorer.rows_scored == before + 6 and len(off) == 0
+    for off in (OfflineScores(scorer, memory_mb=0, ttl_seconds=5, n_actions=N_ACTIONS, metrics=Metrics()),
+                OfflineScores(scorer, memory_mb=1, ttl_seconds=0, n_actions=N_ACTIONS, metrics=Metrics())):
+        before = scorer.rows_scored
+        for _ in range(2):
+            off.logits(encode_customer({}), encode_context("web", "home", None, 0.0, 0), "web",
+                       matrix, rows, no_basket)
+        assert scorer.rows_scored == before + 6 and len(off) == 0
     assert len(off.logits(encode_customer({}), encode_context("web", "home", None, 0.0, 0), "web",
                           matrix, np.zeros(0, dtype=np.int64), no_basket)) == 0
+
+
+def test_scores_are_remembered_only_for_the_ttl(demo: DemoDirs, scorer: CountingScorer) -> None:
+    now = [100.0]
+    scores = OfflineScores(scorer, memory_mb=1, ttl_seconds=5, n_actions=N_ACTIONS,
+                           metrics=Metrics(), clock=lambda: now[0])
+    matrix, rows, no_basket = actions(demo), np.arange(4), np.zeros(0, dtype=np.int64)
+    customer, home = encode_customer({}), encode_context("web", "home", None, 0.0, 0)
+    for t, scored in ((100.0, 4), (104.9, 0), (105.0, 4), (109.0, 0), (110.5, 4)):
+        now[0] = t
+        before = scorer.rows_scored
+        z = scores.logits(customer, home, "web", matrix, rows, no_basket)
+        assert scorer.rows_scored - before == scored, t
+        np.testing.assert_array_equal(z, direct(scorer, customer, home, matrix, rows, no_basket))
