@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from features.encoding import encode_context, with_journey_stage
+from features.encoding import encode_candidates, encode_context, with_journey_stage
 from service.action_features import ActionFeatureCache
 from service.arbitration import arbitrate
 from service.catalog import Catalog
@@ -26,8 +26,7 @@ from service.errors import NotReady
 from service.exploration import select_top_k
 from service.learner import OnlineLearner
 from service.metrics import Metrics
-from service.model import sigmoid
-from service.offline_scores import OfflineScores
+from service.model import OnnxScorer, sigmoid
 from service.schemas import DecisionRequest
 
 
@@ -36,7 +35,7 @@ class DecisionEngine:
     catalog: Catalog
     actions: ActionFeatureCache
     customers: CustomerFeatureService
-    scores: OfflineScores
+    scorer: OnnxScorer
     learner: OnlineLearner
     eligibility: Eligibility
     log: DecisionLog
@@ -51,7 +50,7 @@ class DecisionEngine:
     @property
     def model_versions(self) -> dict[str, str]:
         return {
-            "offline": f"{self.scores.scorer.manifest.name}:{self.scores.scorer.version}",
+            "offline": f"{self.scorer.manifest.name}:{self.scorer.version}",
             "online": f"river-logreg:{self.learner.updates}",
             "catalog": self.catalog.version,
         }
@@ -86,10 +85,11 @@ class DecisionEngine:
             context_block = encode_context(
                 req.channel, req.placement, ctx.device, ctx.cart_value, len(ctx.basket)
             )
+            x = encode_candidates(cv, context_block, req.channel, matrix, rows, basket_rows)
         degraded = list(customer.degraded)
 
-        with m.stage("offline"):  # encodes and scores the candidates not remembered
-            z = self.scores.logits(cv, context_block, req.channel, matrix, rows, basket_rows)
+        with m.stage("offline"):
+            z = self.scorer.logits(x) if len(rows) else np.zeros(0)
         with m.stage("online"):
             correction = self.learner.weights.correction(
                 z, rows, req.channel, req.placement, cv.journey_stage, exposures

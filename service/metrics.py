@@ -20,7 +20,6 @@ Exported series (also documented in README.md and used by helm/ dashboards and r
 - nextbest_degraded_responses_total{channel}                              counter
 - nextbest_exploration_picks_total{channel}                               counter
 - nextbest_contact_suppressed_candidates_total{channel}                   counter
-- nextbest_offline_scores_total{source}                                   counter
 - nextbest_feedback_events_total{outcome,channel,journey_stage}           counter
 - nextbest_feedback_rejected_total{reason}                                counter
 - nextbest_errors_total{endpoint,status}                                  counter
@@ -109,12 +108,6 @@ class Metrics:
             "nextbest_contact_suppressed_candidates_total",
             "Candidates dropped by the contact policy (dismissed on some channel, cool-down).",
             ["channel"], registry=r,
-        )
-        self.offline_scores = LoopCounter(
-            "nextbest_offline_scores_total",
-            "Offline scores of candidate actions, by source: `model` (computed) or `memo` "
-            "(remembered from an earlier decision with the same inputs).",
-            ["source"], registry=r,
         )
         self.feedback = Counter(
             "nextbest_feedback_events_total", "Feedback events accepted.",

@@ -42,7 +42,6 @@ from service.feedback_loop import FeedbackLoop
 from service.learner import EXPOSURE_PRIOR, OnlineLearner
 from service.metrics import Metrics
 from service.model import OnnxScorer, resolve_model_dir
-from service.offline_scores import OfflineScores
 from service.schemas import DecisionRequest
 from service.settings import Settings
 from service.state import StateStore
@@ -159,8 +158,7 @@ class Runtime:
                 customer_reader, settings.customer_max_age_seconds,
                 settings.customer_cache_seconds, settings.customer_cache_size,
             ),
-            scores=OfflineScores(scorer, settings.score_cache_mb, settings.customer_cache_seconds,
-                                 len(catalog.ids), metrics),
+            scorer=scorer,
             learner=learner,
             eligibility=Eligibility(catalog),
             log=decision_log,

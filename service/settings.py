@@ -74,12 +74,6 @@ class Settings(BaseSettings):
     customer_cache_size: int = Field(
         20_000, gt=0, description="Customers kept in the in-process feature cache (LRU)."
     )
-    score_cache_mb: float = Field(
-        64.0, ge=0, description="Memory for remembered offline scores (one float per catalog "
-        "action per customer-and-context seen recently, LRU; 0: score every candidate on "
-        "every decision). Scores are kept as long as customer features are cached "
-        "(NEXTBEST_CUSTOMER_CACHE_SECONDS). See service/offline_scores.py.",
-    )
     action_refresh_seconds: float = Field(
         60.0, gt=0, description="Refresh period of the in-process action feature cache."
     )
