@@ -19,6 +19,11 @@ bench.md and bench.png to --out and stops everything it started.
 
 `--smoke` (CI): nextbest only, 50 req/s for 3 s of the same mix; fails on any error or
 non-2xx answer, never on latency.
+
+`--against DIR`: instead, this checkout's nextbest side by side with another checkout's,
+loaded in turn at --target-rate for --rounds rounds of --duration seconds
+(load_tests/compare.py); writes compare.json and compare.md. With --smoke: the small
+demo data, 2 rounds of 2 s at 50 req/s (CI).
 """
 
 from __future__ import annotations
@@ -37,7 +42,7 @@ from typing import Any
 
 import httpx
 
-from load_tests import report
+from load_tests import compare, report
 from load_tests.processes import Server, free_port, start_http, start_redis, uvicorn_args
 from load_tests.traffic import N_CANDIDATES, describe, mixed_traffic, write_wrk_bodies
 
@@ -310,6 +315,32 @@ def smoke(server: Server, items_file: Path, work: Path, out: Path) -> int:
     return 1 if problems else 0
 
 
+def against(args: argparse.Namespace, work: Path, redis_url: str, data_dir: Path,
+            models_dir: Path, items_file: Path, servers: list[Server]) -> int:
+    """This checkout's nextbest and `args.against`'s, side by side (load_tests/compare.py)."""
+    rate, seconds, rounds = args.target_rate, args.duration, args.rounds
+    if args.smoke:
+        rate, seconds, rounds = 50, 2.0, 2
+    env = {"NEXTBEST_REDIS_URL": redis_url, "NEXTBEST_DATA_DIR": str(data_dir),
+           "NEXTBEST_MODELS_DIR": str(models_dir), "NEXTBEST_LOG_LEVEL": "WARNING"}
+    pair = compare.start_pair(HERE.parent, args.against.resolve(), work, env)
+    servers += pair.values()
+    for server in pair.values():
+        check_nextbest(server, json.loads(items_file.read_text()))
+        run_k6(server.url, items_file, work / "warm.json", 100, 3)
+        drain(server)
+    measured = compare.run_rounds(
+        pair, rounds, settle=drain,
+        load=lambda s: run_k6(s.url, items_file, work / f"compare-{s.name}.json", rate, seconds),
+    )
+    result = {"when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+              "this_dir": str(HERE.parent), "other_dir": str(args.against.resolve()),
+              "rate": rate, "duration_s": seconds, **compare.summarize(measured)}
+    print(compare.write(result, args.out))
+    failed = result["this"]["errors"] + result["other"]["errors"]
+    return 1 if failed else 0
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="nextbest bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -329,7 +360,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=Path("load_tests/results"))
     parser.add_argument("--smoke", action="store_true",
                         help="nextbest only, 50 req/s for 3 s; fails on errors only (CI)")
+    parser.add_argument("--against", type=Path,
+                        help="another nextbest checkout: compare side by side with it")
+    parser.add_argument("--rounds", type=int, default=5, help="rounds of --against")
     args = parser.parse_args(argv)
+    if args.against is not None and not (args.against / "service" / "cli.py").is_file():
+        parser.error(f"--against {args.against}: not a nextbest checkout (no service/cli.py)")
     args.rates = sorted(int(r) for r in args.rates.split(","))
     if args.target_rate not in args.rates:
         args.rates = sorted({*args.rates, args.target_rate})
@@ -357,6 +393,8 @@ def main(argv: list[str] | None = None) -> int:
         items_file.write_text(json.dumps(items))
         write_wrk_bodies(items, bodies_file)
 
+        if args.against is not None:
+            return against(args, work, redis_url, data_dir, models_dir, items_file, servers)
         targets = start_targets(args.targets, work, redis_url, data_dir, models_dir)
         servers += targets.values()
         if "nextbest" in targets:

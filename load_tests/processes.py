@@ -82,11 +82,11 @@ def start_redis(workdir: Path) -> Server:
 
 
 def start_http(name: str, args: list[str], env: dict[str, str], port: int,
-               log_path: Path, timeout: float = 120.0) -> Server:
-    """Start `python args...` and wait until GET /readyz answers 200."""
+               log_path: Path, timeout: float = 120.0, cwd: Path | None = None) -> Server:
+    """Start `python args...` (in `cwd`) and wait until GET /readyz answers 200."""
     t = time.perf_counter()
     log = log_path.open("wb")
-    proc = subprocess.Popen([sys.executable, *args], env={**os.environ, **env},
+    proc = subprocess.Popen([sys.executable, *args], env={**os.environ, **env}, cwd=cwd,
                             stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + timeout

