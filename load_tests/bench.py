@@ -43,7 +43,15 @@ from typing import Any
 import httpx
 
 from load_tests import compare, report
-from load_tests.processes import Server, free_port, start_http, start_redis, uvicorn_args
+from load_tests.processes import (
+    Server,
+    free_port,
+    nextbest_args,
+    nextbest_env,
+    start_http,
+    start_redis,
+    uvicorn_args,
+)
 from load_tests.traffic import N_CANDIDATES, describe, mixed_traffic, write_wrk_bodies
 
 HERE = Path(__file__).resolve().parent
@@ -192,9 +200,7 @@ def start_targets(names: list[str], work: Path, redis_url: str, data_dir: Path,
             env = {"NAIVE_DATA_DIR": str(data_dir), "NAIVE_MODELS_DIR": str(models_dir),
                    "NAIVE_REDIS_URL": redis_url}
         else:
-            args = ["-m", "service.cli", "serve", "--port", str(port)]
-            env = {"NEXTBEST_REDIS_URL": redis_url, "NEXTBEST_DATA_DIR": str(data_dir),
-                   "NEXTBEST_MODELS_DIR": str(models_dir), "NEXTBEST_LOG_LEVEL": "WARNING"}
+            args, env = nextbest_args(port), nextbest_env(redis_url, data_dir, models_dir)
         servers[name] = start_http(name, args, env, port, work / f"{name}.log")
         print(f"{name}: ready in {servers[name].ready_seconds:.2f} s", flush=True)
     return servers
@@ -249,7 +255,7 @@ def bench_target(server: Server, items_file: Path, bodies_file: Path, work: Path
         point = run_k6(server.url, items_file, work / f"{name}-{rate}.json", rate, args.duration)
         served = point["decisions"] + point["feedback"]
         point["cpu_ms_per_request"] = (
-            round(1000 * (server.cpu_seconds() - cpu_before) / served, 3) if served else None
+            round(server.cpu_ms_per_request(cpu_before, served), 3) if served else None
         )
         if before is not None:
             time.sleep(1.0)  # let the learner catch up with the last events
@@ -316,17 +322,17 @@ def smoke(server: Server, items_file: Path, work: Path, out: Path) -> int:
 
 
 def against(args: argparse.Namespace, work: Path, redis_url: str, data_dir: Path,
-            models_dir: Path, items_file: Path, servers: list[Server]) -> int:
+            models_dir: Path, items: list[dict[str, Any]], items_file: Path,
+            servers: list[Server]) -> int:
     """This checkout's nextbest and `args.against`'s, side by side (load_tests/compare.py)."""
     rate, seconds, rounds = args.target_rate, args.duration, args.rounds
     if args.smoke:
         rate, seconds, rounds = 50, 2.0, 2
-    env = {"NEXTBEST_REDIS_URL": redis_url, "NEXTBEST_DATA_DIR": str(data_dir),
-           "NEXTBEST_MODELS_DIR": str(models_dir), "NEXTBEST_LOG_LEVEL": "WARNING"}
+    env = nextbest_env(redis_url, data_dir, models_dir)
     pair = compare.start_pair(HERE.parent, args.against.resolve(), work, env)
     servers += pair.values()
     for server in pair.values():
-        check_nextbest(server, json.loads(items_file.read_text()))
+        check_nextbest(server, items)
         run_k6(server.url, items_file, work / "warm.json", 100, 3)
         drain(server)
     measured = compare.run_rounds(
@@ -394,7 +400,8 @@ def main(argv: list[str] | None = None) -> int:
         write_wrk_bodies(items, bodies_file)
 
         if args.against is not None:
-            return against(args, work, redis_url, data_dir, models_dir, items_file, servers)
+            return against(args, work, redis_url, data_dir, models_dir, items, items_file,
+                           servers)
         targets = start_targets(args.targets, work, redis_url, data_dir, models_dir)
         servers += targets.values()
         if "nextbest" in targets:

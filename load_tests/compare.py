@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from load_tests.processes import Server, free_port, start_http
+from load_tests.processes import Server, free_port, nextbest_args, start_http
 
 
 @dataclass(frozen=True)
@@ -38,8 +38,8 @@ def start_pair(here: Path, other: Path, work: Path, env: dict[str, str]) -> dict
     for name, root in (("this", here), ("other", other)):
         port = free_port()
         servers[name] = start_http(
-            name, ["-m", "service.cli", "serve", "--port", str(port)],
-            {**env, "PYTHONPATH": str(root)}, port, work / f"compare-{name}.log", cwd=root,
+            name, nextbest_args(port), {**env, "PYTHONPATH": str(root)}, port,
+            work / f"compare-{name}.log", cwd=root,
         )
     return servers
 
@@ -54,7 +54,7 @@ def run_rounds(servers: dict[str, Server], rounds: int,
             cpu_before = server.cpu_seconds()
             point = load(server)
             served = max(1, point["decisions"] + point["feedback"])
-            r = Round(round(1000 * (server.cpu_seconds() - cpu_before) / served, 4),
+            r = Round(round(server.cpu_ms_per_request(cpu_before, served), 4),
                       point["p50_ms"], point["p99_ms"], point["errors"], point["dropped"])
             measured[name].append(r)
             print(f"round {i + 1} {name}: server CPU {r.cpu_ms} ms/request, p50 {r.p50_ms} "

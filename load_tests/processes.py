@@ -53,6 +53,10 @@ class Server:
         except (OSError, ValueError, IndexError):
             return float("nan")
 
+    def cpu_ms_per_request(self, cpu_before: float, requests: int) -> float:
+        """Milliseconds of CPU per request since `cpu_seconds()` read `cpu_before`."""
+        return 1000 * (self.cpu_seconds() - cpu_before) / requests
+
 
 def start_redis(workdir: Path) -> Server:
     binary = shutil.which("redis-server")
@@ -101,6 +105,17 @@ def start_http(name: str, args: list[str], env: dict[str, str], port: int,
         time.sleep(0.05)
     proc.kill()
     raise SystemExit(f"{name} not ready after {timeout:.0f} s; see {log_path}")
+
+
+def nextbest_args(port: int) -> list[str]:
+    """`python` arguments that serve nextbest (one worker) on `port`."""
+    return ["-m", "service.cli", "serve", "--port", str(port)]
+
+
+def nextbest_env(redis_url: str, data_dir: Path, models_dir: Path) -> dict[str, str]:
+    """nextbest's settings for a benchmark: Redis, demo data and model, quiet logs."""
+    return {"NEXTBEST_REDIS_URL": redis_url, "NEXTBEST_DATA_DIR": str(data_dir),
+            "NEXTBEST_MODELS_DIR": str(models_dir), "NEXTBEST_LOG_LEVEL": "WARNING"}
 
 
 def uvicorn_args(app: str, port: int) -> list[str]:
