@@ -2,7 +2,7 @@
 
 One encoder serves both sides so training and serving cannot drift. It works on blocks:
 
-    [ customer block | context block | action block | cross features ]
+    [ customer block | context block | action block | cross features | basket block ]
 
 At decision time the customer and context blocks are one row each and are broadcast over
 the candidates; the action block is precomputed for the whole catalog and gathered by
@@ -31,6 +31,8 @@ from features.schema import (
 )
 
 MAX_BASKET = 50
+#: log_category_affinity of an action without a known category (affinity 0) reads as this
+MIN_AFFINITY = 1e-3
 
 
 def _one_hot_names(prefix: str, values: Sequence[str]) -> list[str]:
@@ -53,15 +55,24 @@ ACTION_COLUMNS = [
     *_one_hot_names("category", CATEGORIES),
     "log_price", "margin", "discount", "popularity",
 ]
-CROSS_COLUMNS = ["category_affinity", "channel_affinity", "basket_category_share", "in_basket"]
+CROSS_COLUMNS = [
+    "category_affinity", "channel_affinity", "basket_category_share", "in_basket",
+    # the log of the first: preferences act multiplicatively on the odds, and a linear
+    # model over pairs (training/pairwise.py) cannot take the log itself
+    "log_category_affinity",
+]
+#: Which categories the basket holds: lets the model learn which categories go together
+#: (a basket with a phone makes a case more likely), which no single cross column carries.
+BASKET_COLUMNS = _one_hot_names("basket_has", CATEGORIES)
 
 #: The model's input columns, in order. Manifests record this list; the service refuses a
 #: model whose manifest disagrees.
-MODEL_COLUMNS = [*CUSTOMER_COLUMNS, *CONTEXT_COLUMNS, *ACTION_COLUMNS, *CROSS_COLUMNS]
+MODEL_COLUMNS = [*CUSTOMER_COLUMNS, *CONTEXT_COLUMNS, *ACTION_COLUMNS, *CROSS_COLUMNS, *BASKET_COLUMNS]
 
 _CHANNEL_INDEX = {c: i for i, c in enumerate(CHANNELS)}
 _STAGE_OFFSET = CUSTOMER_COLUMNS.index(f"journey_stage={JOURNEY_STAGES[0]}")
 _CATEGORY_INDEX = {c: i for i, c in enumerate(CATEGORIES)}
+_EMPTY_BASKET = np.zeros(len(BASKET_COLUMNS), dtype=np.float32)
 
 
 def _index(values: Sequence[str], value: Any) -> int:
@@ -193,8 +204,9 @@ def assemble(
     channel_affinity: np.ndarray,
     basket_category_share: np.ndarray,
     in_basket: np.ndarray,
+    basket_block: np.ndarray,
 ) -> np.ndarray:
-    """Stack the blocks into the model input; customer/context rows broadcast over actions."""
+    """Stack the blocks into the model input; customer/context/basket rows broadcast over actions."""
     n = action_block.shape[0]
     out = np.empty((n, len(MODEL_COLUMNS)), dtype=np.float32)
     a = len(CUSTOMER_COLUMNS)
@@ -207,6 +219,8 @@ def assemble(
     out[:, c + 1] = channel_affinity
     out[:, c + 2] = basket_category_share
     out[:, c + 3] = in_basket
+    out[:, c + 4] = np.log(np.maximum(category_affinity, MIN_AFFINITY))
+    out[:, c + len(CROSS_COLUMNS):] = basket_block
     return out
 
 
@@ -230,10 +244,13 @@ def encode_candidates(
         in_basket_mask = np.zeros(len(actions.ids), dtype=bool)
         in_basket_mask[basket_rows] = True
         in_basket = in_basket_mask[candidate_rows].astype(np.float32)
+        basket_block = (per_category > 0).astype(np.float32)
     else:
         share = np.zeros(len(candidate_rows), dtype=np.float32)
         in_basket = share
+        basket_block = _EMPTY_BASKET
     return assemble(
         customer.block, context_block, actions.block[candidate_rows],
         cat_aff, np.full(len(candidate_rows), chan_aff, np.float32), share, in_basket,
+        basket_block,
     )

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from features.encoding import (
+    BASKET_COLUMNS,
     CONTEXT_COLUMNS,
     MODEL_COLUMNS,
     assemble,
@@ -149,13 +150,16 @@ def encode_rows(frame: pd.DataFrame, basket_categories: dict[str, int]) -> np.nd
 
     share = np.zeros(n, np.float32)
     in_basket = np.zeros(n, np.float32)
+    basket_block = np.zeros((n, len(BASKET_COLUMNS)), np.float32)
     for i, (action_id, basket) in enumerate(zip(frame[ACTION_JOIN_KEY], baskets, strict=True)):
         known = [b for b in basket if b in basket_categories]
         if known:
             basket_cats = np.array([basket_categories[b] for b in known])
             share[i] = (cats[i] == basket_cats).mean()
             in_basket[i] = float(action_id in known)
-    return assemble(customer_block, context_block, actions.block, cat_aff, chan_aff, share, in_basket)
+            basket_block[i, basket_cats[basket_cats >= 0]] = 1.0
+    return assemble(customer_block, context_block, actions.block, cat_aff, chan_aff, share,
+                    in_basket, basket_block)
 
 
 def _split(basket: Any) -> list[str]:
