@@ -84,7 +84,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if name == "demo":
             p.add_argument("--force", action="store_true", help="regenerate everything")
     p = sub.add_parser("train", help="train a model on the data dir and register it")
-    p.add_argument("--algorithm", choices=("hgb", "logreg"), default="hgb")
+    p.add_argument("--algorithm", choices=("pairwise", "hgb", "logreg"), default="pairwise")
     p = sub.add_parser("materialize", help="feast apply + materialize into the online store")
     p.add_argument("--incremental", action="store_true")
     for name, help_text in PASS_THROUGH.items():

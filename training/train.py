@@ -5,9 +5,12 @@ holdout metrics -> `service.manifest.write_model`. The split is by time, not at 
 the model is used on decisions that come after its training data, and a random split
 would leak each customer's later snapshots into the past.
 
-The ONNX graph has one float32 input `input` [None, len(MODEL_COLUMNS)] and the output
-`probabilities` [None, 2] (zipmap off), which is all the service fetches. The export is
-verified against scikit-learn's predict_proba on the holdout before it is registered.
+The default learner is `pairwise` (`training/pairwise.py`: a logistic regression on the
+columns and their pairwise products); `hgb` (gradient-boosted trees) and `logreg` remain.
+The ONNX graph has one float32 input `input` [None, len(MODEL_COLUMNS)], the output
+`probabilities` [None, 2] (zipmap off) and, for pairwise and hgb, a `logit` [None, 1]
+output, which is what the service fetches. The export is verified against the fitted
+model's predict_proba on the holdout before it is registered.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from features.schema import FEATURE_SERVICE
 from service.manifest import ModelManifest, write_model
 from training.dataset import TrainingSet, build_training_set
 from training.onnx_logit import LOGIT_NAME, with_logit_output
+from training.pairwise import PairwiseLogistic
 
 log = logging.getLogger(__name__)
 
@@ -41,11 +45,13 @@ INPUT_NAME = "input"
 OUTPUT_NAME = "probabilities"
 HOLDOUT_FRACTION = 0.2
 ONNX_TOLERANCE = 1e-4
-ALGORITHMS = ("hgb", "logreg")
+ALGORITHMS = ("pairwise", "hgb", "logreg")
 
 
 def make_estimator(algorithm: str, seed: int = 0) -> ClassifierMixin:
-    """The two supported learners; both convert to ONNX with skl2onnx."""
+    """The supported learners: pairwise exports its own graph, the others go through skl2onnx."""
+    if algorithm == "pairwise":
+        return PairwiseLogistic()
     if algorithm == "hgb":
         return HistGradientBoostingClassifier(
             max_iter=100, max_leaf_nodes=15, learning_rate=0.1, min_samples_leaf=40,
@@ -65,6 +71,8 @@ def to_onnx(model: ClassifierMixin, n_columns: int) -> tuple[bytes, str | None]:
     Tree ensembles also get a `logit` output (`training/onnx_logit.py`), which the
     service reads instead; the second value names it (None: probabilities only).
     """
+    if isinstance(model, PairwiseLogistic):
+        return model.to_onnx(INPUT_NAME, OUTPUT_NAME).SerializeToString(), LOGIT_NAME
     with warnings.catch_warnings():
         # skl2onnx 1.20 passes booleans where onnx expects ints (harmless, not ours to fix)
         warnings.filterwarnings("ignore", category=DeprecationWarning, module="onnx")
@@ -142,7 +150,7 @@ def train(
     models_dir: Path,
     name: str = "nextbest-ranker",
     redis_url: str | None = None,
-    algorithm: str = "hgb",
+    algorithm: str = "pairwise",
     progress: bool = True,
 ) -> tuple[Path, ModelManifest]:
     """Train on the logged decisions of `data_dir` and register a new model version."""

@@ -23,7 +23,7 @@ def registered(small_data_dir: Path, tmp_path_factory: pytest.TempPathFactory): 
 def test_train_registers_a_verified_model(registered) -> None:  # type: ignore[no-untyped-def]
     directory, manifest = registered
     assert read_manifest(directory) == manifest
-    assert manifest.version == "1" and manifest.algorithm == "hgb"
+    assert manifest.version == "1" and manifest.algorithm == "pairwise"
     assert manifest.sha256 == sha256_file(directory / MODEL_FILE)
     assert manifest.columns == MODEL_COLUMNS
     assert manifest.feature_service == FEATURE_SERVICE
@@ -51,7 +51,7 @@ def test_the_onnx_file_serves_like_the_service_reads_it(registered, small_traini
     assert np.allclose(proba.sum(axis=1), 1.0, atol=1e-5)
 
 
-@pytest.mark.parametrize("algorithm", ["hgb", "logreg"])
+@pytest.mark.parametrize("algorithm", ["pairwise", "hgb", "logreg"])
 def test_onnx_export_matches_scikit_learn(algorithm: str, small_training_set) -> None:  # type: ignore[no-untyped-def]
     data = small_training_set
     cut = time_split(data)
@@ -62,7 +62,7 @@ def test_onnx_export_matches_scikit_learn(algorithm: str, small_training_set) ->
     if algorithm == "logreg":
         assert logit_name is None
         return
-    # trees also output their margin: the logit of the same probabilities
+    # pairwise and trees also output their margin: the logit of the same probabilities
     assert logit_name == "logit"
     session = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
     (z,) = session.run([logit_name], {"input": data.X[cut:].astype(np.float32)})

@@ -1,0 +1,114 @@
+"""A logistic regression on every input column and every pair of columns, exported as ONNX.
+
+The demo world's truth is additive in the logit with products of customer and action
+traits (category preference x action kind, price sensitivity x price, stage x kind,
+basket x category...). A logistic regression over all pairwise products has that shape:
+on the 300,000-decision demo log it ranks better than the 100-tree gradient-boosted
+model (see the README's decision-quality section), and scoring it is two small matrix
+products instead of walking 100 trees.
+
+`PairwiseLogistic` fits scikit-learn's `PolynomialFeatures(interaction_only)` ->
+`StandardScaler` -> `LogisticRegression`, then folds the three into one quadratic form
+on the raw columns:
+
+    logit(x) = b + x . w + sum_ij x_i A_ij x_j      (A strictly upper triangular)
+
+`to_onnx` writes that as MatMul, Mul, ReduceSum, Add: the `logit` output the service
+reads, and `probabilities` [n, 2] for everything else. Training memory grows with
+rows x pairs (1,540 pairs for 56 columns: about 3 GB of float64 for 240,000 rows).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import PolynomialFeatures, StandardScaler
+
+from training.onnx_logit import LOGIT_NAME
+
+
+class PairwiseLogistic(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
+    """L2-regularised logistic regression on the columns and their pairwise products."""
+
+    def __init__(self, C: float = 0.05, max_iter: int = 400) -> None:
+        self.C = C
+        self.max_iter = max_iter
+
+    def fit(self, X: np.ndarray, y: np.ndarray) -> PairwiseLogistic:
+        X = np.asarray(X, dtype=np.float64)
+        pipeline = Pipeline([
+            ("pairs", PolynomialFeatures(2, interaction_only=True, include_bias=False)),
+            ("scale", StandardScaler(copy=False)),  # in place: the pairs are ours
+            ("logreg", LogisticRegression(C=self.C, max_iter=self.max_iter)),
+        ]).fit(X, y)
+        pairs, scale, logreg = (pipeline.named_steps[k] for k in ("pairs", "scale", "logreg"))
+        # Fold the scaling into the weights: sum_k c_k (f_k - mu_k) / s_k.
+        coef = logreg.coef_[0] / scale.scale_
+        self.intercept_ = float(logreg.intercept_[0] - coef @ scale.mean_)
+        d = X.shape[1]
+        self.linear_ = np.zeros(d)
+        self.pairs_ = np.zeros((d, d))
+        for c, powers in zip(coef, pairs.powers_, strict=True):
+            (idx,) = np.nonzero(powers)
+            if len(idx) == 1:
+                self.linear_[idx[0]] = c
+            else:
+                self.pairs_[idx[0], idx[1]] = c
+        self.classes_ = logreg.classes_
+        self.n_features_in_ = d
+        self.n_iter_ = int(logreg.n_iter_[0])
+        return self
+
+    def decision_function(self, X: np.ndarray) -> np.ndarray:
+        X = np.asarray(X, dtype=np.float64)
+        return self.intercept_ + X @ self.linear_ + np.einsum("ij,ij->i", X @ self.pairs_, X)
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        p = 1.0 / (1.0 + np.exp(-self.decision_function(X)))
+        return np.column_stack([1.0 - p, p])
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        return self.classes_[(self.decision_function(X) > 0).astype(int)]
+
+    def to_onnx(self, input_name: str, probabilities_name: str) -> Any:
+        """The quadratic form as an ONNX graph with `logit` [n, 1] and probabilities [n, 2]."""
+        from onnx import TensorProto, helper, numpy_helper
+
+        def const(name: str, value: np.ndarray) -> Any:
+            return numpy_helper.from_array(np.asarray(value, dtype=np.float32), name)
+
+        d = self.n_features_in_
+        initializers = [
+            const("pairs", self.pairs_), const("linear", self.linear_.reshape(d, 1)),
+            const("intercept", np.array([[self.intercept_]])), const("one", np.ones((1, 1))),
+            numpy_helper.from_array(np.array([1], dtype=np.int64), "axis1"),
+        ]
+        nodes = [
+            helper.make_node("MatMul", [input_name, "pairs"], ["xa"]),
+            helper.make_node("Mul", ["xa", input_name], ["xax"]),
+            helper.make_node("ReduceSum", ["xax", "axis1"], ["quadratic"], keepdims=1),
+            helper.make_node("MatMul", [input_name, "linear"], ["xw"]),
+            helper.make_node("Add", ["quadratic", "xw"], ["partial"]),
+            helper.make_node("Add", ["partial", "intercept"], [LOGIT_NAME]),
+            helper.make_node("Sigmoid", [LOGIT_NAME], ["p_accept"]),
+            helper.make_node("Sub", ["one", "p_accept"], ["p_refuse"]),
+            helper.make_node("Concat", ["p_refuse", "p_accept"], [probabilities_name], axis=1),
+        ]
+        graph = helper.make_graph(
+            nodes, "nextbest_ranker_pairwise",
+            [helper.make_tensor_value_info(input_name, TensorProto.FLOAT, [None, d])],
+            [helper.make_tensor_value_info(probabilities_name, TensorProto.FLOAT, [None, 2]),
+             helper.make_tensor_value_info(LOGIT_NAME, TensorProto.FLOAT, [None, 1])],
+            initializer=initializers,
+        )
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)],
+                                  producer_name="nextbest")
+        model.ir_version = 8  # opset 17's IR version, which every onnxruntime since 1.13 reads
+        import onnx
+
+        onnx.checker.check_model(model)
+        return model
