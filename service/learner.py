@@ -124,7 +124,7 @@ class OnlineWeights:
 class OnlineLearner:
     """River logistic regression over (offline logit, action x context indicators)."""
 
-    def __init__(self, action_ids: Sequence[str], learning_rate: float = 0.03,
+    def __init__(self, action_ids: Sequence[str], learning_rate: float = 0.015,
                  exposure_prior: float = EXPOSURE_PRIOR,
                  groups: Sequence[str | None] | None = None) -> None:
         """`groups[i]`: the group (catalog category) of `action_ids[i]`, or None."""

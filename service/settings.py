@@ -80,7 +80,7 @@ class Settings(BaseSettings):
     feedback_stream_maxlen: int = Field(
         1_000_000, gt=0, description="Approximate cap of the Redis feedback stream."
     )
-    learning_rate: float = Field(0.03, gt=0, description="SGD step of the online learner.")
+    learning_rate: float = Field(0.015, gt=0, description="SGD step of the online learner.")
     online_learning: bool = Field(
         True, description="Fold feedback into the online learner (off: offline model only; "
         "feedback is still accepted and stored)."
