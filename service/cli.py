@@ -32,8 +32,9 @@ def _serve(settings: Settings, host: str, port: int) -> None:
 
 def prepare_demo(settings: Settings, force: bool = False) -> None:
     """Generate demo data, load the online store and train a model, where missing."""
+    from features.encoding import MODEL_COLUMNS
     from features.store import apply_and_materialize
-    from service.manifest import versions
+    from service.manifest import read_manifest, versions
     from training.demo_data import generate
     from training.train import train
 
@@ -48,7 +49,12 @@ def prepare_demo(settings: Settings, force: bool = False) -> None:
         t = time.perf_counter()
         apply_and_materialize(data_dir, settings.redis_url, settings.redis_cluster)
         log.info("materialized in %.1f s", time.perf_counter() - t)
-    if force or not versions(settings.models_dir, settings.model_name):
+    found = versions(settings.models_dir, settings.model_name)
+    stale = bool(found) and read_manifest(
+        settings.models_dir / settings.model_name / str(found[-1])).columns != MODEL_COLUMNS
+    if stale:
+        log.info("the newest model was trained on other input columns: training a new version")
+    if force or stale or not found:
         log.info("training the demo model into %s", settings.models_dir)
         train(data_dir, settings.models_dir, settings.model_name, redis_url=settings.redis_url)
 

@@ -34,7 +34,7 @@ class ModelManifest(BaseModel):
     output_name: str = "probabilities"
     logit_name: str | None = Field(
         None, description="Output with the raw logit [n, 1], when the model has one "
-        "(tree ensembles); the service then reads it instead of the probabilities."
+        "(pairwise and tree models); the service then reads it instead of the probabilities."
     )
     sha256: str
     metrics: dict[str, float] = Field(default_factory=dict)

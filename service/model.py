@@ -107,8 +107,8 @@ class OnnxScorer:
     def logits(self, x: np.ndarray) -> np.ndarray:
         """logit(P(accept)) per row, float64, within the range `predict` is clipped to.
 
-        Read straight from the model's logit output when it has one (the trees alone
-        run); otherwise the logit of `predict`.
+        Read straight from the model's logit output when it has one (no sigmoid and back);
+        otherwise the logit of `predict`.
         """
         if self._logit is None:
             return logit(self.predict(x))
