@@ -5,7 +5,10 @@ its own outcome. They bracket nextbest from both sides:
 
 - `Oracle`: knows the true response model (with fatigue and drift): argmax p x value;
   its fatigue-blind variant is a diagnostic (what knowing everything but the exposure
-  history is worth);
+  history is worth), and so is its observed-customer variant (`observed_world`): the
+  truth's form, the dynamics and the hidden action appeal, but each customer only as
+  the service's features show them, i.e. what a perfect model of the service's inputs
+  could earn;
 - `UniformRandom`: uniform among the eligible actions (the floor);
 - `OfflineOnly`: the same ONNX model and encoder the service uses, ranking by
   p x value x context weight x lever with no online learning (what nextbest would be
@@ -16,6 +19,8 @@ its own outcome. They bracket nextbest from both sides:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -30,10 +35,11 @@ from features.encoding import (
     encode_context,
     encode_customer,
 )
-from features.schema import ACTION_JOIN_KEY, CUSTOMER_JOIN_KEY
+from features.schema import ACTION_JOIN_KEY, CATEGORIES, CHANNELS, CUSTOMER_JOIN_KEY
 from service.catalog import Catalog, load_catalog
 from service.model import OnnxScorer, resolve_model_dir
 from training.environment import CustomerState, Scenario
+from training.world import World
 
 
 class Policy(Protocol):
@@ -55,13 +61,18 @@ class Oracle:
     history, i.e. the best a policy without a per-customer contact ledger could do.
     """
 
-    def __init__(self, values: np.ndarray, fatigue_aware: bool = True) -> None:
+    def __init__(self, values: np.ndarray, fatigue_aware: bool = True,
+                 view: World | None = None, name: str | None = None) -> None:
+        """`view`: rank with this world's customer traits (dynamics stay the state's)."""
         self._values = values
         self._fatigue_aware = fatigue_aware
-        self.name = "oracle" if fatigue_aware else "oracle_fatigue_blind"
+        self._view = view
+        self.name = name or ("oracle" if fatigue_aware else "oracle_fatigue_blind")
 
     def choose(self, scenario: Scenario, step: int, state: CustomerState) -> int:
         rows = scenario.candidates(step)
+        if self._view is not None:  # same stages, exposures and drift, other traits
+            state = replace(state, world=self._view)
         p = state.accept_probability(scenario, step, rows, fatigue=self._fatigue_aware)
         return int(rows[int(np.argmax(p * self._values[rows]))])
 
@@ -124,6 +135,29 @@ def _latest(frame: pd.DataFrame, key: str) -> dict[str, dict[str, Any]]:
     cols = [c for c in frame.columns if c not in (key, "event_timestamp", "created")]
     return {str(k): dict(zip(cols, row, strict=True))
             for k, row in zip(frame[key], frame[cols].itertuples(index=False), strict=True)}
+
+
+def observed_world(world: World, data_dir: Path) -> World:
+    """`world` with each customer's latent traits replaced by what the online store shows.
+
+    Category preferences and channel habits become the observed affinities (normalised),
+    price sensitivity the observed one; segments, action appeal and everything dynamic
+    stay true. The journey stage needs no swap: the simulator sends the current one.
+    """
+    rows = [FeatureSnapshot(data_dir).customers.get(c, {}) for c in world.customer_ids]
+
+    def shares(prefix: str, names: Sequence[str], truth: np.ndarray) -> np.ndarray:
+        seen = np.array([[r.get(f"{prefix}_{n}", np.nan) for n in names] for r in rows], float)
+        seen = np.where(np.isnan(seen), truth, seen) + 1e-6
+        return seen / seen.sum(axis=1, keepdims=True)
+
+    sensitivity = np.array([r.get("price_sensitivity", np.nan) for r in rows], float)
+    return replace(
+        world,
+        preference=shares("category_affinity", CATEGORIES, world.preference),
+        habits=shares("channel_affinity", CHANNELS, world.habits),
+        price_sensitivity=np.where(np.isnan(sensitivity), world.price_sensitivity, sensitivity),
+    )
 
 
 class OfflineModel:

@@ -15,7 +15,8 @@ from typing import Any
 import numpy as np
 
 NEXTBEST = "nextbest"
-POLICIES = (NEXTBEST, "oracle", "random", "offline", "thompson", "oracle_fatigue_blind")
+POLICIES = (NEXTBEST, "oracle", "random", "offline", "thompson", "oracle_fatigue_blind",
+            "oracle_observed")
 ROLLING_WINDOW = 1000
 
 
@@ -94,6 +95,11 @@ class SimulationReport:
             f"nextbest explored {self.explored} times.", "", self.table(), "",
             "`expected`: the same share computed on each shown action's true P(accept) x "
             "value instead of the drawn outcome, which removes most of the response noise.", "",
+            "Diagnostics, not targets: `oracle_fatigue_blind` knows everything but the exposure "
+            "history; `oracle_observed` knows the truth's form, the dynamics and each action's "
+            "hidden appeal, but sees customers only through the service's features (observed "
+            "affinities and price sensitivity): about what a perfect model of the service's "
+            "inputs could earn.", "",
             "## Targets", "",
         ]
         for name, t in self.targets().items():

@@ -72,6 +72,7 @@ from training.policies import (
     Oracle,
     Policy,
     UniformRandom,
+    observed_world,
 )
 from training.sim_report import NEXTBEST, POLICIES, SimulationReport
 from training.world import World
@@ -176,8 +177,11 @@ async def run_loop(
     ids = world.action_ids
     index = {a: i for i, a in enumerate(ids)}
     offline = OfflineModel(Path(data_dir), Path(models_dir), world.customer_ids)
-    baselines: list[Policy] = [Oracle(values), UniformRandom(), OfflineOnly(offline),
-                               ContextFreeThompson(values, seed), Oracle(values, fatigue_aware=False)]
+    baselines: list[Policy] = [
+        Oracle(values), UniformRandom(), OfflineOnly(offline), ContextFreeThompson(values, seed),
+        Oracle(values, fatigue_aware=False),
+        Oracle(values, view=observed_world(world, Path(data_dir)), name="oracle_observed"),
+    ]
     states = {name: CustomerState.start(world) for name in POLICIES}
     rewards = {name: np.zeros(decisions) for name in POLICIES}
     accepted = {name: np.zeros(decisions, dtype=bool) for name in POLICIES}

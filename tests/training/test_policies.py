@@ -1,14 +1,18 @@
-"""Baseline policies: the oracle's argmax, Thompson's updates, random's uniformity."""
+"""Baseline policies: the oracle's argmax (and its observed-customer view), Thompson's
+updates, random's uniformity."""
 
 from __future__ import annotations
 
+import json
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import numpy as np
 import pytest
 
+from tests.demo_fixtures import DemoDirs
 from training.environment import CustomerState, Scenario, draw_scenario
-from training.policies import ContextFreeThompson, Oracle, UniformRandom
+from training.policies import ContextFreeThompson, Oracle, UniformRandom, observed_world
 from training.world import World
 
 
@@ -62,3 +66,34 @@ def test_thompson_prefers_an_action_that_always_pays(world: World, scenario: Sce
         for _ in range(50):
             ts.update(a, a == good)
     assert all(ts.choose(scenario, 0, state) == good for _ in range(20))
+
+
+def test_observed_world_swaps_only_the_customer_traits(demo: DemoDirs) -> None:
+    truth = World.from_json(json.loads((demo.data_dir / "demo" / "world.json").read_text()))
+    seen = observed_world(truth, demo.data_dir)
+    np.testing.assert_allclose(seen.preference.sum(axis=1), 1.0)
+    np.testing.assert_allclose(seen.habits.sum(axis=1), 1.0)
+    assert not np.allclose(seen.preference, truth.preference)  # noisy observations...
+    assert np.corrcoef(seen.preference.ravel(), truth.preference.ravel())[0, 1] > 0.5  # ...of it
+    assert not np.allclose(seen.price_sensitivity, truth.price_sensitivity)
+    np.testing.assert_array_equal(seen.quality, truth.quality)
+    np.testing.assert_array_equal(seen.segment, truth.segment)
+
+
+def test_oracle_with_a_view_ranks_by_the_view_under_the_state_s_dynamics(demo: DemoDirs) -> None:
+    truth = World.from_json(json.loads((demo.data_dir / "demo" / "world.json").read_text()))
+    view = observed_world(truth, demo.data_dir)
+    scenario = draw_scenario(truth, 200, seed=2, drift_at=0.5)
+    state = CustomerState.start(truth)
+    oracle = Oracle(truth.action_value, view=view, name="oracle_observed")
+    differs = 0
+    for step in range(200):
+        rows = scenario.candidates(step)
+        seen = replace(state, world=view).accept_probability(scenario, step, rows)
+        choice = oracle.choose(scenario, step, state)
+        assert choice == rows[int(np.argmax(seen * truth.action_value[rows]))]
+        true_p = state.accept_probability(scenario, step, rows)
+        differs += choice != rows[int(np.argmax(true_p * truth.action_value[rows]))]
+        state.respond(scenario, step, choice)  # exposures and stages move in the true state
+    assert sum(state.exposures.values()) == 200
+    assert 0 < differs < 200  # the view is informative, not the truth
