@@ -144,7 +144,8 @@ def observed_world(world: World, data_dir: Path) -> World:
     price sensitivity the observed one; segments, action appeal and everything dynamic
     stay true. The journey stage needs no swap: the simulator sends the current one.
     """
-    rows = [FeatureSnapshot(data_dir).customers.get(c, {}) for c in world.customer_ids]
+    customers = FeatureSnapshot(data_dir).customers
+    rows = [customers.get(c, {}) for c in world.customer_ids]
 
     def shares(prefix: str, names: Sequence[str], truth: np.ndarray) -> np.ndarray:
         seen = np.array([[r.get(f"{prefix}_{n}", np.nan) for n in names] for r in rows], float)
