@@ -7,15 +7,16 @@ on the 300,000-decision demo log it ranks better than the 100-tree gradient-boos
 model (see the README's decision-quality section), and scoring it is two small matrix
 products instead of walking 100 trees.
 
-`PairwiseLogistic` fits scikit-learn's `PolynomialFeatures(interaction_only)` ->
-`StandardScaler` -> `LogisticRegression`, then folds the three into one quadratic form
-on the raw columns:
+`PairwiseLogistic` expands the columns with scikit-learn's
+`PolynomialFeatures(interaction_only)`, standardises them and fits `LogisticRegression`,
+then folds the three into one quadratic form on the raw columns:
 
     logit(x) = b + x . w + sum_ij x_i A_ij x_j      (A strictly upper triangular)
 
 `to_onnx` writes that as MatMul, Mul, ReduceSum, Add: the `logit` output the service
 reads, and `probabilities` [n, 2] for everything else. Training memory grows with
-rows x pairs (1,540 pairs for 56 columns: about 3 GB of float64 for 240,000 rows).
+rows x pairs: 56 columns make 1,596 features, 1.5 GB of float32 for the demo's 240,000
+training rows (about 3 GB peak for `nextbest train`).
 """
 
 from __future__ import annotations
@@ -25,10 +26,26 @@ from typing import Any
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.linear_model import LogisticRegression
-from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import PolynomialFeatures, StandardScaler
+from sklearn.preprocessing import PolynomialFeatures
 
 from training.onnx_logit import LOGIT_NAME
+
+
+def _standardise_in_place(
+    features: np.ndarray, block: int = 64
+) -> tuple[np.ndarray, np.ndarray]:
+    """(x - mean) / std per column, in place; constant columns keep a scale of 1."""
+    n_columns = features.shape[1]
+    mean, scale = np.zeros(n_columns), np.ones(n_columns)
+    for start in range(0, n_columns, block):
+        cols = features[:, start:start + block]
+        as64 = cols.astype(np.float64)
+        m, sd = as64.mean(axis=0), as64.std(axis=0)
+        sd[sd == 0.0] = 1.0
+        cols -= m.astype(np.float32)
+        cols /= sd.astype(np.float32)
+        mean[start:start + block], scale[start:start + block] = m, sd
+    return mean, scale
 
 
 class PairwiseLogistic(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
@@ -39,20 +56,20 @@ class PairwiseLogistic(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         self.max_iter = max_iter
 
     def fit(self, X: np.ndarray, y: np.ndarray) -> PairwiseLogistic:
-        X = np.asarray(X, dtype=np.float64)
-        pipeline = Pipeline([
-            ("pairs", PolynomialFeatures(2, interaction_only=True, include_bias=False)),
-            ("scale", StandardScaler(copy=False)),  # in place: the pairs are ours
-            ("logreg", LogisticRegression(C=self.C, max_iter=self.max_iter)),
-        ]).fit(X, y)
-        pairs, scale, logreg = (pipeline.named_steps[k] for k in ("pairs", "scale", "logreg"))
+        expand = PolynomialFeatures(2, interaction_only=True, include_bias=False)
+        # float32 and standardised in place, a block of columns at a time: the pairs are
+        # the bulk of the memory, and StandardScaler would hold a float64 copy of them
+        pairs = expand.fit_transform(np.asarray(X, dtype=np.float32))
+        mean, scale = _standardise_in_place(pairs)
+        logreg = LogisticRegression(C=self.C, max_iter=self.max_iter).fit(pairs, y)
+        del pairs
         # Fold the scaling into the weights: sum_k c_k (f_k - mu_k) / s_k.
-        coef = logreg.coef_[0] / scale.scale_
-        self.intercept_ = float(logreg.intercept_[0] - coef @ scale.mean_)
+        coef = logreg.coef_[0].astype(np.float64) / scale
+        self.intercept_ = float(logreg.intercept_[0] - coef @ mean)
         d = X.shape[1]
         self.linear_ = np.zeros(d)
         self.pairs_ = np.zeros((d, d))
-        for c, powers in zip(coef, pairs.powers_, strict=True):
+        for c, powers in zip(coef, expand.powers_, strict=True):
             (idx,) = np.nonzero(powers)
             if len(idx) == 1:
                 self.linear_[idx[0]] = c
