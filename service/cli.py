@@ -31,7 +31,8 @@ def _serve(settings: Settings, host: str, port: int) -> None:
 
 
 def prepare_demo(settings: Settings, force: bool = False) -> None:
-    """Generate demo data, load the online store and train a model, where missing."""
+    """Generate demo data, load the online store and train a model, where missing (a model
+    trained on other input columns than this encoder's counts as missing)."""
     from features.encoding import MODEL_COLUMNS
     from features.store import apply_and_materialize
     from service.manifest import read_manifest, versions
