@@ -26,7 +26,7 @@ _TREE_ATTRIBUTES = (
 
 def with_logit_output(model: Any, input_name: str, probabilities_name: str) -> Any | None:
     """The rewritten model, or None when the graph is not a binary logistic tree ensemble."""
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import helper
 
     trees = [n for n in model.graph.node if n.op_type == "TreeEnsembleClassifier"]
     if len(trees) != 1:
@@ -44,25 +44,41 @@ def with_logit_output(model: Any, input_name: str, probabilities_name: str) -> A
         target_treeids=list(attrs["class_treeids"]), target_weights=list(attrs["class_weights"]),
         **tree,
     )
+    n_columns = model.graph.input[0].type.tensor_type.shape.dim[1].dim_value
+    return logit_model(
+        [regressor], [], input_name, n_columns, probabilities_name,
+        opsets={"": 17, "ai.onnx.ml": 3}, ir_version=model.ir_version,
+    )
+
+
+def logit_model(
+    nodes: list[Any], initializers: list[Any], input_name: str, n_columns: int,
+    probabilities_name: str, opsets: dict[str, int], ir_version: int,
+    graph_name: str = "nextbest_ranker",
+) -> Any:
+    """A checked model from `nodes` that compute `LOGIT_NAME` [n, 1] from `input_name`,
+    with `probabilities_name` [n, 2] = (1 - sigmoid, sigmoid) of it added."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
     nodes = [
-        regressor,
+        *nodes,
         helper.make_node("Sigmoid", [LOGIT_NAME], ["p_accept"]),
         helper.make_node("Sub", ["one", "p_accept"], ["p_refuse"]),
         helper.make_node("Concat", ["p_refuse", "p_accept"], [probabilities_name], axis=1),
     ]
-    n_columns = model.graph.input[0].type.tensor_type.shape.dim[1].dim_value
     graph = helper.make_graph(
-        nodes, "nextbest_ranker",
+        nodes, graph_name,
         [helper.make_tensor_value_info(input_name, TensorProto.FLOAT, [None, n_columns])],
         [helper.make_tensor_value_info(probabilities_name, TensorProto.FLOAT, [None, 2]),
          helper.make_tensor_value_info(LOGIT_NAME, TensorProto.FLOAT, [None, 1])],
-        initializer=[numpy_helper.from_array(np.ones((1, 1), dtype=np.float32), "one")],
+        initializer=[*initializers,
+                     numpy_helper.from_array(np.ones((1, 1), dtype=np.float32), "one")],
     )
-    out = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
-                                                  helper.make_opsetid("ai.onnx.ml", 3)],
-                            producer_name="nextbest")
-    out.ir_version = model.ir_version
-    import onnx
-
+    out = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid(domain, v) for domain, v in opsets.items()],
+        producer_name="nextbest",
+    )
+    out.ir_version = ir_version
     onnx.checker.check_model(out)
     return out

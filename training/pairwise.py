@@ -28,7 +28,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import PolynomialFeatures
 
-from training.onnx_logit import LOGIT_NAME
+from training.onnx_logit import LOGIT_NAME, logit_model
 
 
 def _standardise_in_place(
@@ -93,7 +93,7 @@ class PairwiseLogistic(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
 
     def to_onnx(self, input_name: str, probabilities_name: str) -> Any:
         """The quadratic form as an ONNX graph with `logit` [n, 1] and probabilities [n, 2]."""
-        from onnx import TensorProto, helper, numpy_helper
+        from onnx import helper, numpy_helper
 
         def const(name: str, value: np.ndarray) -> Any:
             return numpy_helper.from_array(np.asarray(value, dtype=np.float32), name)
@@ -101,7 +101,7 @@ class PairwiseLogistic(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         d = self.n_features_in_
         initializers = [
             const("pairs", self.pairs_), const("linear", self.linear_.reshape(d, 1)),
-            const("intercept", np.array([[self.intercept_]])), const("one", np.ones((1, 1))),
+            const("intercept", np.array([[self.intercept_]])),
             numpy_helper.from_array(np.array([1], dtype=np.int64), "axis1"),
         ]
         nodes = [
@@ -111,21 +111,7 @@ class PairwiseLogistic(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
             helper.make_node("MatMul", [input_name, "linear"], ["xw"]),
             helper.make_node("Add", ["quadratic", "xw"], ["partial"]),
             helper.make_node("Add", ["partial", "intercept"], [LOGIT_NAME]),
-            helper.make_node("Sigmoid", [LOGIT_NAME], ["p_accept"]),
-            helper.make_node("Sub", ["one", "p_accept"], ["p_refuse"]),
-            helper.make_node("Concat", ["p_refuse", "p_accept"], [probabilities_name], axis=1),
         ]
-        graph = helper.make_graph(
-            nodes, "nextbest_ranker_pairwise",
-            [helper.make_tensor_value_info(input_name, TensorProto.FLOAT, [None, d])],
-            [helper.make_tensor_value_info(probabilities_name, TensorProto.FLOAT, [None, 2]),
-             helper.make_tensor_value_info(LOGIT_NAME, TensorProto.FLOAT, [None, 1])],
-            initializer=initializers,
-        )
-        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)],
-                                  producer_name="nextbest")
-        model.ir_version = 8  # opset 17's IR version, which every onnxruntime since 1.13 reads
-        import onnx
-
-        onnx.checker.check_model(model)
-        return model
+        # IR 8 is opset 17's, which every onnxruntime since 1.13 reads
+        return logit_model(nodes, initializers, input_name, d, probabilities_name,
+                           opsets={"": 17}, ir_version=8, graph_name="nextbest_ranker_pairwise")

@@ -68,8 +68,8 @@ def make_estimator(algorithm: str, seed: int = 0) -> ClassifierMixin:
 def to_onnx(model: ClassifierMixin, n_columns: int) -> tuple[bytes, str | None]:
     """skl2onnx export with zipmap off, input `input`, probability output `probabilities`.
 
-    Tree ensembles also get a `logit` output (`training/onnx_logit.py`), which the
-    service reads instead; the second value names it (None: probabilities only).
+    Pairwise models and tree ensembles also get a `logit` output (`training/onnx_logit.py`),
+    which the service reads instead; the second value names it (None: probabilities only).
     """
     if isinstance(model, PairwiseLogistic):
         return model.to_onnx(INPUT_NAME, OUTPUT_NAME).SerializeToString(), LOGIT_NAME
