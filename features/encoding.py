@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -98,6 +99,11 @@ class CustomerVector:
     channel_affinity: np.ndarray  # (len(CHANNELS),)
     journey_stage: str
     segment: str
+
+    @cached_property
+    def affinity_by_category_code(self) -> np.ndarray:
+        """`category_affinity` with a 0 appended: index -1 (unknown category) gives 0."""
+        return np.append(self.category_affinity, np.float32(0.0))
 
 
 def encode_customer(raw: Mapping[str, Any], journey_stage: str | None = None) -> CustomerVector:
@@ -201,12 +207,15 @@ def assemble(
     context_block: np.ndarray,
     action_block: np.ndarray,
     category_affinity: np.ndarray,
-    channel_affinity: np.ndarray,
-    basket_category_share: np.ndarray,
-    in_basket: np.ndarray,
+    channel_affinity: np.ndarray | float,
+    basket_category_share: np.ndarray | float,
+    in_basket: np.ndarray | float,
     basket_block: np.ndarray,
 ) -> np.ndarray:
-    """Stack the blocks into the model input; customer/context/basket rows broadcast over actions."""
+    """Stack the blocks into the model input; customer/context/basket rows broadcast over actions.
+
+    A scalar cross feature is the same for every action (as the channel affinity is).
+    """
     n = action_block.shape[0]
     out = np.empty((n, len(MODEL_COLUMNS)), dtype=np.float32)
     a = len(CUSTOMER_COLUMNS)
@@ -234,9 +243,11 @@ def encode_candidates(
 ) -> np.ndarray:
     """The model input for one decision: one row per candidate, vectorised."""
     cats = actions.category[candidate_rows]
-    cat_aff = np.where(cats >= 0, customer.category_affinity[np.maximum(cats, 0)], 0.0)
+    cat_aff = customer.affinity_by_category_code[cats]
     ch = _CHANNEL_INDEX.get(channel, -1)
     chan_aff = customer.channel_affinity[ch] if ch >= 0 else 0.0
+    share: np.ndarray | float
+    in_basket: np.ndarray | float
     if basket_rows.size:
         basket_cats = actions.category[basket_rows]
         per_category = np.bincount(basket_cats[basket_cats >= 0], minlength=len(CATEGORIES))
@@ -246,11 +257,8 @@ def encode_candidates(
         in_basket = in_basket_mask[candidate_rows].astype(np.float32)
         basket_block = (per_category > 0).astype(np.float32)
     else:
-        share = np.zeros(len(candidate_rows), dtype=np.float32)
-        in_basket = share
-        basket_block = _EMPTY_BASKET
+        share, in_basket, basket_block = 0.0, 0.0, _EMPTY_BASKET
     return assemble(
         customer.block, context_block, actions.block[candidate_rows],
-        cat_aff, np.full(len(candidate_rows), chan_aff, np.float32), share, in_basket,
-        basket_block,
+        cat_aff, chan_aff, share, in_basket, basket_block,
     )

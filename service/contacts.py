@@ -92,11 +92,15 @@ class ContactLedger:
             self._contacts.popitem(last=False)
         return sum(len(c) for c in fresh.values())
 
-    def lookup(self, customer_id: str | None, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(exposures, suppressed) of the candidate action `rows` for this customer."""
+    def lookup(self, customer_id: str | None, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """(exposures, suppressed) of the candidate action `rows` for this customer.
+
+        `suppressed` is None when none of them is (the common case, which then costs the
+        decision path no mask).
+        """
         history = self._contacts.get(customer_id) if customer_id is not None else None
         if history is None:
-            return np.zeros(len(rows), dtype=np.int64), np.zeros(len(rows), dtype=bool)
+            return np.zeros(len(rows), dtype=np.int64), None
         now = self._clock()
         ts, code, contact_rows = history["ts"], history["code"], history["row"]
         shown = contact_rows[(code == _IMPRESSION) & (ts >= now - self.window_seconds)]
@@ -105,10 +109,11 @@ class ContactLedger:
         if self.cooldown_seconds > 0:
             blocked |= (code == _ACCEPT) & (ts >= now - self.cooldown_seconds)
         if not blocked.any():
-            return exposures, np.zeros(len(rows), dtype=bool)
+            return exposures, None
         mask = np.zeros(self._n, dtype=bool)
         mask[contact_rows[blocked]] = True
-        return exposures, mask[rows]
+        suppressed = mask[rows]
+        return exposures, suppressed if suppressed.any() else None
 
     def exposures(self, customer_id: str | None, rows: np.ndarray) -> np.ndarray:
         """Impressions of each candidate action to this customer within the window."""
@@ -116,4 +121,5 @@ class ContactLedger:
 
     def suppressed(self, customer_id: str | None, rows: np.ndarray) -> np.ndarray:
         """True where the customer dismissed the action (or took it, with a cool-down)."""
-        return self.lookup(customer_id, rows)[1]
+        suppressed = self.lookup(customer_id, rows)[1]
+        return suppressed if suppressed is not None else np.zeros(len(rows), dtype=bool)

@@ -89,18 +89,19 @@ class DecisionLog:
             await self._write(batch)
 
     async def _write(self, batch: list[Record]) -> None:
+        blobs = [orjson.dumps(r) for r in batch]  # once, for the store and `recent`
         for attempt in range(5):
             try:
-                await self._state.log_decisions(batch)
+                await self._state.log_decisions(batch, blobs)
                 break
             except Exception:
                 log.exception("decision log write failed (attempt %d)", attempt + 1)
                 await asyncio.sleep(0.05 * 2**attempt)
         recent = self._recent
-        for r in batch:
+        for r, blob in zip(batch, blobs, strict=True):
             decision_id = r["decision_id"]
             self._pending.pop(decision_id, None)
             if self._recent_size > 0:
-                recent[decision_id] = orjson.dumps(r)
+                recent[decision_id] = blob
         while len(recent) > self._recent_size:
             recent.popitem(last=False)

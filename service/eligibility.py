@@ -24,8 +24,8 @@ class Eligibility:
         if requested is None:
             return self._catalog.candidates(channel, placement)
         index = self._catalog.index
-        try:
-            wanted = np.fromiter(dict.fromkeys(index[a] for a in requested), dtype=np.int64)
+        try:  # duplicates dropped, first occurrence kept
+            wanted = np.array(list(map(index.__getitem__, dict.fromkeys(requested))), dtype=np.int64)
         except KeyError:
             unknown = sorted({a for a in requested if a not in index})
             raise UnknownCandidates(f"unknown candidate action ids: {unknown[:20]}") from None

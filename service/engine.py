@@ -7,6 +7,7 @@ owns it; this class only wires them and times each step. It knows nothing about 
 
 from __future__ import annotations
 
+import math
 import random
 import time
 from dataclasses import dataclass, field
@@ -63,87 +64,93 @@ class DecisionEngine:
             raise NotReady("action features are not loaded yet")
         ctx = req.context
 
-        with m.stage("candidates"):
+        with m.stages() as stage:
             rows = self.eligibility.candidates(req.channel, req.placement, req.candidates)
-        with m.stage("eligibility"):
+            stage.done("candidates")
+
             basket_rows = self.eligibility.basket_rows(ctx.basket)
             rows = self.eligibility.filter(rows, basket_rows)
-        with m.stage("contacts"):
+            stage.done("eligibility")
+
             # Dismissed (on any channel) -> not proposed; prior exposures -> fatigue.
             if self.contacts is None:
                 exposures = np.zeros(len(rows), dtype=np.int64)
             else:
                 exposures, suppressed = self.contacts.lookup(req.customer_id, rows)
-                if suppressed.any():
+                if suppressed is not None:
                     rows, exposures = rows[~suppressed], exposures[~suppressed]
                     if record:
                         m.contact_suppressed.inc(req.channel, amount=int(suppressed.sum()))
+            stage.done("contacts")
 
-        with m.stage("features"):
             customer = await self.customers.get(req.customer_id)
             cv = with_journey_stage(customer.vector, ctx.journey_stage)
             context_block = encode_context(
                 req.channel, req.placement, ctx.device, ctx.cart_value, len(ctx.basket)
             )
             x = encode_candidates(cv, context_block, req.channel, matrix, rows, basket_rows)
-        degraded = list(customer.degraded)
+            degraded = list(customer.degraded)
+            stage.done("features")
 
-        with m.stage("offline"):
             z = self.scorer.logits(x) if len(rows) else np.zeros(0)
-        with m.stage("online"):
+            stage.done("offline")
+
             correction = self.learner.weights.correction(
                 z, rows, req.channel, req.placement, cv.journey_stage, exposures
             )
             propensity = sigmoid(z + correction)
-        with m.stage("arbitration"):
+            stage.done("online")
+
             pr = arbitrate(self.catalog, rows, propensity, req.channel)
-        with m.stage("exploration"):
+            stage.done("arbitration")
+
             sel = select_top_k(pr.priority, req.limit, self.epsilon, self.rng, self.explore_top)
-        if not len(rows):
-            degraded.append("no_eligible_actions")
+            stage.done("exploration")
 
-        decision_id = f"{self.ids.getrandbits(128):032x}"
-        shown = []
-        explored_flags = sel.explored.tolist()
-        for rank, (pos, prob, explored) in enumerate(
-            zip(sel.positions.tolist(), sel.probability.tolist(), explored_flags, strict=False), 1
-        ):
-            action: dict[str, Any] = {
-                "action_id": self.catalog.ids[rows[pos]],
-                "rank": rank,
-                "score": float(pr.priority[pos]),
-                "propensity": float(propensity[pos]),
-                "probability": prob,
-                "value": float(pr.value[pos]),
-                "explored": explored,
-            }
+            if not len(rows):
+                degraded.append("no_eligible_actions")
+            decision_id = f"{self.ids.getrandbits(128):032x}"
+            # the shown actions' figures, gathered once and turned into Python numbers
+            pos = sel.positions
+            ids = self.catalog.ids
+            shown_rows, scores, propensities, values, logits, seen, probabilities, explored = (
+                a.tolist() for a in (rows[pos], pr.priority[pos], propensity[pos], pr.value[pos],
+                                     z[pos], exposures[pos], sel.probability, sel.explored)
+            )
+            actions: list[dict[str, Any]] = [
+                {"action_id": ids[r], "rank": rank, "score": score, "propensity": p,
+                 "probability": prob, "value": v, "explored": e}
+                for rank, (r, score, p, prob, v, e) in enumerate(
+                    zip(shown_rows, scores, propensities, probabilities, values, explored,
+                        strict=True), 1)
+            ]
             if req.explain:
-                action["explanation"] = {
-                    "offline_propensity": float(sigmoid(z[pos])),
-                    "online_correction": float(correction[pos]),
-                    "exposures": int(exposures[pos]),
-                    "propensity": float(propensity[pos]),
-                    "value": float(pr.value[pos]),
-                    "context_weight": float(pr.context_weight[pos]),
-                    "lever": float(pr.lever[pos]),
-                    "priority": float(pr.priority[pos]),
-                }
-            shown.append((action, float(z[pos]), int(exposures[pos])))
+                for action, i, zl, n in zip(actions, pos.tolist(), logits, seen, strict=True):
+                    action["explanation"] = {
+                        "offline_propensity": 1.0 / (1.0 + math.exp(-zl)),
+                        "online_correction": float(correction[i]),
+                        "exposures": n,
+                        "propensity": action["propensity"],
+                        "value": action["value"],
+                        "context_weight": float(pr.context_weight[i]),
+                        "lever": float(pr.lever[i]),
+                        "priority": action["score"],
+                    }
 
-        versions = self.model_versions
-        response: dict[str, Any] = {
-            "decision_id": decision_id,
-            "customer_id": req.customer_id,
-            "channel": req.channel,
-            "placement": req.placement,
-            "actions": [a for a, _, _ in shown],
-            "model_versions": versions,
-            "degraded": degraded,
-        }
+            versions = self.model_versions
+            response: dict[str, Any] = {
+                "decision_id": decision_id,
+                "customer_id": req.customer_id,
+                "channel": req.channel,
+                "placement": req.placement,
+                "actions": actions,
+                "model_versions": versions,
+                "degraded": degraded,
+            }
+            stage.done("response")
+            if not record:
+                return response
 
-        if not record:
-            return response
-        with m.stage("log"):
             self.log.submit({
                 "decision_id": decision_id,
                 "ts": time.time(),
@@ -154,22 +161,23 @@ class DecisionEngine:
                 "segment": cv.segment,
                 "context": ctx.model_dump(exclude_defaults=True),
                 "model": versions["offline"],
-                "candidates": [self.catalog.ids[r] for r in rows.tolist()],
+                "candidates": [ids[r] for r in rows.tolist()],
                 "shown": [
                     {"action_id": a["action_id"], "rank": a["rank"],
                      "probability": a["probability"], "propensity": a["propensity"],
                      "offline_logit": zl, "exposures": n, "explored": a["explored"]}
-                    for a, zl, n in shown
+                    for a, zl, n in zip(actions, logits, seen, strict=True)
                 ],
                 "degraded": degraded,
             })
+            stage.done("log")
 
         m.decisions.inc(req.channel)
         for reason in degraded:
             m.degraded.inc(req.channel, reason)
         if any(reason != "anonymous" for reason in degraded):
             m.degraded_responses.inc(req.channel)
-        n_explored = sum(explored_flags)
+        n_explored = sum(explored)
         if n_explored:
             m.exploration.inc(req.channel, amount=n_explored)
         return response

@@ -20,6 +20,7 @@ set `explore_top` to 0 when the logs must support evaluating arbitrary policies.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
@@ -43,10 +44,8 @@ def select_top_k(
     if epsilon <= 0.0:
         return Selection(order[:k], np.ones(k), np.zeros(k, dtype=bool))
     draws = rng.random(k)
-    if not (draws < epsilon).any():  # most decisions: every slot greedy, computed at once
-        left = np.arange(n, n - k, -1)  # remaining actions at each slot
-        window = np.minimum(left, explore_top) if explore_top > 0 else left
-        return Selection(order[:k], (1.0 - epsilon) + epsilon / window, np.zeros(k, dtype=bool))
+    if min(draws.tolist()) >= epsilon:  # most decisions: every slot greedy
+        return Selection(order[:k], *_greedy(n, k, epsilon, explore_top))
     remaining = order.tolist()
     picks = np.empty(k, dtype=np.int64)
     probs = np.empty(k)
@@ -58,3 +57,14 @@ def select_top_k(
         probs[slot] = (1.0 - epsilon) * (j == 0) + epsilon / m
         explored[slot] = j != 0
     return Selection(picks, probs, explored)
+
+
+@lru_cache(maxsize=1024)
+def _greedy(n: int, k: int, epsilon: float, explore_top: int) -> tuple[np.ndarray, np.ndarray]:
+    """Probabilities and explored flags of k greedy slots among n (shared, read-only)."""
+    left = np.arange(n, n - k, -1)  # remaining actions at each slot
+    window = np.minimum(left, explore_top) if explore_top > 0 else left
+    probability = (1.0 - epsilon) + epsilon / window
+    explored = np.zeros(k, dtype=bool)
+    probability.flags.writeable = explored.flags.writeable = False
+    return probability, explored

@@ -3,10 +3,11 @@
 Names follow the Prometheus conventions (`_seconds`, `_total`); buckets are explicit and
 tuned for a decision path that should cost about a millisecond. Metrics live in a
 `Metrics` object bound to a registry so tests (and several apps in one process) do not
-collide on the global registry. `Metrics.stage()` times one step of the decision path
-and counts its failures. The stage histogram is our own collector (`StageHistogram`):
-prometheus_client's `Histogram.observe` takes a lock per call, and nine of them per
-decision cost ~10% of a decision's CPU. For the same reason the counters the decision
+collide on the global registry. `Metrics.stages()` times the steps of one decision
+(one clock read per step, observed together at the end) and counts a failed step. The
+stage histogram is our own collector (`StageHistogram`): prometheus_client's
+`Histogram.observe` takes a lock per call, and ten of them per decision cost ~10% of a
+decision's CPU. For the same reason the counters the decision
 path bumps on every decision are `LoopCounter`s: plain dicts, updated only from the
 event loop's thread, exposed exactly like prometheus_client's counters.
 
@@ -56,7 +57,7 @@ LAG_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30
 
 STAGES = (
     "candidates", "eligibility", "contacts", "features", "offline", "online",
-    "arbitration", "exploration", "log",
+    "arbitration", "exploration", "response", "log",
 )
 
 
@@ -145,9 +146,9 @@ class Metrics:
         )
         self.ready = Gauge("nextbest_ready", "1 once the service is ready.", registry=r)
 
-    def stage(self, name: str) -> StageTimer:
-        """Time one step of the decision path; count it as failed if it raises."""
-        return StageTimer(self.stage_latency, name, self.stage_failures)
+    def stages(self) -> StageClock:
+        """Time the steps of one decision; count the step that raises as failed."""
+        return StageClock(self.stage_latency, self.stage_failures)
 
 
 class LoopCounter(Collector):
@@ -212,24 +213,37 @@ class StageHistogram(Collector):
         yield family
 
 
-class StageTimer:
-    """`with metrics.stage("features"): ...` — a cheap, allocation-light context manager."""
+class StageClock:
+    """`with metrics.stages() as stage: ...; stage.done("features"); ...`
 
-    __slots__ = ("_histogram", "_stage", "_failures", "_start")
+    Each `done(name)` reads the clock once: the step took the time since the previous
+    `done` (or since entering). The steps are observed together on leaving. If the block
+    raises, the step after the last one done (in `STAGES` order) is counted as failed.
+    """
 
-    def __init__(self, histogram: StageHistogram, stage: str, failures: Counter) -> None:
+    __slots__ = ("_histogram", "_failures", "_start", "_laps")
+
+    def __init__(self, histogram: StageHistogram, failures: Counter) -> None:
         self._histogram = histogram
-        self._stage = stage
         self._failures = failures
         self._start = 0.0
+        self._laps: list[tuple[str, float]] = []
 
-    def __enter__(self) -> None:
+    def __enter__(self) -> StageClock:
         self._start = time.perf_counter()
+        return self
+
+    def done(self, stage: str) -> None:
+        self._laps.append((stage, time.perf_counter()))
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self._histogram.observe(self._stage, time.perf_counter() - self._start)
+        observe, last = self._histogram.observe, self._start
+        for stage, t in self._laps:
+            observe(stage, t - last)
+            last = t
         if exc_type is not None and issubclass(exc_type, Exception):
-            self._failures.labels(self._stage).inc()
+            failed = STAGES.index(self._laps[-1][0]) + 1 if self._laps else 0
+            self._failures.labels(STAGES[min(failed, len(STAGES) - 1)]).inc()

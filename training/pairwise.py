@@ -92,7 +92,12 @@ class PairwiseLogistic(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         return self.classes_[(self.decision_function(X) > 0).astype(int)]
 
     def to_onnx(self, input_name: str, probabilities_name: str) -> Any:
-        """The quadratic form as an ONNX graph with `logit` [n, 1] and probabilities [n, 2]."""
+        """The quadratic form as an ONNX graph with `logit` [n, 1] and probabilities [n, 2].
+
+        b + x.w + x.A.x is computed as sum(x * (x A + w)) + b: one Gemm (the matrix
+        product plus the linear row), a Mul, a ReduceSum and an Add, the fewest nodes
+        ONNX Runtime runs it in (each node costs about a microsecond per call).
+        """
         from onnx import helper, numpy_helper
 
         def const(name: str, value: np.ndarray) -> Any:
@@ -100,16 +105,14 @@ class PairwiseLogistic(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
 
         d = self.n_features_in_
         initializers = [
-            const("pairs", self.pairs_), const("linear", self.linear_.reshape(d, 1)),
+            const("pairs", self.pairs_), const("linear", self.linear_.reshape(1, d)),
             const("intercept", np.array([[self.intercept_]])),
             numpy_helper.from_array(np.array([1], dtype=np.int64), "axis1"),
         ]
         nodes = [
-            helper.make_node("MatMul", [input_name, "pairs"], ["xa"]),
-            helper.make_node("Mul", ["xa", input_name], ["xax"]),
-            helper.make_node("ReduceSum", ["xax", "axis1"], ["quadratic"], keepdims=1),
-            helper.make_node("MatMul", [input_name, "linear"], ["xw"]),
-            helper.make_node("Add", ["quadratic", "xw"], ["partial"]),
+            helper.make_node("Gemm", [input_name, "pairs", "linear"], ["xa_w"]),
+            helper.make_node("Mul", ["xa_w", input_name], ["terms"]),
+            helper.make_node("ReduceSum", ["terms", "axis1"], ["partial"], keepdims=1),
             helper.make_node("Add", ["partial", "intercept"], [LOGIT_NAME]),
         ]
         # IR 8 is opset 17's, which every onnxruntime since 1.13 reads

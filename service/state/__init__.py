@@ -22,8 +22,12 @@ Record = dict[str, Any]
 class StateStore(Protocol):
     backend: str
 
-    async def log_decisions(self, records: Sequence[Record]) -> None:
-        """Store decision records (each has a `decision_id`) with the configured TTL."""
+    async def log_decisions(self, records: Sequence[Record],
+                            blobs: Sequence[bytes] | None = None) -> None:
+        """Store decision records (each has a `decision_id`) with the configured TTL.
+
+        `blobs`: the records already serialized with orjson, when the caller has them.
+        """
 
     async def get_decisions(self, decision_ids: Sequence[str]) -> list[Record | None]:
         """The records of these decisions, None where unknown or expired."""

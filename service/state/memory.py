@@ -23,7 +23,8 @@ class MemoryState:
         self._next_id = 1
         self._appended = asyncio.Event()
 
-    async def log_decisions(self, records: Sequence[Record]) -> None:
+    async def log_decisions(self, records: Sequence[Record],
+                            blobs: Sequence[bytes] | None = None) -> None:
         expires = time.monotonic() + self._ttl
         for r in records:
             self._decisions[r["decision_id"]] = (expires, r)

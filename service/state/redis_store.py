@@ -54,18 +54,18 @@ class RedisState:
     def _decision_key(self, decision_id: str) -> str:
         return f"{self._prefix}decision:{decision_id}"
 
-    async def log_decisions(self, records: Sequence[Record]) -> None:
+    async def log_decisions(self, records: Sequence[Record],
+                            blobs: Sequence[bytes] | None = None) -> None:
         if not records:
             return
+        if blobs is None:
+            blobs = [orjson.dumps(r) for r in records]
         if self._log_script is not None:
             keys = [self.decision_log_key, *(self._decision_key(r["decision_id"]) for r in records)]
-            await self._log_script(
-                keys=keys, args=[self._ttl, self._decision_log_maxlen, *map(orjson.dumps, records)]
-            )
+            await self._log_script(keys=keys, args=[self._ttl, self._decision_log_maxlen, *blobs])
             return
         pipe = self._r.pipeline(transaction=False)
-        for r in records:
-            blob = orjson.dumps(r)
+        for r, blob in zip(records, blobs, strict=True):
             pipe.set(self._decision_key(r["decision_id"]), blob, ex=self._ttl)
             pipe.xadd(self.decision_log_key, {"d": blob},
                       maxlen=self._decision_log_maxlen, approximate=True)

@@ -31,9 +31,10 @@ class CountingState(MemoryState):
         self.batches: list[int] = []
         self.reads = 0
 
-    async def log_decisions(self, records: Sequence[Record]) -> None:
+    async def log_decisions(self, records: Sequence[Record],
+                            blobs: Sequence[bytes] | None = None) -> None:
         self.batches.append(len(records))
-        await super().log_decisions(records)
+        await super().log_decisions(records, blobs)
 
     async def get_decisions(self, decision_ids: Sequence[str]) -> list[Record | None]:
         self.reads += 1

@@ -121,3 +121,33 @@ def test_loop_counter_exposes_what_a_prometheus_counter_would() -> None:
     assert mine.value("web", "a") == 3.5 and mine.value("app", "a") == 0
     with pytest.raises(ValueError, match="takes labels"):
         mine.inc("web")
+
+
+def _stage_counts(metrics: object) -> dict[str, float]:
+    from prometheus_client import generate_latest
+
+    text = generate_latest(metrics.registry).decode()  # type: ignore[attr-defined]
+    return {s.labels["stage"]: s.value for f in text_string_to_metric_families(text)
+            for s in f.samples if s.name == "nextbest_stage_duration_seconds_count"}
+
+
+def test_stage_clock_observes_each_step_once_and_counts_the_step_that_failed() -> None:
+    from service.metrics import Metrics
+
+    m = Metrics()
+    with m.stages() as stage:
+        stage.done("candidates")
+        stage.done("eligibility")
+    counts = _stage_counts(m)
+    assert counts["candidates"] == counts["eligibility"] == 1 and counts["contacts"] == 0
+    assert m.stage_latency._sums["candidates"] >= 0.0
+
+    with pytest.raises(RuntimeError), m.stages() as stage:
+        stage.done("candidates")
+        raise RuntimeError("the eligibility step broke")
+    assert m.stage_failures.labels("eligibility")._value.get() == 1
+    assert _stage_counts(m)["candidates"] == 2  # steps done before the failure still count
+
+    with pytest.raises(RuntimeError), m.stages():
+        raise RuntimeError("before any step")
+    assert m.stage_failures.labels(STAGES[0])._value.get() == 1
