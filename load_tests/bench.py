@@ -24,6 +24,10 @@ non-2xx answer, never on latency.
 loaded in turn at --target-rate for --rounds rounds of --duration seconds
 (load_tests/compare.py); writes compare.json and compare.md. With --smoke: the small
 demo data, 2 rounds of 2 s at 50 req/s (CI).
+
+`--breakdown`: instead, the CPU per request of nextbest cut short at each layer, and the
+bare endpoint with fixed CPU added to calibrate p99 against CPU (load_tests/breakdown.py);
+writes breakdown.json and breakdown.md. With --smoke: 1 round of 2 s at 50 req/s (CI).
 """
 
 from __future__ import annotations
@@ -42,7 +46,7 @@ from typing import Any
 
 import httpx
 
-from load_tests import compare, report
+from load_tests import breakdown, compare, report
 from load_tests.processes import (
     Server,
     free_port,
@@ -347,6 +351,28 @@ def against(args: argparse.Namespace, work: Path, redis_url: str, data_dir: Path
     return 1 if failed else 0
 
 
+def cost_breakdown(args: argparse.Namespace, work: Path, redis_url: str, data_dir: Path,
+                   models_dir: Path, items_file: Path, servers: list[Server]) -> int:
+    """The calibration and layer series, loaded in turn (load_tests/breakdown.py)."""
+    spins: tuple[int, ...] = breakdown.SPINS_US
+    rate, seconds, rounds = args.target_rate, args.duration, args.rounds
+    if args.smoke:
+        rate, seconds, rounds, spins = 50, 2.0, 1, spins[:1]
+    started = breakdown.start_servers(work, nextbest_env(redis_url, data_dir, models_dir), spins)
+    servers += started.values()
+    for server in started.values():
+        run_k6(server.url, items_file, work / "warm.json", 100, 1 if args.smoke else 3)
+        drain(server)
+    result = breakdown.run(
+        started, rounds, rate, seconds,
+        load=lambda s: run_k6(s.url, items_file, work / "breakdown-k6.json", rate, seconds),
+        settle=drain, when=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), out=args.out,
+    )
+    print(breakdown.markdown(result))
+    failed = sum(r["errors"] for r in result["servers"].values())
+    return 1 if failed else 0
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="nextbest bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -368,7 +394,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="nextbest only, 50 req/s for 3 s; fails on errors only (CI)")
     parser.add_argument("--against", type=Path,
                         help="another nextbest checkout: compare side by side with it")
-    parser.add_argument("--rounds", type=int, default=5, help="rounds of --against")
+    parser.add_argument("--rounds", type=int, default=5, help="rounds of --against and --breakdown")
+    parser.add_argument("--breakdown", action="store_true",
+                        help="CPU per request of each layer of nextbest, and the CPU a request "
+                        "may cost for p99 within 1.5x bare (calibrated with a busy bare endpoint)")
     args = parser.parse_args(argv)
     if args.against is not None and not (args.against / "service" / "cli.py").is_file():
         parser.error(f"--against {args.against}: not a nextbest checkout (no service/cli.py)")
@@ -402,6 +431,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.against is not None:
             return against(args, work, redis_url, data_dir, models_dir, items, items_file,
                            servers)
+        if args.breakdown:
+            return cost_breakdown(args, work, redis_url, data_dir, models_dir, items_file,
+                                  servers)
         targets = start_targets(args.targets, work, redis_url, data_dir, models_dir)
         servers += targets.values()
         if "nextbest" in targets:

@@ -63,10 +63,10 @@ def run_rounds(servers: dict[str, Server], rounds: int,
     return measured
 
 
-def summarize(rounds: dict[str, list[Round]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for name, rs in rounds.items():
-        out[name] = {
+def medians(rounds: dict[str, list[Round]]) -> dict[str, dict[str, Any]]:
+    """Per server: its rounds, the medians of CPU per request, p50 and p99, and the errors."""
+    return {
+        name: {
             "rounds": [r.__dict__ for r in rs],
             "median_cpu_ms": round(statistics.median(r.cpu_ms for r in rs), 4),
             "median_p50_ms": round(statistics.median(r.p50_ms for r in rs), 3),
@@ -74,6 +74,12 @@ def summarize(rounds: dict[str, list[Round]]) -> dict[str, Any]:
             "errors": sum(r.errors for r in rs),
             "dropped": sum(r.dropped for r in rs),
         }
+        for name, rs in rounds.items()
+    }
+
+
+def summarize(rounds: dict[str, list[Round]]) -> dict[str, Any]:
+    out: dict[str, Any] = medians(rounds)
     out["cpu_ratio"] = round(out["this"]["median_cpu_ms"] / out["other"]["median_cpu_ms"], 4)
     return out
 

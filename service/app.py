@@ -179,8 +179,13 @@ class NextbestAPI(FastAPI):
         return self.openapi_schema  # type: ignore[return-value]
 
 
-def create_app(settings: Settings, metrics: Metrics | None = None) -> FastAPI:
-    """Build the app; the lifespan builds the runtime from `settings` at start-up."""
+def create_app(settings: Settings, metrics: Metrics | None = None,
+               handlers: Mapping[str, api.Handler] | None = None) -> FastAPI:
+    """Build the app; the lifespan builds the runtime from `settings` at start-up.
+
+    `handlers` (default `api.HANDLERS`) serve the `/v1` POST endpoints; the benchmark's
+    cost breakdown (`load_tests/layers_app.py`) passes ones cut short at some layer.
+    """
     metrics = metrics or Metrics()
 
     @asynccontextmanager
@@ -201,7 +206,8 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> FastAPI:
     )
     app.include_router(api.v1)
     app.include_router(api.ops)
-    entry: ASGIApp = FastRoutes(functools.partial(FastAPI.__call__, app), api.HANDLERS,
+    entry: ASGIApp = FastRoutes(functools.partial(FastAPI.__call__, app),
+                                api.HANDLERS if handlers is None else handlers,
                                 settings.max_body_bytes)
     if settings.api_key_set:
         entry = APIKeyCheck(entry, keys=settings.api_key_set)

@@ -42,3 +42,13 @@ def test_compare_against_another_checkout_loads_both_in_turn(redis_url: str, tmp
 def test_against_refuses_a_directory_that_is_not_a_checkout(tmp_path: Path) -> None:
     with pytest.raises(SystemExit):
         main(["--against", str(tmp_path), "--out", str(tmp_path)])
+
+
+def test_breakdown_measures_every_layer_and_the_calibration(redis_url: str, tmp_path: Path) -> None:
+    assert main(["--smoke", "--breakdown", "--redis-url", redis_url, "--out", str(tmp_path)]) == 0
+    result = json.loads((tmp_path / "breakdown.json").read_text())
+    names = list(result["servers"])
+    assert names == ["bare", "bare +100 us", "http", "parse", "decide", "record", "nextbest"]
+    for row in result["servers"].values():
+        assert row["median_cpu_ms"] > 0 and row["errors"] == 0 and len(row["rounds"]) == 1
+    assert "| nextbest |" in (tmp_path / "breakdown.md").read_text()

@@ -1,0 +1,70 @@
+"""nextbest with its `/v1` handlers cut short at one layer, for `nextbest bench --breakdown`.
+
+`NEXTBEST_BENCH_LAYER` picks how much of the work a request does (each adds to the last):
+
+- `http`:   the service's own HTTP path (uvicorn, its ASGI layers and HTTP metrics) and a
+            fixed answer of a real decision's size;
+- `parse`:  + validating the request body;
+- `decide`: + the decision (`DecisionEngine.decide` without its record);
+- `record`: + the decision record (decision log, in batches, to Redis).
+
+In every layer feedback is validated at most, never accepted: the full service
+(`nextbest serve`) is the next layer, adding feedback accepted to the stream and learned.
+The runtime starts as in the service (Redis, model, background tasks) in every layer.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from fastapi import FastAPI
+
+from service import api
+from service.app import create_app as create_service_app
+from service.runtime import Runtime
+from service.schemas import DecisionRequest
+from service.settings import Settings
+
+LAYERS = ("http", "parse", "decide", "record")
+
+_DECISION = {
+    "decision_id": "0" * 32, "customer_id": None, "channel": "web", "placement": "home",
+    "actions": [{"action_id": f"p{i:03d}", "rank": i, "score": 0.5, "propensity": 0.1,
+                 "probability": 0.98, "value": 5.0, "explored": False} for i in range(1, 6)],
+    "model_versions": {"offline": "nextbest-ranker:1", "online": "river-logreg:0",
+                       "catalog": "demo"},
+    "degraded": [],
+}
+_FEEDBACK = {"accepted": 1, "rejected": []}
+
+
+def handlers(layer: str) -> dict[str, api.Handler]:
+    """The `/v1` handlers of one layer."""
+    if layer not in LAYERS:
+        raise ValueError(f"unknown layer {layer!r}: one of {', '.join(LAYERS)}")
+    parse = layer != "http"
+
+    async def decision(runtime: Runtime, body: bytes, content_type: str | None,
+                       state: dict[str, Any]) -> tuple[int, Any]:
+        if not parse:
+            state["channel"] = "web"
+            return 200, _DECISION
+        request: DecisionRequest = api.parse_json(body, content_type, DecisionRequest)
+        state["channel"] = request.channel
+        if layer == "parse":
+            return 200, _DECISION
+        return 200, await runtime.engine.decide(request, record=layer == "record")
+
+    async def feedback(runtime: Runtime, body: bytes, content_type: str | None,
+                       state: dict[str, Any]) -> tuple[int, Any]:
+        if parse:
+            api.parse_json(body, content_type, api._FEEDBACK)
+        return 202, _FEEDBACK
+
+    return {"/v1/decisions": decision, "/v1/feedback": feedback}
+
+
+def create_app() -> FastAPI:
+    """The app for `uvicorn --factory load_tests.layers_app:create_app` (settings from env)."""
+    return create_service_app(Settings(), handlers=handlers(os.environ["NEXTBEST_BENCH_LAYER"]))
