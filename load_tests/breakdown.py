@@ -6,8 +6,9 @@ Two series of servers on the same machine, loaded in turn (`--rounds` times,
 - calibration: the bare endpoint as is, and with N us of busy CPU added to every request
   (`BARE_SPIN_US`, for N in `SPINS_US`): how p99 grows with the CPU a request costs, on
   this machine, in this run;
-- layers: nextbest cut short at each layer (`layers_app.py`: http, parse, decide,
-  record), then the full service: what each layer adds to the CPU per request.
+- layers: nextbest cut short at each layer (`layers_app.py`: http, parse, customer,
+  score, decide, record), then the full service: what each layer adds to the CPU per
+  request.
 
 The report reads a CPU budget off the calibration: the CPU per request at which the bare
 endpoint's p99 reaches `P99_RATIO` times its own (linear between calibration points).
@@ -35,7 +36,9 @@ P99_RATIO = 1.5
 ADDS = {
     "http": "its HTTP path and a fixed answer",
     "parse": "request validation",
-    "decide": "the decision (no contact ledger)",
+    "customer": "the customer's features (cache; Redis on a miss)",
+    "score": "one ONNX Runtime call",
+    "decide": "the rest of the decision (no contact ledger)",
     "record": "the decision record (log to Redis)",
     "nextbest": "feedback accepted and learned, contact ledger",
 }

@@ -2,11 +2,15 @@
 
 `NEXTBEST_BENCH_LAYER` picks how much of the work a request does (each adds to the last):
 
-- `http`:   the service's own HTTP path (uvicorn, its ASGI layers and HTTP metrics) and a
-            fixed answer of a real decision's size;
-- `parse`:  + validating the request body;
-- `decide`: + the decision (`DecisionEngine.decide` without its record);
-- `record`: + the decision record (decision log, in batches, to Redis).
+- `http`:     the service's own HTTP path (uvicorn, its ASGI layers and HTTP metrics) and
+              a fixed answer of a real decision's size;
+- `parse`:    + validating the request body;
+- `customer`: + the customer's features (in-process cache, a Redis read on a miss);
+- `score`:    + one ONNX Runtime call of the offline model, on a fixed float32 matrix with
+              one row per requested candidate (its cost does not depend on the values);
+- `decide`:   the whole decision (`DecisionEngine.decide` without its record), i.e. + the
+              rest of it: eligibility, encoding, correction, arbitration, selection, response;
+- `record`:   + the decision record (decision log, in batches, to Redis).
 
 In every layer feedback is validated at most, never accepted: the full service
 (`nextbest serve`) is the next layer, adding feedback accepted to the stream and learned.
@@ -15,18 +19,21 @@ The runtime starts as in the service (Redis, model, background tasks) in every l
 
 from __future__ import annotations
 
+import functools
 import os
 from typing import Any
 
+import numpy as np
 from fastapi import FastAPI
 
+from features.encoding import MODEL_COLUMNS
 from service import api
 from service.app import create_app as create_service_app
 from service.runtime import Runtime
 from service.schemas import DecisionRequest
 from service.settings import Settings
 
-LAYERS = ("http", "parse", "decide", "record")
+LAYERS = ("http", "parse", "customer", "score", "decide", "record")
 
 _DECISION = {
     "decision_id": "0" * 32, "customer_id": None, "channel": "web", "placement": "home",
@@ -37,6 +44,11 @@ _DECISION = {
     "degraded": [],
 }
 _FEEDBACK = {"accepted": 1, "rejected": []}
+
+
+@functools.cache
+def _matrix(rows: int) -> np.ndarray:
+    return np.random.default_rng(rows).random((rows, len(MODEL_COLUMNS)), dtype=np.float32)
 
 
 def handlers(layer: str) -> dict[str, api.Handler]:
@@ -52,7 +64,11 @@ def handlers(layer: str) -> dict[str, api.Handler]:
             return 200, _DECISION
         request: DecisionRequest = api.parse_json(body, content_type, DecisionRequest)
         state["channel"] = request.channel
-        if layer == "parse":
+        if layer in ("parse", "customer", "score"):
+            if layer != "parse":
+                await runtime.engine.customers.get(request.customer_id)
+            if layer == "score":
+                runtime.engine.scorer.logits(_matrix(len(request.candidates or ()) or 20))
             return 200, _DECISION
         return 200, await runtime.engine.decide(request, record=layer == "record")
 

@@ -48,7 +48,8 @@ def test_breakdown_measures_every_layer_and_the_calibration(redis_url: str, tmp_
     assert main(["--smoke", "--breakdown", "--redis-url", redis_url, "--out", str(tmp_path)]) == 0
     result = json.loads((tmp_path / "breakdown.json").read_text())
     names = list(result["servers"])
-    assert names == ["bare", "bare +100 us", "http", "parse", "decide", "record", "nextbest"]
+    assert names == ["bare", "bare +100 us", "http", "parse", "customer", "score", "decide",
+                     "record", "nextbest"]
     for row in result["servers"].values():
         assert row["median_cpu_ms"] > 0 and row["errors"] == 0 and len(row["rounds"]) == 1
     assert "| nextbest |" in (tmp_path / "breakdown.md").read_text()
