@@ -48,7 +48,6 @@ def start_servers(work: Path, nextbest_env: dict[str, str],
                   spins: tuple[int, ...] = SPINS_US) -> dict[str, Server]:
     """The calibration series (bare, bare + N us) and the layer series, in report order."""
     servers: dict[str, Server] = {}
-
     for us in (0, *spins):
         name = "bare" if us == 0 else f"bare +{us} us"
         port = free_port()

@@ -6,7 +6,7 @@ tuned for a decision path that should cost about a millisecond. Metrics live in 
 collide on the global registry. `Metrics.stages()` times the steps of one decision
 (one clock read per step, observed together at the end) and counts a failed step. The
 stage histogram is our own collector (`StageHistogram`): prometheus_client's
-`Histogram.observe` takes a lock per call, and ten of them per decision cost ~10% of a
+`Histogram.observe` takes a lock per call, and nine of them per decision cost ~10% of a
 decision's CPU. For the same reason the counters the decision
 path bumps on every decision are `LoopCounter`s: plain dicts, updated only from the
 event loop's thread, exposed exactly like prometheus_client's counters.
