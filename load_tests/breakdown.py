@@ -96,9 +96,9 @@ def markdown(result: dict[str, Any]) -> str:
     previous = None
     for name, r in rows.items():
         added = "-"
-        if name in ADDS and previous is not None:
-            added = f"{r['median_cpu_ms'] - previous:+.3f}"
-        if name in ADDS:
+        if name in ADDS:  # a nextbest layer: what it adds to the one above
+            if previous is not None:
+                added = f"{r['median_cpu_ms'] - previous:+.3f}"
             previous = r["median_cpu_ms"]
         lines.append(
             f"| {name} | {ADDS.get(name, 'calibration')} | {r['median_cpu_ms']:.3f} | {added} | "

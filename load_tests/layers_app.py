@@ -55,27 +55,30 @@ def handlers(layer: str) -> dict[str, api.Handler]:
     """The `/v1` handlers of one layer."""
     if layer not in LAYERS:
         raise ValueError(f"unknown layer {layer!r}: one of {', '.join(LAYERS)}")
-    parse = layer != "http"
+    depth = LAYERS.index(layer)
+
+    def reaches(name: str) -> bool:
+        return depth >= LAYERS.index(name)
 
     async def decision(runtime: Runtime, body: bytes, content_type: str | None,
                        state: dict[str, Any]) -> tuple[int, Any]:
-        if not parse:
+        if not reaches("parse"):
             state["channel"] = "web"
             return 200, _DECISION
         request: DecisionRequest = api.parse_json(body, content_type, DecisionRequest)
         state["channel"] = request.channel
-        if layer in ("parse", "customer", "score"):
-            if layer != "parse":
-                await runtime.engine.customers.get(request.customer_id)
-            if layer == "score":
-                runtime.engine.scorer.logits(_matrix(len(request.candidates or ()) or 20))
-            return 200, _DECISION
-        return 200, await runtime.engine.decide(request, record=layer == "record")
+        if reaches("decide"):
+            return 200, await runtime.engine.decide(request, record=reaches("record"))
+        if reaches("customer"):
+            await runtime.engine.customers.get(request.customer_id)
+        if reaches("score"):
+            runtime.engine.scorer.logits(_matrix(len(request.candidates or ()) or 20))
+        return 200, _DECISION
 
     async def feedback(runtime: Runtime, body: bytes, content_type: str | None,
                        state: dict[str, Any]) -> tuple[int, Any]:
-        if parse:
-            api.parse_json(body, content_type, api._FEEDBACK)
+        if reaches("parse"):
+            api.parse_json(body, content_type, api.FEEDBACK_BODY)
         return 202, _FEEDBACK
 
     return {"/v1/decisions": decision, "/v1/feedback": feedback}

@@ -71,7 +71,7 @@ RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 
 T = TypeVar("T")
 FeedbackBody = FeedbackEvent | FeedbackBatch
-_FEEDBACK: TypeAdapter[FeedbackBody] = TypeAdapter(FeedbackBody)
+FEEDBACK_BODY: TypeAdapter[FeedbackBody] = TypeAdapter(FeedbackBody)
 
 
 def _is_json(content_type: str) -> bool:
@@ -134,7 +134,7 @@ async def decision_handler(runtime: Runtime, body: bytes, content_type: str | No
 
 async def feedback_handler(runtime: Runtime, body: bytes, content_type: str | None,
                            state: dict[str, Any]) -> tuple[int, Any]:
-    parsed: FeedbackBody = parse_json(body, content_type, _FEEDBACK)
+    parsed: FeedbackBody = parse_json(body, content_type, FEEDBACK_BODY)
     events = parsed.events if isinstance(parsed, FeedbackBatch) else [parsed]
     accepted, rejected = await runtime.feedback.submit(events)
     if isinstance(parsed, FeedbackEvent) and rejected:

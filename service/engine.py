@@ -7,7 +7,6 @@ owns it; this class only wires them and times each step. It knows nothing about 
 
 from __future__ import annotations
 
-import math
 import random
 import time
 from dataclasses import dataclass, field
@@ -125,9 +124,10 @@ class DecisionEngine:
                         strict=True), 1)
             ]
             if req.explain:
-                for action, i, zl, n in zip(actions, pos.tolist(), logits, seen, strict=True):
+                offline = sigmoid(z[pos]).tolist()
+                for action, i, p0, n in zip(actions, pos.tolist(), offline, seen, strict=True):
                     action["explanation"] = {
-                        "offline_propensity": 1.0 / (1.0 + math.exp(-zl)),
+                        "offline_propensity": p0,
                         "online_correction": float(correction[i]),
                         "exposures": n,
                         "propensity": action["propensity"],
