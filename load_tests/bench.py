@@ -36,6 +36,7 @@ import argparse
 import json
 import os
 import re
+import resource
 import shutil
 import subprocess
 import sys
@@ -50,6 +51,7 @@ from load_tests import breakdown, compare, report
 from load_tests.processes import (
     Server,
     free_port,
+    machine_ticks,
     nextbest_args,
     nextbest_env,
     start_http,
@@ -92,9 +94,14 @@ def run_k6(base_url: str, items_file: Path, out: Path, rate: int, duration: floa
            "DURATION": f"{duration}s", "VUS": str(min(300, max(50, rate // 10))),
            "MAX_VUS": "600", "TIMEOUT": timeout, "OUT": str(out), "K6_NO_USAGE_REPORT": "true"}
     out.unlink(missing_ok=True)
+    # k6 is the only child waited for meanwhile, so the children's rusage grows by its own
+    k6_before, machine_before = _children_cpu(), machine_ticks()
     subprocess.run([k6_binary(), "run", "--quiet", "--no-color", str(HERE / "k6_decisions.js")],
                    env={**os.environ, **env}, check=False, stdout=subprocess.DEVNULL,
                    stderr=subprocess.DEVNULL, timeout=duration + 60)
+    k6_cpu = _children_cpu() - k6_before
+    busy, total = (after - before for after, before in zip(machine_ticks(), machine_before,
+                                                           strict=True))
     if not out.exists():
         raise SystemExit(f"k6 wrote no summary for {base_url} at {rate} req/s")
     m = json.loads(out.read_text())["metrics"]
@@ -121,7 +128,15 @@ def run_k6(base_url: str, items_file: Path, out: Path, rate: int, duration: floa
         "errors": int(failed),
         "failed_checks": int(checks.get("fails", 0)),
         "dropped": int(values("dropped_iterations").get("count", 0)),
+        # what the load generator itself costs, on the cores it shares with the servers
+        "k6_cpu_ms_per_request": round(1000 * k6_cpu / max(1, n_dec + n_fb), 3),
+        "machine_busy": round(float(busy / total), 3) if total else None,
     }
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def sustainable(point: dict[str, Any], limit_ms: float) -> bool:

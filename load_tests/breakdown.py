@@ -26,7 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from load_tests import compare
+from load_tests import compare, report
 from load_tests.layers_app import LAYERS
 from load_tests.processes import Server, free_port, nextbest_args, start_http, uvicorn_args
 
@@ -90,8 +90,9 @@ def markdown(result: dict[str, Any]) -> str:
         f"{result['rounds']} rounds of {result['duration_s']} s at {result['rate']} req/s per "
         "server, loaded in turn; medians. `added`: CPU over the row above (nextbest rows).",
         "",
-        "| server | adds | CPU ms/request | added | p50 ms | p99 ms | p99 / bare | errors | dropped |",
-        "|---|---|---|---|---|---|---|---|---|",
+        ("| server | adds | CPU ms/request | added | p50 ms | p99 ms | p99 / bare | errors | dropped "
+         "| k6 CPU ms/request | machine busy |"),
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     previous = None
     for name, r in rows.items():
@@ -103,7 +104,8 @@ def markdown(result: dict[str, Any]) -> str:
         lines.append(
             f"| {name} | {ADDS.get(name, 'calibration')} | {r['median_cpu_ms']:.3f} | {added} | "
             f"{r['median_p50_ms']:.2f} | {r['median_p99_ms']:.2f} | {r['median_p99_ms'] / base:.2f} | "
-            f"{r['errors']} | {r['dropped']} |"
+            f"{r['errors']} | {r['dropped']} | {r['median_k6_cpu_ms']:.3f} | "
+            f"{report.share(r['median_machine_busy'])} |"
         )
     budget = result["cpu_budget_ms"]
     lines.append("")

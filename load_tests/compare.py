@@ -30,6 +30,8 @@ class Round:
     p99_ms: float
     errors: int
     dropped: int
+    k6_cpu_ms: float
+    machine_busy: float | None
 
 
 def start_pair(here: Path, other: Path, work: Path, env: dict[str, str]) -> dict[str, Server]:
@@ -55,10 +57,12 @@ def run_rounds(servers: dict[str, Server], rounds: int,
             point = load(server)
             served = max(1, point["decisions"] + point["feedback"])
             r = Round(round(server.cpu_ms_per_request(cpu_before, served), 4),
-                      point["p50_ms"], point["p99_ms"], point["errors"], point["dropped"])
+                      point["p50_ms"], point["p99_ms"], point["errors"], point["dropped"],
+                      point["k6_cpu_ms_per_request"], point["machine_busy"])
             measured[name].append(r)
             print(f"round {i + 1} {name}: server CPU {r.cpu_ms} ms/request, p50 {r.p50_ms} "
-                  f"p99 {r.p99_ms} ms, errors {r.errors}, dropped {r.dropped}", flush=True)
+                  f"p99 {r.p99_ms} ms, errors {r.errors}, dropped {r.dropped}, "
+                  f"k6 CPU {r.k6_cpu_ms} ms/request, machine busy {r.machine_busy}", flush=True)
             settle(server)
     return measured
 
@@ -71,11 +75,18 @@ def medians(rounds: dict[str, list[Round]]) -> dict[str, dict[str, Any]]:
             "median_cpu_ms": round(statistics.median(r.cpu_ms for r in rs), 4),
             "median_p50_ms": round(statistics.median(r.p50_ms for r in rs), 3),
             "median_p99_ms": round(statistics.median(r.p99_ms for r in rs), 3),
+            "median_k6_cpu_ms": round(statistics.median(r.k6_cpu_ms for r in rs), 4),
+            "median_machine_busy": _median_or_none([r.machine_busy for r in rs]),
             "errors": sum(r.errors for r in rs),
             "dropped": sum(r.dropped for r in rs),
         }
         for name, rs in rounds.items()
     }
+
+
+def _median_or_none(values: list[float | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    return round(statistics.median(known), 3) if known else None
 
 
 def summarize(rounds: dict[str, list[Round]]) -> dict[str, Any]:

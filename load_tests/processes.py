@@ -58,6 +58,16 @@ class Server:
         return 1000 * (self.cpu_seconds() - cpu_before) / requests
 
 
+def machine_ticks() -> tuple[int, int]:
+    """(busy, total) CPU ticks of the whole machine so far, all cores (Linux /proc/stat)."""
+    try:
+        ticks = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except (OSError, ValueError):
+        return 0, 0
+    idle = ticks[3] + (ticks[4] if len(ticks) > 4 else 0)  # idle + iowait
+    return sum(ticks) - idle, sum(ticks)
+
+
 def start_redis(workdir: Path) -> Server:
     binary = shutil.which("redis-server")
     if binary is None:

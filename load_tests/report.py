@@ -20,6 +20,11 @@ def _cpu(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}"
 
 
+def share(value: float | None) -> str:
+    """A fraction as a percentage ("-" when unknown)."""
+    return "-" if value is None else f"{value:.0%}"
+
+
 def goals(results: dict[str, Any]) -> list[dict[str, Any]]:
     """The issue's targets, each with what was measured and whether it is met."""
     t = results["targets"]
@@ -80,13 +85,15 @@ def markdown(results: dict[str, Any]) -> str:
          f"{mix['feedback_share']:.0%} of decisions followed by feedback. k6 constant arrival "
          f"rate, {results['duration_s']} s per sweep point, {results['search_duration_s']} s per "
          f"search step; one uvicorn worker each; features from Redis. "
-         f"Sustainable = decision p99 < {results['p99_limit_ms']:.0f} ms, no errors, no drops."),
+         f"Sustainable = decision p99 < {results['p99_limit_ms']:.0f} ms, no errors, no drops. "
+         "k6 runs on the same two cores as the server: `k6 CPU` is what the load generator "
+         "spent per request, `machine busy` the share of both cores busy during the point."),
         "",
         "## Rate sweep",
         "",
         ("| target | rate req/s | achieved req/s | p50 ms | p99 ms | feedback p99 ms | errors "
-         "| dropped | server CPU ms/request |"),
-        "|---|---|---|---|---|---|---|---|---|",
+         "| dropped | server CPU ms/request | k6 CPU ms/request | machine busy |"),
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name in TARGETS:
         r = results["targets"].get(name)
@@ -96,10 +103,11 @@ def markdown(results: dict[str, Any]) -> str:
             lines.append(
                 f"| {name} | {p['rate']} | {p['achieved']} | {_ms(p['p50_ms'])} | {_ms(p['p99_ms'])} | "
                 f"{_ms(p['feedback_p99_ms'])} | {p['errors']} | {p['dropped']} | "
-                f"{_cpu(p.get('cpu_ms_per_request'))} |"
+                f"{_cpu(p.get('cpu_ms_per_request'))} | {_cpu(p.get('k6_cpu_ms_per_request'))} | "
+                f"{share(p.get('machine_busy'))} |"
             )
         for s in r.get("skipped", []):
-            lines.append(f"| {name} | {s} | skipped: saturated at a lower rate | | | | | | |")
+            lines.append(f"| {name} | {s} | skipped: saturated at a lower rate | | | | | | | | |")
     lines += [
         "",
         "## Capacity, start-up, memory",

@@ -10,7 +10,7 @@ from load_tests.layers_app import handlers
 
 def _row(cpu: float, p99: float) -> dict[str, float | int | list[object]]:
     return {"median_cpu_ms": cpu, "median_p50_ms": 0.5, "median_p99_ms": p99, "errors": 0,
-            "dropped": 0, "rounds": []}
+            "dropped": 0, "rounds": [], "median_k6_cpu_ms": 0.5, "median_machine_busy": 0.55}
 
 
 def test_cpu_budget_interpolates_where_the_calibration_crosses_the_ratio() -> None:
@@ -26,6 +26,7 @@ def test_markdown_adds_each_layer_to_the_one_above() -> None:
     text = markdown({"when": "now", "rate": 1000, "duration_s": 8, "rounds": 3,
                      "servers": rows, "cpu_budget_ms": cpu_budget(rows)})
     assert "| parse | request validation | 0.130 | +0.030 |" in text
+    assert text.count("| 0.500 | 55% |") == len(rows)  # the load generator's share, per row
     assert "| nextbest | feedback accepted and learned, contact ledger | 0.450 | +0.320 |" in text
     assert "**0.250 ms**" in text and "nextbest costs **0.450 ms**" in text
 

@@ -34,6 +34,8 @@ def test_compare_against_another_checkout_loads_both_in_turn(redis_url: str, tmp
     for side in ("this", "other"):
         rounds = result[side]["rounds"]
         assert len(rounds) == 2 and all(r["cpu_ms"] > 0 and r["p99_ms"] > 0 for r in rounds)
+        # k6's own CPU was counted, and the machine was busy part of the time
+        assert all(r["k6_cpu_ms"] > 0 and 0 < r["machine_busy"] <= 1 for r in rounds)
         assert result[side]["errors"] == 0
     assert result["cpu_ratio"] > 0
     assert "CPU per request, this / other" in (tmp_path / "compare.md").read_text()
