@@ -160,11 +160,15 @@ class RedisFeatureReader:
     """Feast's Redis online store, one HMGET (one round trip) per entity."""
 
     def __init__(self, client: Any, layout: EntityLayout) -> None:
-        self._client = client  # redis.asyncio.Redis or RedisCluster
+        # redis.asyncio.Redis, RedisCluster, or the service's lean RespConnection (`read`
+        # only: it has `execute_command` but no pipelines)
+        self._client = client
         self._layout = layout
 
     async def read(self, entity_id: str) -> FeatureRow | None:
-        raw = await self._client.hmget(self._layout.redis_key(entity_id), self._layout.fields)
+        raw = await self._client.execute_command(
+            "HMGET", self._layout.redis_key(entity_id), *self._layout.fields
+        )
         return self._layout.decode_hash(raw)
 
     async def read_many(self, entity_ids: Sequence[str]) -> dict[str, FeatureRow]:

@@ -47,6 +47,7 @@ from service.settings import Settings
 from service.state import StateStore
 from service.state.memory import MemoryState
 from service.state.redis_store import RedisState
+from service.state.resp import RespConnection
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +78,22 @@ def redis_client(settings: Settings, timeout: float = 5.0, decision_path: bool =
         return aioredis.RedisCluster.from_url(settings.redis_url, **options)
     return aioredis.from_url(settings.redis_url, health_check_interval=0,
                              single_connection_client=single_connection, **options)
+
+
+def hot_path_clients(settings: Settings) -> tuple[Any, Any]:
+    """(customer reads, state writes): the connections most requests send a command on.
+
+    On a single node, lean pipelined connections (`service/state/resp.py`, less than half
+    redis-py's client CPU per command); the reads get no retry, so the decision path's
+    timeout bounds them and a failed read serves defaults. Redis Cluster (and URLs other
+    than redis://) keep redis-py's single-connection clients.
+    """
+    if not settings.redis_cluster and settings.redis_url and settings.redis_url.startswith("redis://"):
+        return (RespConnection(settings.redis_url, settings.redis_timeout_seconds),
+                RespConnection(settings.redis_url, retry_on_disconnect=True))
+    return (redis_client(settings, settings.redis_timeout_seconds, decision_path=True,
+                         single_connection=True),
+            redis_client(settings, single_connection=True))
 
 
 @dataclass
@@ -120,9 +137,7 @@ class Runtime:
             # timeout; state writes a patient one; blocking stream reads and the action
             # refresh a patient pool.
             client = redis_client(settings)
-            fast = redis_client(settings, settings.redis_timeout_seconds, decision_path=True,
-                                single_connection=True)
-            writer = redis_client(settings, single_connection=True)
+            fast, writer = hot_path_clients(settings)
             state = RedisState(writer, settings.decision_ttl_seconds, settings.feedback_stream_maxlen,
                                scripted=not settings.redis_cluster, reader=client)
             customer_reader = RedisFeatureReader(fast, customers)

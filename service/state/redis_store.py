@@ -11,17 +11,23 @@ batch live in different slots, so there (`scripted=False`) the batch is a pipeli
 single-key commands, and no hash tags are needed.
 
 Blocking stream reads (`read_feedback`) can go through their own client (`reader`): the
-service writes through a single-connection client (no pool bookkeeping per command,
-~40 us less client CPU each), on which a read blocking for half a second would hold up
-every write behind it.
+service writes through one pipelined connection (`service/state/resp.py` on a single
+node), on which a read blocking for half a second would hold up every write behind it.
+
+The writer is anything with redis-py's `execute_command`: a redis-py client or, on a
+single node, the service's `RespConnection`. Single-node batches are one command each
+(the script, MGET); only cluster mode (`scripted=False`) needs redis-py's pipelines.
 """
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 from collections.abc import Sequence
 from typing import Any
 
 import orjson
+from redis.exceptions import NoScriptError, ResponseError
 
 from service.state import Record
 
@@ -33,6 +39,7 @@ for i = 2, #KEYS do
 end
 return #KEYS - 1
 """
+_LOG_DECISIONS_SHA = hashlib.sha1(_LOG_DECISIONS.encode(), usedforsecurity=False).hexdigest()
 
 
 class RedisState:
@@ -43,7 +50,7 @@ class RedisState:
                  scripted: bool = True, reader: Any | None = None) -> None:
         self._r = client
         self._reader = reader if reader is not None else client
-        self._log_script = client.register_script(_LOG_DECISIONS) if scripted else None
+        self._single_node = scripted
         self._ttl = decision_ttl_seconds
         self._feedback_maxlen = feedback_maxlen
         self._decision_log_maxlen = decision_log_maxlen
@@ -60,9 +67,9 @@ class RedisState:
             return
         if blobs is None:
             blobs = [orjson.dumps(r) for r in records]
-        if self._log_script is not None:
+        if self._single_node:
             keys = [self.decision_log_key, *(self._decision_key(r["decision_id"]) for r in records)]
-            await self._log_script(keys=keys, args=[self._ttl, self._decision_log_maxlen, *blobs])
+            await self._script(len(keys), *keys, self._ttl, self._decision_log_maxlen, *blobs)
             return
         pipe = self._r.pipeline(transaction=False)
         for r, blob in zip(records, blobs, strict=True):
@@ -71,25 +78,43 @@ class RedisState:
                       maxlen=self._decision_log_maxlen, approximate=True)
         await pipe.execute()
 
+    async def _script(self, n_keys: int, *keys_and_args: Any) -> Any:
+        """The decision-log script by its SHA, loaded by EVAL the first time Redis lacks it."""
+        try:
+            return await self._r.execute_command("EVALSHA", _LOG_DECISIONS_SHA, n_keys, *keys_and_args)
+        except ResponseError as exc:  # redis-py raises NoScriptError, hiredis' reader the raw text
+            if not (isinstance(exc, NoScriptError) or str(exc).startswith("NOSCRIPT")):
+                raise
+        return await self._r.execute_command("EVAL", _LOG_DECISIONS, n_keys, *keys_and_args)
+
     async def get_decisions(self, decision_ids: Sequence[str]) -> list[Record | None]:
         if not decision_ids:
             return []
-        pipe = self._r.pipeline(transaction=False)
-        for d in decision_ids:
-            pipe.get(self._decision_key(d))
-        blobs = await pipe.execute()
+        keys = [self._decision_key(d) for d in decision_ids]
+        if self._single_node:
+            blobs = await self._r.execute_command("MGET", *keys)
+        else:  # the keys live in different slots
+            pipe = self._r.pipeline(transaction=False)
+            for key in keys:
+                pipe.get(key)
+            blobs = await pipe.execute()
         return [orjson.loads(b) if b is not None else None for b in blobs]
 
     async def append_feedback(self, events: Sequence[Record]) -> None:
-        if len(events) == 1:  # the common case: one command costs less than a pipeline
-            await self._r.xadd(self.feedback_key, {"e": orjson.dumps(events[0])},
-                               maxlen=self._feedback_maxlen, approximate=True)
+        if not events:
             return
-        pipe = self._r.pipeline(transaction=False)
-        for e in events:
-            pipe.xadd(self.feedback_key, {"e": orjson.dumps(e)},
-                      maxlen=self._feedback_maxlen, approximate=True)
-        await pipe.execute()
+        if not self._single_node:  # a pipeline keeps the events' order across connections
+            pipe = self._r.pipeline(transaction=False)
+            for e in events:
+                pipe.xadd(self.feedback_key, {"e": orjson.dumps(e)},
+                          maxlen=self._feedback_maxlen, approximate=True)
+            await pipe.execute()
+            return
+        adds = [self._r.execute_command("XADD", self.feedback_key, "MAXLEN", "~",
+                                        self._feedback_maxlen, "*", "e", orjson.dumps(e))
+                for e in events]
+        # one connection: commands go out in the order their tasks start, and share round trips
+        await (adds[0] if len(adds) == 1 else asyncio.gather(*adds))
 
     async def read_feedback(self, after: str, count: int, block_ms: int) -> list[tuple[str, Record]]:
         reply = await self._reader.xread({self.feedback_key: after}, count=count, block=block_ms)
@@ -99,10 +124,10 @@ class RedisState:
         return [(_str(i), orjson.loads(fields[b"e"])) for i, fields in entries]
 
     async def feedback_length(self) -> int:
-        return int(await self._r.xlen(self.feedback_key))
+        return int(await self._r.execute_command("XLEN", self.feedback_key))
 
     async def ping(self) -> None:
-        await self._r.ping()
+        await self._r.execute_command("PING")
 
     async def close(self) -> None:
         await self._r.aclose()

@@ -12,21 +12,25 @@ import redis.asyncio as aioredis
 from service.state import StateStore
 from service.state.memory import MemoryState
 from service.state.redis_store import RedisState
+from service.state.resp import RespConnection
 
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture(params=["memory", "redis", "redis-pipelined"])
+@pytest.fixture(params=["memory", "redis", "redis-py", "redis-pipelined"])
 async def state(request: pytest.FixtureRequest) -> AsyncIterator[StateStore]:
-    """The in-process store; Redis with the batch-writing script; Redis as in cluster mode."""
+    """The in-process store; Redis as the service writes to one node (its lean
+    connection), the same through a redis-py client, and Redis as in cluster mode."""
     if request.param == "memory":
         store: StateStore = MemoryState(decision_ttl_seconds=60)
     else:
         url = request.getfixturevalue("redis_url")
         # as the service runs it: writes on one connection, blocking reads on a pool
-        store = RedisState(aioredis.from_url(url, single_connection_client=True),
-                           decision_ttl_seconds=60, feedback_maxlen=1000,
-                           scripted=request.param == "redis", reader=aioredis.from_url(url))
+        writer = (RespConnection(url, retry_on_disconnect=True) if request.param == "redis"
+                  else aioredis.from_url(url, single_connection_client=True))
+        store = RedisState(writer, decision_ttl_seconds=60, feedback_maxlen=1000,
+                           scripted=request.param != "redis-pipelined",
+                           reader=aioredis.from_url(url))
     yield store
     await store.close()
 
