@@ -173,11 +173,15 @@ class RespConnection:
                 raise RedisConnectionError(
                     f"cannot connect to Redis at {self.host}:{self.port}: {exc!r}"
                 ) from exc
-            if self._password is not None:
-                auth = (self._username, self._password) if self._username else (self._password,)
-                await self._call(protocol, pack(("AUTH", *auth)))
-            if self.db:
-                await self._call(protocol, pack(("SELECT", self.db)))
+            try:
+                if self._password is not None:
+                    auth = (self._username, self._password) if self._username else (self._password,)
+                    await self._call(protocol, pack(("AUTH", *auth)))
+                if self.db:
+                    await self._call(protocol, pack(("SELECT", self.db)))
+            except BaseException:  # refused credentials or database: do not leak the socket
+                protocol.fail(RedisConnectionError("connection set-up failed"))
+                raise
             self._protocol = protocol
             return protocol
 

@@ -60,6 +60,13 @@ async def test_the_url_selects_the_database(redis_url: str) -> None:
     await conn.aclose()
 
 
+async def test_refused_credentials_are_an_error_reply(redis_url: str) -> None:
+    # the suite's Redis has no password: AUTH is refused, and the connection closed again
+    conn = RespConnection(redis_url.replace("redis://", "redis://someone:secret@"))
+    with pytest.raises(ResponseError):
+        await conn.execute_command("PING")
+
+
 def test_only_plain_redis_urls() -> None:
     for url in ("rediss://localhost:6379/0", "unix:///tmp/redis.sock"):
         with pytest.raises(ValueError, match="redis://"):
