@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import time
 
+import pytest
 import redis
 from fastapi.testclient import TestClient
 
 from service.app import create_app
+from service.runtime import hot_path_clients
+from service.settings import Settings
+from service.state.resp import RespConnection
 from tests.demo_fixtures import DemoDirs, clear_service_state
 from tests.service.conftest import make_settings
 
@@ -49,3 +53,19 @@ def test_decisions_and_feedback_survive_dropped_connections(demo: DemoDirs, demo
             time.sleep(0.05)
         assert admin.exists(f"nb:decision:{first['decision_id']}")
         assert admin.exists(f"nb:decision:{after[-1].json()['decision_id']}")
+
+
+@pytest.mark.parametrize(("url", "cluster", "lean"), [
+    ("redis://127.0.0.1:6379/1", False, True),
+    ("redis://user:secret@redis.example:6380", False, True),
+    ("redis://127.0.0.1:6379/0", True, False),  # cluster: redis-py's cluster client
+    ("rediss://redis.example:6380/0", False, False),  # TLS
+    ("redis://127.0.0.1:6379/0?socket_keepalive=true", False, False),  # options redis-py reads
+])
+def test_the_hot_path_gets_lean_connections_only_where_they_apply(
+        url: str, cluster: bool, lean: bool) -> None:
+    reads, writes = hot_path_clients(Settings(redis_url=url, redis_cluster=cluster))
+    assert isinstance(reads, RespConnection) is lean
+    assert isinstance(writes, RespConnection) is lean
+    if lean:  # the decision path's tight timeout on reads; writes are patient and retry once
+        assert reads.timeout == Settings().redis_timeout_seconds and writes.timeout == 5.0
