@@ -36,7 +36,6 @@ def prepare_demo(settings: Settings, force: bool = False) -> None:
     from features.encoding import MODEL_COLUMNS
     from features.store import apply_and_materialize
     from service.manifest import read_manifest, versions
-    from service.model import resolve_model_dir
     from training.demo_data import generate
     from training.train import train
 
@@ -52,8 +51,8 @@ def prepare_demo(settings: Settings, force: bool = False) -> None:
         apply_and_materialize(data_dir, settings.redis_url, settings.redis_cluster)
         log.info("materialized in %.1f s", time.perf_counter() - t)
     found = versions(settings.models_dir, settings.model_name)
-    stale = bool(found) and read_manifest(
-        resolve_model_dir(settings.models_dir, settings.model_name, None)).columns != MODEL_COLUMNS
+    newest = settings.models_dir / settings.model_name / str(found[-1]) if found else None
+    stale = newest is not None and read_manifest(newest).columns != MODEL_COLUMNS
     if stale:
         log.info("the newest model was trained on other input columns: training a new version")
     if force or stale or not found:
