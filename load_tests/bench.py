@@ -9,7 +9,8 @@ into that Redis, a trained model), then starts three apps on the same server sta
 - nextbest: the service.
 
 Each gets the same mixed traffic (traffic.py: online shop 70%, POS 30%, ~20% of
-decisions followed by feedback) from k6 at fixed arrival rates: a sweep (p50/p99, errors,
+decisions followed by feedback) at fixed arrival rates, from openloop (openloop.c, the
+default) or k6 (--generator k6): a sweep (p50/p99, errors,
 dropped per point), then a bisection for the maximum sustainable rate (decision p99
 under the limit, no errors, no drops); wrk gives closed-loop maximum throughput. Also
 measured: start-up to ready, RSS, feedback learning throughput and lag (learner_bench.py),
@@ -47,7 +48,7 @@ from typing import Any
 
 import httpx
 
-from load_tests import breakdown, compare, report
+from load_tests import breakdown, compare, openloop, report
 from load_tests.processes import (
     Server,
     free_port,
@@ -87,24 +88,65 @@ def prepare(data_dir: Path, models_dir: Path, redis_url: str, small: bool = Fals
     train(data_dir, models_dir, progress=False)
 
 
-def run_k6(base_url: str, items_file: Path, out: Path, rate: int, duration: float,
-           timeout: str = "5s") -> dict[str, Any]:
-    """One constant-arrival-rate run of the mixed traffic; decision and feedback figures."""
-    env = {"BASE_URL": base_url, "ITEMS": str(items_file), "MODE": "rate", "RATE": str(rate),
-           "DURATION": f"{duration}s", "VUS": str(min(300, max(50, rate // 10))),
-           "MAX_VUS": "600", "TIMEOUT": timeout, "OUT": str(out), "K6_NO_USAGE_REPORT": "true"}
-    out.unlink(missing_ok=True)
-    # k6 is the only child waited for meanwhile, so the children's rusage grows by its own
-    k6_before, machine_before = _children_cpu(), machine_ticks()
-    subprocess.run([k6_binary(), "run", "--quiet", "--no-color", str(HERE / "k6_decisions.js")],
-                   env={**os.environ, **env}, check=False, stdout=subprocess.DEVNULL,
-                   stderr=subprocess.DEVNULL, timeout=duration + 60)
-    k6_cpu = _children_cpu() - k6_before
-    busy, total = (after - before for after, before in zip(machine_ticks(), machine_before,
-                                                           strict=True))
-    if not out.exists():
-        raise SystemExit(f"k6 wrote no summary for {base_url} at {rate} req/s")
-    m = json.loads(out.read_text())["metrics"]
+class Load:
+    """The mixed traffic at a fixed arrival rate, from k6 or openloop (`--generator`).
+
+    Every point also reports the load generator's own CPU per request (its rusage as the
+    only child waited for meanwhile) and the share of the machine's cores busy while it
+    ran: the generator runs on the cores the server under test uses.
+    """
+
+    def __init__(self, generator: str, items: list[dict[str, Any]], work: Path) -> None:
+        self.generator, self.work = generator, work
+        if generator == "k6":
+            self.items_file = work / "items.json"
+            self.items_file.write_text(json.dumps(items))
+            k6_binary()
+        else:
+            self.items_file = work / "items.txt"
+            openloop.write_items(items, self.items_file)
+            openloop.binary()
+
+    def __call__(self, base_url: str, name: str, rate: int, duration: float,
+                 timeout_s: float = 5.0) -> dict[str, Any]:
+        out = self.work / f"{name}-{self.generator}.json"
+        out.unlink(missing_ok=True)
+        vus, max_vus = min(300, max(50, rate // 10)), 600
+        if self.generator == "k6":
+            env = {"BASE_URL": base_url, "ITEMS": str(self.items_file), "MODE": "rate",
+                   "RATE": str(rate), "DURATION": f"{duration}s", "VUS": str(vus),
+                   "MAX_VUS": str(max_vus), "TIMEOUT": f"{timeout_s}s", "OUT": str(out),
+                   "K6_NO_USAGE_REPORT": "true"}
+            cmd = [k6_binary(), "run", "--quiet", "--no-color", str(HERE / "k6_decisions.js")]
+        else:
+            env = {}
+            cmd = openloop.command(base_url, self.items_file, out, rate, duration, vus, max_vus,
+                                   timeout_s)
+        # the generator is the only child waited for meanwhile: the children's rusage
+        # grows by its own
+        cpu_before, machine_before = _children_cpu(), machine_ticks()
+        subprocess.run(cmd, env={**os.environ, **env}, check=False, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL, timeout=duration + 60)
+        cpu = _children_cpu() - cpu_before
+        busy, total = (after - before for after, before in zip(machine_ticks(), machine_before,
+                                                               strict=True))
+        if not out.exists():
+            raise SystemExit(f"{self.generator} wrote no summary for {base_url} at {rate} req/s")
+        summary = json.loads(out.read_text())
+        point = (k6_point(summary, rate, duration) if self.generator == "k6"
+                 else openloop.point(summary, rate, duration))
+        return {
+            **point,
+            "generator": self.generator,
+            "loadgen_cpu_ms_per_request": round(
+                1000 * cpu / max(1, point["decisions"] + point["feedback"]), 3),
+            "machine_busy": round(float(busy / total), 3) if total else None,
+        }
+
+
+def k6_point(summary: dict[str, Any], rate: int, duration: float) -> dict[str, Any]:
+    """k6's end-of-test summary (k6_decisions.js) as a bench point."""
+    m = summary["metrics"]
 
     def values(name: str) -> dict[str, float]:
         return m.get(name, {}).get("values", {})
@@ -114,7 +156,6 @@ def run_k6(base_url: str, items_file: Path, out: Path, rate: int, duration: floa
     n_fb = int(values("http_reqs{kind:feedback}").get("count", 0))
     failed = (values("http_req_failed{kind:decision}").get("passes", 0)
               + values("http_req_failed{kind:feedback}").get("passes", 0))
-    checks = values("checks")
     return {
         "rate": rate,
         "achieved": round(n_dec / duration, 1),
@@ -126,11 +167,8 @@ def run_k6(base_url: str, items_file: Path, out: Path, rate: int, duration: floa
         "max_ms": round(dec.get("max", 0.0), 3),
         "feedback_p99_ms": round(fb["p(99)"], 3) if fb else None,
         "errors": int(failed),
-        "failed_checks": int(checks.get("fails", 0)),
+        "failed_checks": int(values("checks").get("fails", 0)),
         "dropped": int(values("dropped_iterations").get("count", 0)),
-        # what the load generator itself costs, on the cores it shares with the servers
-        "k6_cpu_ms_per_request": round(1000 * k6_cpu / max(1, n_dec + n_fb), 3),
-        "machine_busy": round(float(busy / total), 3) if total else None,
     }
 
 
@@ -233,7 +271,7 @@ def check_nextbest(server: Server, items: list[dict[str, Any]]) -> None:
         raise SystemExit(f"benchmark customer served degraded: {r.json()['degraded']}")
 
 
-def profile(server: Server, items_file: Path, work: Path, out: Path, rate: int,
+def profile(server: Server, load: Load, out: Path, rate: int,
             seconds: int) -> dict[str, Any] | None:
     """py-spy (busy samples only) of nextbest under the target rate."""
     binary = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
@@ -246,7 +284,7 @@ def profile(server: Server, items_file: Path, work: Path, out: Path, rate: int,
          "--rate", "200", "--format", "raw", "--output", str(raw)],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
-    point = run_k6(server.url, items_file, work / "profile-k6.json", rate, seconds + 2)
+    point = load(server.url, "profile", rate, seconds + 2)
     try:
         spy.wait(timeout=30)
     except subprocess.TimeoutExpired:
@@ -257,10 +295,10 @@ def profile(server: Server, items_file: Path, work: Path, out: Path, rate: int,
     return {"rate": rate, "load": point, **report.summarize_profile(raw)}
 
 
-def bench_target(server: Server, items_file: Path, bodies_file: Path, work: Path,
+def bench_target(server: Server, load: Load, bodies_file: Path,
                  args: argparse.Namespace) -> dict[str, Any]:
     name = server.name
-    run_k6(server.url, items_file, work / "warm.json", 100, 3)
+    load(server.url, "warm", 100, 3)
     drain(server)
     sweep: list[dict[str, Any]] = []
     skipped: list[int] = []
@@ -271,7 +309,7 @@ def bench_target(server: Server, items_file: Path, bodies_file: Path, work: Path
             continue
         before = lag_histogram(server.url) if name == "nextbest" else None
         cpu_before = server.cpu_seconds()
-        point = run_k6(server.url, items_file, work / f"{name}-{rate}.json", rate, args.duration)
+        point = load(server.url, f"{name}-{rate}", rate, args.duration)
         served = point["decisions"] + point["feedback"]
         point["cpu_ms_per_request"] = (
             round(server.cpu_ms_per_request(cpu_before, served), 3) if served else None
@@ -304,8 +342,7 @@ def bench_target(server: Server, items_file: Path, bodies_file: Path, work: Path
         mid = int(round((lo + hi) / 2 / 10) * 10)
         if mid <= lo or mid >= hi:
             break
-        point = run_k6(server.url, items_file, work / f"{name}-search-{mid}.json", mid,
-                       args.search_duration)
+        point = load(server.url, f"{name}-search-{mid}", mid, args.search_duration)
         search.append(point)
         passed = sustainable(point, args.p99_limit_ms)
         print(f"{name} search @ {mid}: p99 {point['p99_ms']} ms, errors {point['errors']}, "
@@ -324,8 +361,8 @@ def bench_target(server: Server, items_file: Path, bodies_file: Path, work: Path
     }
 
 
-def smoke(server: Server, items_file: Path, work: Path, out: Path) -> int:
-    point = run_k6(server.url, items_file, work / "smoke.json", 50, 3)
+def smoke(server: Server, load: Load, out: Path) -> int:
+    point = load(server.url, "smoke", 50, 3)
     (out / "smoke.json").write_text(json.dumps(point, indent=2))
     print(json.dumps(point), flush=True)
     problems = []
@@ -341,7 +378,7 @@ def smoke(server: Server, items_file: Path, work: Path, out: Path) -> int:
 
 
 def against(args: argparse.Namespace, work: Path, redis_url: str, data_dir: Path,
-            models_dir: Path, items: list[dict[str, Any]], items_file: Path,
+            models_dir: Path, items: list[dict[str, Any]], load: Load,
             servers: list[Server]) -> int:
     """This checkout's nextbest and `args.against`'s, side by side (load_tests/compare.py)."""
     rate, seconds, rounds = args.target_rate, args.duration, args.rounds
@@ -352,22 +389,23 @@ def against(args: argparse.Namespace, work: Path, redis_url: str, data_dir: Path
     servers += pair.values()
     for server in pair.values():
         check_nextbest(server, items)
-        run_k6(server.url, items_file, work / "warm.json", 100, 3)
+        load(server.url, "warm", 100, 3)
         drain(server)
     measured = compare.run_rounds(
         pair, rounds, settle=drain,
-        load=lambda s: run_k6(s.url, items_file, work / f"compare-{s.name}.json", rate, seconds),
+        load=lambda s: load(s.url, f"compare-{s.name}", rate, seconds),
     )
     result = {"when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
               "this_dir": str(HERE.parent), "other_dir": str(args.against.resolve()),
-              "rate": rate, "duration_s": seconds, **compare.summarize(measured)}
+              "rate": rate, "duration_s": seconds, "generator": args.generator,
+              **compare.summarize(measured)}
     print(compare.write(result, args.out))
     failed = result["this"]["errors"] + result["other"]["errors"]
     return 1 if failed else 0
 
 
 def cost_breakdown(args: argparse.Namespace, work: Path, redis_url: str, data_dir: Path,
-                   models_dir: Path, items_file: Path, servers: list[Server]) -> int:
+                   models_dir: Path, load: Load, servers: list[Server]) -> int:
     """The calibration and layer series, loaded in turn (load_tests/breakdown.py)."""
     spins: tuple[int, ...] = breakdown.SPINS_US
     rate, seconds, rounds = args.target_rate, args.duration, args.rounds
@@ -376,12 +414,13 @@ def cost_breakdown(args: argparse.Namespace, work: Path, redis_url: str, data_di
     started = breakdown.start_servers(work, nextbest_env(redis_url, data_dir, models_dir), spins)
     servers += started.values()
     for server in started.values():
-        run_k6(server.url, items_file, work / "warm.json", 100, 1 if args.smoke else 3)
+        load(server.url, "warm", 100, 1 if args.smoke else 3)
         drain(server)
     result = breakdown.run(
         started, rounds, rate, seconds,
-        load=lambda s: run_k6(s.url, items_file, work / "breakdown-k6.json", rate, seconds),
+        load=lambda s: load(s.url, "breakdown", rate, seconds),
         settle=drain, when=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), out=args.out,
+        generator=args.generator,
     )
     print(breakdown.markdown(result))
     failed = sum(r["errors"] for r in result["servers"].values())
@@ -402,6 +441,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="rate of the p99 comparison, the lag reading and the profile")
     parser.add_argument("--p99-limit-ms", type=float, default=50.0, help="sustainable p99 limit")
     parser.add_argument("--targets", default="bare,naive,nextbest")
+    parser.add_argument("--generator", choices=("openloop", "k6"), default="openloop",
+                        help="fixed-arrival-rate load generator: openloop (load_tests/openloop.c, "
+                        "a few us of CPU per request) or k6 (0.3-0.4 ms per request here)")
     parser.add_argument("--profile-seconds", type=int, default=10, help="py-spy seconds; 0: none")
     parser.add_argument("--redis-url", help="use this Redis (its database is overwritten)")
     parser.add_argument("--out", type=Path, default=Path("load_tests/results"))
@@ -439,34 +481,35 @@ def main(argv: list[str] | None = None) -> int:
         print("preparing demo data, features in Redis, model ...", flush=True)
         prepare(data_dir, models_dir, redis_url, small=args.smoke)
         items = mixed_traffic(data_dir, n=1000 if args.smoke else 10_000)
-        items_file, bodies_file = work / "items.json", work / "bodies.txt"
-        items_file.write_text(json.dumps(items))
+        load = Load(args.generator, items, work)
+        bodies_file = work / "bodies.txt"
         write_wrk_bodies(items, bodies_file)
 
         if args.against is not None:
-            return against(args, work, redis_url, data_dir, models_dir, items, items_file,
+            return against(args, work, redis_url, data_dir, models_dir, items, load,
                            servers)
         if args.breakdown:
-            return cost_breakdown(args, work, redis_url, data_dir, models_dir, items_file,
+            return cost_breakdown(args, work, redis_url, data_dir, models_dir, load,
                                   servers)
         targets = start_targets(args.targets, work, redis_url, data_dir, models_dir)
         servers += targets.values()
         if "nextbest" in targets:
             check_nextbest(targets["nextbest"], items)
         if args.smoke:
-            return smoke(targets["nextbest"], items_file, work, args.out)
+            return smoke(targets["nextbest"], load, args.out)
 
         results: dict[str, Any] = {
             "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "candidates": N_CANDIDATES, "traffic": describe(items), "rates": args.rates,
             "duration_s": args.duration, "search_duration_s": args.search_duration,
-            "target_rate": args.target_rate, "p99_limit_ms": args.p99_limit_ms, "targets": {},
+            "target_rate": args.target_rate, "p99_limit_ms": args.p99_limit_ms,
+            "generator": args.generator, "targets": {},
         }
         for name, server in targets.items():
             print(f"loading {name} ...", flush=True)
-            results["targets"][name] = bench_target(server, items_file, bodies_file, work, args)
+            results["targets"][name] = bench_target(server, load, bodies_file, args)
             if name == "nextbest" and args.profile_seconds:
-                results["profile"] = profile(server, items_file, work, args.out,
+                results["profile"] = profile(server, load, args.out,
                                              args.target_rate, args.profile_seconds)
             if name != "nextbest":  # free the core for the next target
                 server.stop()

@@ -88,10 +88,10 @@ def markdown(result: dict[str, Any]) -> str:
         f"# nextbest cost breakdown ({result['when']})",
         "",
         f"{result['rounds']} rounds of {result['duration_s']} s at {result['rate']} req/s per "
-        "server, loaded in turn; medians. `added`: CPU over the row above (nextbest rows).",
+        f"server from {result['generator']}, loaded in turn; medians. `added`: CPU over the row above (nextbest rows).",
         "",
         ("| server | adds | CPU ms/request | added | p50 ms | p99 ms | p99 / bare | errors | dropped "
-         "| k6 CPU ms/request | machine busy |"),
+         "| load generator CPU ms/request | machine busy |"),
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     previous = None
@@ -104,7 +104,7 @@ def markdown(result: dict[str, Any]) -> str:
         lines.append(
             f"| {name} | {ADDS.get(name, 'calibration')} | {r['median_cpu_ms']:.3f} | {added} | "
             f"{r['median_p50_ms']:.2f} | {r['median_p99_ms']:.2f} | {r['median_p99_ms'] / base:.2f} | "
-            f"{r['errors']} | {r['dropped']} | {r['median_k6_cpu_ms']:.3f} | "
+            f"{r['errors']} | {r['dropped']} | {r['median_loadgen_cpu_ms']:.3f} | "
             f"{report.share(r['median_machine_busy'])} |"
         )
     budget = result["cpu_budget_ms"]
@@ -123,12 +123,12 @@ def markdown(result: dict[str, Any]) -> str:
 
 def run(servers: dict[str, Server], rounds: int, rate: int, duration: float,
         load: Callable[[Server], dict[str, Any]], settle: Callable[[Server], None],
-        when: str, out: Path) -> dict[str, Any]:
+        when: str, out: Path, generator: str) -> dict[str, Any]:
     """Load every server in turn, `rounds` times; write breakdown.json and breakdown.md."""
     measured = compare.run_rounds(servers, rounds, load=load, settle=settle)
     rows = compare.medians(measured)
     result = {"when": when, "rate": rate, "duration_s": duration, "rounds": rounds,
-              "servers": rows, "cpu_budget_ms": cpu_budget(rows)}
+              "generator": generator, "servers": rows, "cpu_budget_ms": cpu_budget(rows)}
     (out / "breakdown.json").write_text(json.dumps(result, indent=2))
     (out / "breakdown.md").write_text(markdown(result))
     return result

@@ -30,7 +30,7 @@ class Round:
     p99_ms: float
     errors: int
     dropped: int
-    k6_cpu_ms: float
+    loadgen_cpu_ms: float
     machine_busy: float | None
 
 
@@ -58,11 +58,12 @@ def run_rounds(servers: dict[str, Server], rounds: int,
             served = max(1, point["decisions"] + point["feedback"])
             r = Round(round(server.cpu_ms_per_request(cpu_before, served), 4),
                       point["p50_ms"], point["p99_ms"], point["errors"], point["dropped"],
-                      point["k6_cpu_ms_per_request"], point["machine_busy"])
+                      point["loadgen_cpu_ms_per_request"], point["machine_busy"])
             measured[name].append(r)
             print(f"round {i + 1} {name}: server CPU {r.cpu_ms} ms/request, p50 {r.p50_ms} "
                   f"p99 {r.p99_ms} ms, errors {r.errors}, dropped {r.dropped}, "
-                  f"k6 CPU {r.k6_cpu_ms} ms/request, machine busy {r.machine_busy}", flush=True)
+                  f"load generator CPU {r.loadgen_cpu_ms} ms/request, machine busy {r.machine_busy}",
+                  flush=True)
             settle(server)
     return measured
 
@@ -75,7 +76,7 @@ def medians(rounds: dict[str, list[Round]]) -> dict[str, dict[str, Any]]:
             "median_cpu_ms": round(statistics.median(r.cpu_ms for r in rs), 4),
             "median_p50_ms": round(statistics.median(r.p50_ms for r in rs), 3),
             "median_p99_ms": round(statistics.median(r.p99_ms for r in rs), 3),
-            "median_k6_cpu_ms": round(statistics.median(r.k6_cpu_ms for r in rs), 4),
+            "median_loadgen_cpu_ms": round(statistics.median(r.loadgen_cpu_ms for r in rs), 4),
             "median_machine_busy": _median_or_none([r.machine_busy for r in rs]),
             "errors": sum(r.errors for r in rs),
             "dropped": sum(r.dropped for r in rs),
@@ -101,7 +102,7 @@ def markdown(result: dict[str, Any]) -> str:
         "",
         f"this: `{result['this_dir']}`; other: `{result['other_dir']}`; "
         f"{len(result['this']['rounds'])} rounds each of {result['duration_s']} s at "
-        f"{result['rate']} req/s, loaded in turn.",
+        f"{result['rate']} req/s from {result['generator']}, loaded in turn.",
         "",
         "| code | median server CPU ms/request | median p50 ms | median p99 ms | errors | dropped |",
         "|---|---|---|---|---|---|",

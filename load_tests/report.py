@@ -76,23 +76,24 @@ def goals(results: dict[str, Any]) -> list[dict[str, Any]]:
 
 def markdown(results: dict[str, Any]) -> str:
     mix = results["traffic"]
+    generator = results.get("generator", "k6")  # runs before --generator were all k6
     lines = [
         f"# nextbest bench — {results['when']}",
         "",
         (f"Traffic: {mix['online_share']:.0%} online shop (web/app, 50 candidates), "
          f"{mix['pos_share']:.0%} POS (offers, store + basket), {mix['anonymous_share']:.0%} "
          f"anonymous, {mix['distinct_customers']} distinct known customers (Zipf), "
-         f"{mix['feedback_share']:.0%} of decisions followed by feedback. k6 constant arrival "
-         f"rate, {results['duration_s']} s per sweep point, {results['search_duration_s']} s per "
-         f"search step; one uvicorn worker each; features from Redis. "
+         f"{mix['feedback_share']:.0%} of decisions followed by feedback, at constant "
+         f"arrival rates from {generator}, {results['duration_s']} s per sweep point, "
+         f"{results['search_duration_s']} s per search step; one uvicorn worker each; features from Redis. "
          f"Sustainable = decision p99 < {results['p99_limit_ms']:.0f} ms, no errors, no drops. "
-         "k6 runs on the same two cores as the server: `k6 CPU` is what the load generator "
-         "spent per request, `machine busy` the share of both cores busy during the point."),
+         f"{generator} runs on the same two cores as the server: `load generator CPU` is what "
+         "it spent per request, `machine busy` the share of both cores busy during the point."),
         "",
         "## Rate sweep",
         "",
         ("| target | rate req/s | achieved req/s | p50 ms | p99 ms | feedback p99 ms | errors "
-         "| dropped | server CPU ms/request | k6 CPU ms/request | machine busy |"),
+         "| dropped | server CPU ms/request | load generator CPU ms/request | machine busy |"),
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name in TARGETS:
@@ -103,7 +104,7 @@ def markdown(results: dict[str, Any]) -> str:
             lines.append(
                 f"| {name} | {p['rate']} | {p['achieved']} | {_ms(p['p50_ms'])} | {_ms(p['p99_ms'])} | "
                 f"{_ms(p['feedback_p99_ms'])} | {p['errors']} | {p['dropped']} | "
-                f"{_cpu(p.get('cpu_ms_per_request'))} | {_cpu(p.get('k6_cpu_ms_per_request'))} | "
+                f"{_cpu(p.get('cpu_ms_per_request'))} | {_cpu(p.get('loadgen_cpu_ms_per_request'))} | "
                 f"{share(p.get('machine_busy'))} |"
             )
         for s in r.get("skipped", []):
@@ -181,7 +182,8 @@ def plot(results: dict[str, Any], path: Path) -> None:
                 label=f"{name} p50")
     ax.axhline(results["p99_limit_ms"], color="black", lw=0.8, ls=":", label="sustainable limit")
     ax.set_yscale("log")
-    ax.set_xlabel("offered rate, decisions/s (k6 constant arrival rate; sweep + search points)")
+    ax.set_xlabel(f"offered rate, decisions/s ({results.get('generator', 'k6')} constant arrival rate; "
+                  "sweep + search points)")
     ax.set_ylabel("decision latency, ms")
     ax.set_title("nextbest vs bare FastAPI vs naive Feast-SDK baseline (one worker, 2 cores)")
     ax.grid(True, which="both", alpha=0.3)

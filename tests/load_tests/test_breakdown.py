@@ -10,7 +10,7 @@ from load_tests.layers_app import handlers
 
 def _row(cpu: float, p99: float) -> dict[str, float | int | list[object]]:
     return {"median_cpu_ms": cpu, "median_p50_ms": 0.5, "median_p99_ms": p99, "errors": 0,
-            "dropped": 0, "rounds": [], "median_k6_cpu_ms": 0.5, "median_machine_busy": 0.55}
+            "dropped": 0, "rounds": [], "median_loadgen_cpu_ms": 0.5, "median_machine_busy": 0.55}
 
 
 def test_cpu_budget_interpolates_where_the_calibration_crosses_the_ratio() -> None:
@@ -23,7 +23,7 @@ def test_cpu_budget_interpolates_where_the_calibration_crosses_the_ratio() -> No
 def test_markdown_adds_each_layer_to_the_one_above() -> None:
     rows = {"bare": _row(0.2, 2.0), "bare +100 us": _row(0.3, 4.0),
             "http": _row(0.1, 1.5), "parse": _row(0.13, 1.6), "nextbest": _row(0.45, 6.0)}
-    text = markdown({"when": "now", "rate": 1000, "duration_s": 8, "rounds": 3,
+    text = markdown({"when": "now", "rate": 1000, "duration_s": 8, "rounds": 3, "generator": "k6",
                      "servers": rows, "cpu_budget_ms": cpu_budget(rows)})
     assert "| parse | request validation | 0.130 | +0.030 |" in text
     assert text.count("| 0.500 | 55% |") == len(rows)  # the load generator's share, per row

