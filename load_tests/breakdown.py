@@ -30,7 +30,7 @@ from load_tests import compare, report
 from load_tests.layers_app import LAYERS
 from load_tests.processes import Server, free_port, nextbest_args, start_http, uvicorn_args
 
-SPINS_US = (100, 200, 300)
+SPINS_US = (100, 200, 300, 500)
 P99_RATIO = 1.5
 #: what each nextbest row adds to the one above it
 ADDS = {

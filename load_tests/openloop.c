@@ -15,7 +15,9 @@
  * one POST /v1/feedback on the action at RANK (or the last shown). Errors: a status of
  * 400 or more, a broken connection, a timeout, an answer still missing 3 s after the last
  * due time. Failed checks: a decision not 200, a feedback not 202, a decision without id.
- * Writes a JSON summary to OUT.
+ * Writes a JSON summary to OUT. With OPENLOOP_TRACE=PATH in the environment, also one line
+ * per answer to PATH: seconds from the start to the due (decision) or send (feedback)
+ * time, the item's index, decision|feedback, the status and the latency in ms.
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -74,6 +76,9 @@ static conn_t *idle;
 static double timeout_s = 5.0;
 static samples_t dec_ms, fb_ms;
 static long errors, failed_checks, dropped, fb_sent;
+static FILE *trace; /* OPENLOOP_TRACE: one line per answer (seconds since start, item, kind,
+                       status, ms) */
+static double start;
 
 static double now(void) {
   struct timespec ts;
@@ -313,12 +318,16 @@ static void on_readable(conn_t *c, double t) {
   if (status >= 400) errors++;
   if (c->state == DECISION) {
     push(&dec_ms, 1000.0 * (t - c->due));
+    if (trace) fprintf(trace, "%.6f\t%d\tdecision\t%d\t%.3f\n", c->due - start, c->item, status,
+                       1000.0 * (t - c->due));
     if (status != 200) failed_checks++;
     if (closing) { close_conn(c); return; }
     if (status == 200 && items[c->item].fb) send_feedback(c, body, blen);
     else make_idle(c);
   } else {
     push(&fb_ms, 1000.0 * (t - c->sent));
+    if (trace) fprintf(trace, "%.6f\t%d\tfeedback\t%d\t%.3f\n", c->sent - start, c->item,
+                       status, 1000.0 * (t - c->sent));
     if (status != 202) failed_checks++;
     if (closing) { close_conn(c); return; }
     make_idle(c);
@@ -433,7 +442,10 @@ int main(int argc, char **argv) {
   long started_errors = errors;
 
   long total = (long)llround(rate * seconds);
-  double start = now() + 0.01, last_due = start + (double)(total - 1) / rate;
+  const char *trace_path = getenv("OPENLOOP_TRACE");
+  if (trace_path && *trace_path && !(trace = fopen(trace_path, "w"))) die(trace_path);
+  start = now() + 0.01;
+  double last_due = start + (double)(total - 1) / rate;
   long next = 0;
   arm(tfd, start);
   double next_expiry = start + 0.1;
@@ -464,6 +476,7 @@ int main(int argc, char **argv) {
       if (t > last_due + GRACE_S) { errors += busy; break; }
     }
   }
+  if (trace) fclose(trace);
   qsort(dec_ms.v, dec_ms.n, sizeof(double), cmp);
   qsort(fb_ms.v, fb_ms.n, sizeof(double), cmp);
   FILE *out = fopen(argv[5], "w");
