@@ -16,10 +16,20 @@ store read per few seconds instead of one per decision. The price is that a
 materialization (or a first write of a new customer) shows up to that many seconds late
 on this replica. Known and unknown customers are cached alike; failed reads are not, and
 staleness is judged at every decision from the row's own event time.
+
+An expired entry is still served for NEXTBEST_CUSTOMER_CACHE_STALE_SECONDS while one
+background read per customer refreshes it (stale-while-revalidate): a returning customer
+does not wait for the store, whose round trip was most of nextbest's p99 (a read waits
+behind whatever else runs on the store's and the service's cores). So a materialization
+shows up on the customer's first decision after CACHE_SECONDS + STALE_SECONDS at the
+latest, and on the second after CACHE_SECONDS when the customer comes back sooner. A
+failed refresh keeps the entry (a later decision tries again); at most
+`MAX_REFRESHES` refreshes run at once, past that a stale entry is served unrefreshed.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections import OrderedDict
@@ -29,6 +39,10 @@ from features.encoding import CustomerVector, encode_customer
 from features.online import FeatureRow, OnlineFeatureReader, Scalar
 
 log = logging.getLogger(__name__)
+
+#: background refreshes of expired entries in flight at most (a store outage must not
+#: pile up tasks)
+MAX_REFRESHES = 256
 
 
 @dataclass(frozen=True)
@@ -55,14 +69,16 @@ UNKNOWN = CustomerFeatures({}, ("unknown_customer",), _DEFAULTS)
 class CustomerFeatureService:
     def __init__(
         self, reader: OnlineFeatureReader, max_age_seconds: float,
-        cache_seconds: float = 0.0, cache_size: int = 20_000,
+        cache_seconds: float = 0.0, cache_size: int = 20_000, stale_seconds: float = 0.0,
     ) -> None:
         self._reader = reader
         self._max_age = max_age_seconds
         self._cache_seconds = cache_seconds
         self._cache_size = cache_size
+        self._stale_seconds = stale_seconds
         # customer id -> (monotonic expiry, what the read found)
         self._cache: OrderedDict[str, tuple[float, _Read]] = OrderedDict()
+        self._refreshing: dict[str, asyncio.Task[None]] = {}
         self._failures = 0  # failed reads since the last warning (one warning per 10 s)
         self._warned_at = float("-inf")
 
@@ -72,10 +88,7 @@ class CustomerFeatureService:
         try:
             found = await self._read(customer_id)
         except Exception as exc:  # timeouts and connection errors alike: serve defaults
-            self._failures += 1
-            if time.monotonic() - self._warned_at >= 10.0:  # an outage must not flood the logs
-                log.warning("customer features unavailable (%d failed reads): %r", self._failures, exc)
-                self._warned_at, self._failures = time.monotonic(), 0
+            self._failed(exc)
             return UNAVAILABLE
         row = found.row
         if row is None:
@@ -90,15 +103,52 @@ class CustomerFeatureService:
         cache = self._cache
         now = time.monotonic()
         hit = cache.get(customer_id)
-        if hit is not None and hit[0] > now:
-            cache.move_to_end(customer_id)
-            return hit[1]
+        if hit is not None:
+            expires, found = hit
+            if now < expires + self._stale_seconds:
+                cache.move_to_end(customer_id)
+                if now >= expires:
+                    self._refresh(customer_id)
+                return found
         found = _encoded(await self._reader.read(customer_id))
+        self._store(customer_id, found)
+        return found
+
+    def _store(self, customer_id: str, found: _Read) -> None:
+        cache = self._cache
         cache[customer_id] = (time.monotonic() + self._cache_seconds, found)
         cache.move_to_end(customer_id)
         if len(cache) > self._cache_size:
             cache.popitem(last=False)
-        return found
+
+    def _refresh(self, customer_id: str) -> None:
+        """Read an expired entry again in the background (one read per customer at once)."""
+        if customer_id in self._refreshing or len(self._refreshing) >= MAX_REFRESHES:
+            return
+        self._refreshing[customer_id] = asyncio.get_running_loop().create_task(
+            self._refresh_one(customer_id))
+
+    async def _refresh_one(self, customer_id: str) -> None:
+        try:
+            self._store(customer_id, _encoded(await self._reader.read(customer_id)))
+        except Exception as exc:  # keep serving the stale entry; a later decision retries
+            self._failed(exc)
+        finally:
+            self._refreshing.pop(customer_id, None)
+
+    def _failed(self, exc: Exception) -> None:
+        self._failures += 1
+        if time.monotonic() - self._warned_at >= 10.0:  # an outage must not flood the logs
+            log.warning("customer features unavailable (%d failed reads): %r", self._failures, exc)
+            self._warned_at, self._failures = time.monotonic(), 0
+
+    async def close(self) -> None:
+        """Cancel the background refreshes still in flight (at shutdown)."""
+        tasks = list(self._refreshing.values())
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._refreshing.clear()  # a task cancelled before it ran never reached its `finally`
 
 
 def _encoded(row: FeatureRow | None) -> _Read:

@@ -168,13 +168,15 @@ class Runtime:
             recent=settings.recent_decisions, ttl_seconds=settings.decision_ttl_seconds,
         )
         action_cache = ActionFeatureCache(action_reader, catalog, settings.action_refresh_seconds)
+        customer_features = CustomerFeatureService(
+            customer_reader, settings.customer_max_age_seconds, settings.customer_cache_seconds,
+            settings.customer_cache_size, stale_seconds=settings.customer_cache_stale_seconds,
+        )
+        closers.insert(0, customer_features)  # its background reads stop before the clients close
         engine = DecisionEngine(
             catalog=catalog,
             actions=action_cache,
-            customers=CustomerFeatureService(
-                customer_reader, settings.customer_max_age_seconds,
-                settings.customer_cache_seconds, settings.customer_cache_size,
-            ),
+            customers=customer_features,
             scorer=scorer,
             learner=learner,
             eligibility=Eligibility(catalog),

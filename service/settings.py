@@ -71,6 +71,11 @@ class Settings(BaseSettings):
         "are reused in-process (0: read the store on every decision). A materialization shows "
         "up this much later on each replica.",
     )
+    customer_cache_stale_seconds: float = Field(
+        5.0, ge=0, description="How long an expired customer cache entry is still served while "
+        "one background read refreshes it (0: the first decision after expiry waits for the "
+        "store). A materialization shows up at most CACHE_SECONDS + this much later.",
+    )
     customer_cache_size: int = Field(
         20_000, gt=0, description="Customers kept in the in-process feature cache (LRU)."
     )

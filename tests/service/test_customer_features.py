@@ -91,7 +91,7 @@ def test_without_cache_every_decision_reads_the_store() -> None:
 def test_cache_reuses_rows_and_misses_until_expiry(clock: Clock) -> None:
     row = fresh()
     reader = FakeReader({"c1": row})
-    service = CustomerFeatureService(reader, max_age_seconds=50, cache_seconds=5)
+    service = CustomerFeatureService(reader, max_age_seconds=50, cache_seconds=5, stale_seconds=0)
     assert get(service, "c1").degraded == ()
     assert get(service, "nobody").degraded == ("unknown_customer",)
     clock.now += 4.9
@@ -135,3 +135,102 @@ def test_cache_is_a_bounded_lru(clock: Clock) -> None:
     get(service, "a")
     get(service, "b")
     assert reader.reads == ["a", "b", "c", "b"]
+
+
+async def settle(service: CustomerFeatureService) -> None:
+    """Wait for the background refreshes (the `clock` fixture freezes asyncio's clock too)."""
+    await asyncio.gather(*service._refreshing.values())
+
+
+class GatedReader(FakeReader):
+    """Reads wait for `gate` (so a test sees a refresh in flight)."""
+
+    def __init__(self, rows: dict[str, FeatureRow]) -> None:
+        super().__init__(rows)
+        self.gate = asyncio.Event()
+
+    async def read(self, entity_id: str) -> FeatureRow | None:
+        await self.gate.wait()
+        return await super().read(entity_id)
+
+
+def test_an_expired_entry_is_served_while_one_background_read_refreshes_it(clock: Clock) -> None:
+    old, new = FeatureRow({"segment": "value"}, time.time()), FeatureRow({"segment": "vip"}, time.time())
+    reader = GatedReader({"c1": old})
+    service = CustomerFeatureService(reader, max_age_seconds=50, cache_seconds=5, stale_seconds=5)
+
+    async def scenario() -> None:
+        reader.gate.set()
+        assert (await service.get("c1")).values == old.values  # the first read waits
+        reader.rows["c1"] = new  # materialized meanwhile
+        reader.gate.clear()
+        clock.now += 6  # expired, within the stale window
+        for _ in range(3):  # served at once, stale; one refresh in flight for all three
+            assert (await service.get("c1")).values == old.values
+        await asyncio.sleep(0)
+        assert reader.reads == ["c1"] and len(service._refreshing) == 1
+        reader.gate.set()
+        await settle(service)
+        assert not service._refreshing
+        assert (await service.get("c1")).values == new.values  # refreshed: fresh again
+        assert reader.reads == ["c1", "c1"]
+
+    asyncio.run(scenario())
+
+
+def test_past_the_stale_window_a_decision_waits_for_the_store(clock: Clock) -> None:
+    old, new = FeatureRow({"segment": "value"}, time.time()), FeatureRow({"segment": "vip"}, time.time())
+    reader = FakeReader({"c1": old})
+    service = CustomerFeatureService(reader, max_age_seconds=50, cache_seconds=5, stale_seconds=5)
+    assert get(service, "c1").values == old.values
+    reader.rows["c1"] = new
+    clock.now += 10.0
+    assert get(service, "c1").values == new.values
+    assert reader.reads == ["c1", "c1"]
+
+
+def test_a_failed_refresh_keeps_the_stale_entry_and_a_later_decision_retries(clock: Clock) -> None:
+    row = fresh()
+    reader = FakeReader({"c1": row})
+    service = CustomerFeatureService(reader, max_age_seconds=50, cache_seconds=5, stale_seconds=5)
+
+    async def scenario() -> None:
+        await service.get("c1")
+        clock.now += 6
+        reader.fail = True
+        assert (await service.get("c1")).degraded == ()  # stale, not unavailable
+        await settle(service)
+        assert reader.reads == ["c1", "c1"] and not service._refreshing
+        reader.fail = False
+        assert (await service.get("c1")).values == row.values
+        await settle(service)
+        assert reader.reads == ["c1", "c1", "c1"]
+        clock.now += 1  # refreshed at the last read: fresh, no more reads
+        await service.get("c1")
+        assert reader.reads == ["c1", "c1", "c1"]
+
+    asyncio.run(scenario())
+
+
+def test_refreshes_in_flight_are_bounded_and_cancelled_on_close(
+        clock: Clock, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(customer_features, "MAX_REFRESHES", 2)
+    rows = {c: fresh() for c in ("a", "b", "c")}
+    reader = GatedReader(rows)
+    service = CustomerFeatureService(reader, max_age_seconds=50, cache_seconds=5, stale_seconds=5)
+
+    async def scenario() -> None:
+        reader.gate.set()
+        for c in rows:
+            await service.get(c)
+        reader.gate.clear()
+        clock.now += 6
+        for c in rows:  # all three served stale; only two refreshes start
+            assert (await service.get(c)).values == rows[c].values
+        assert sorted(service._refreshing) == ["a", "b"]
+        tasks = list(service._refreshing.values())
+        await service.close()
+        assert all(t.cancelled() for t in tasks) and not service._refreshing
+        assert reader.reads == ["a", "b", "c"]  # the cancelled refreshes never read
+
+    asyncio.run(scenario())
