@@ -1,5 +1,5 @@
 /*
- * openloop: the benchmark's mixed traffic at a fixed arrival rate, from a few microseconds
+ * openloop: the benchmark's mixed traffic at a fixed arrival rate, for tens of microseconds
  * of CPU per request (k6 spends hundreds on this machine, on the cores the server shares).
  *
  *   openloop URL ITEMS RATE SECONDS OUT [CONNS] [MAX_CONNS] [TIMEOUT_S]

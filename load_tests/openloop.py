@@ -4,7 +4,7 @@ compiler on first use.
 k6 spends 0.3-0.4 ms of CPU per request on this machine, on the same two cores as the
 server under test: at 1,000 req/s it keeps a fifth of the machine busy by itself.
 openloop sends the same traffic (the same items, in the same order, the same feedback
-rule as k6_decisions.js) at a fixed arrival rate from a few microseconds per request,
+rule as k6_decisions.js) at a fixed arrival rate for 0.03-0.06 ms of CPU per request,
 so the server's latency is measured with far less of the load generator in it.
 """
 
