@@ -14,17 +14,17 @@ Reads are cached in-process for NEXTBEST_CUSTOMER_CACHE_SECONDS (a bounded LRU):
 features change only when a materialization writes them, so a busy customer costs one
 store read per few seconds instead of one per decision. The price is that a
 materialization (or a first write of a new customer) shows up to that many seconds late
-on this replica. Known and unknown customers are cached alike; failed reads are not, and
+on this replica (plus the stale window below). Known and unknown customers are cached alike; failed reads are not, and
 staleness is judged at every decision from the row's own event time.
 
 An expired entry is still served for NEXTBEST_CUSTOMER_CACHE_STALE_SECONDS while one
 background read per customer refreshes it (stale-while-revalidate): a returning customer
-does not wait for the store, whose round trip was most of nextbest's p99 (a read waits
-behind whatever else runs on the store's and the service's cores). So a materialization
-shows up on the customer's first decision after CACHE_SECONDS + STALE_SECONDS at the
-latest, and on the second after CACHE_SECONDS when the customer comes back sooner. A
-failed refresh keeps the entry (a later decision tries again); at most
-`MAX_REFRESHES` refreshes run at once, past that a stale entry is served unrefreshed.
+does not wait for the store's round trip (which, on a busy machine, also waits for the
+store's process and this one's event loop to be scheduled). The first decision after
+expiry gets the old entry, the ones after the refresh the new one, so a materialization
+can be up to CACHE_SECONDS + STALE_SECONDS late. A failed refresh keeps the entry (a
+later decision tries again); at most `MAX_REFRESHES` refreshes run at once, past that a
+stale entry is served unrefreshed.
 """
 
 from __future__ import annotations

@@ -69,7 +69,7 @@ class Settings(BaseSettings):
     customer_cache_seconds: float = Field(
         5.0, ge=0, description="How long a customer's features read from the online store "
         "are reused in-process (0: read the store on every decision). A materialization shows "
-        "up this much later on each replica.",
+        "up this much (plus CACHE_STALE_SECONDS) later on each replica.",
     )
     customer_cache_stale_seconds: float = Field(
         5.0, ge=0, description="How long an expired customer cache entry is still served while "
