@@ -88,7 +88,8 @@ def markdown(result: dict[str, Any]) -> str:
         f"# nextbest cost breakdown ({result['when']})",
         "",
         f"{result['rounds']} rounds of {result['duration_s']} s at {result['rate']} req/s per "
-        f"server from {result['generator']}, loaded in turn; medians. `added`: CPU over the row above (nextbest rows).",
+        f"server from {result['generator']}, loaded in turn; medians. `added`: CPU over the row "
+        "above (nextbest rows).",
         "",
         ("| server | adds | CPU ms/request | added | p50 ms | p99 ms | p99 / bare | errors | dropped "
          "| load generator CPU ms/request | machine busy |"),

@@ -85,7 +85,8 @@ def markdown(results: dict[str, Any]) -> str:
          f"anonymous, {mix['distinct_customers']} distinct known customers (Zipf), "
          f"{mix['feedback_share']:.0%} of decisions followed by feedback, at constant "
          f"arrival rates from {generator}, {results['duration_s']} s per sweep point, "
-         f"{results['search_duration_s']} s per search step; one uvicorn worker each; features from Redis. "
+         f"{results['search_duration_s']} s per search step; one uvicorn worker each; features "
+         "from Redis. "
          f"Sustainable = decision p99 < {results['p99_limit_ms']:.0f} ms, no errors, no drops. "
          f"{generator} runs on the same two cores as the server: `load generator CPU` is what "
          "it spent per request, `machine busy` the share of both cores busy during the point."),

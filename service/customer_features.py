@@ -14,8 +14,9 @@ Reads are cached in-process for NEXTBEST_CUSTOMER_CACHE_SECONDS (a bounded LRU):
 features change only when a materialization writes them, so a busy customer costs one
 store read per few seconds instead of one per decision. The price is that a
 materialization (or a first write of a new customer) shows up to that many seconds late
-on this replica (plus the stale window below). Known and unknown customers are cached alike; failed reads are not, and
-staleness is judged at every decision from the row's own event time.
+on this replica (plus the stale window below). Known and unknown customers are cached
+alike; failed reads are not, and staleness is judged at every decision from the row's own
+event time.
 
 An expired entry is still served for NEXTBEST_CUSTOMER_CACHE_STALE_SECONDS while one
 background read per customer refreshes it (stale-while-revalidate): a returning customer
