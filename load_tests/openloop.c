@@ -5,7 +5,7 @@
  *   openloop URL ITEMS RATE SECONDS OUT [CONNS] [MAX_CONNS] [TIMEOUT_S]
  *
  * URL is http://IPv4:PORT (loopback). ITEMS has one item per line, written by
- * load_tests/traffic.py (write_openloop_items):  FB \t OUTCOME \t VALUE \t RANK \t BODY
+ * load_tests/openloop.py (write_items):  FB \t OUTCOME \t VALUE \t RANK \t BODY
  * with FB 0 or 1 and OUTCOME, VALUE "-" when unused. Request i is due at start + i/RATE
  * and walks the items in order, as k6_decisions.js does. A due request takes an idle
  * keep-alive connection; with none idle it opens one, up to MAX_CONNS; past that it is
@@ -22,7 +22,6 @@
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <math.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -197,17 +196,22 @@ static void fail(conn_t *c) {
   close_conn(c);
 }
 
-static void send_decision(conn_t *c, int item, double due) {
-  c->state = DECISION;
-  c->item = item;
-  c->due = due;
+/* Send a request of `len` bytes on an idle (or just connected) connection. */
+static void start_request(conn_t *c, int state, const char *request, size_t len) {
+  c->state = state;
   c->sent = now();
   c->deadline = c->sent + timeout_s;
   c->rlen = 0;
-  c->out = items[item].request;
-  c->outlen = items[item].len;
+  c->out = request;
+  c->outlen = len;
   c->outoff = 0;
   if (flush_out(c) < 0) fail(c);
+}
+
+static void send_decision(conn_t *c, int item, double due) {
+  c->item = item;
+  c->due = due;
+  start_request(c, DECISION, items[item].request, items[item].len);
 }
 
 static void make_idle(conn_t *c) {
@@ -265,15 +269,8 @@ static void send_feedback(conn_t *c, const char *body, size_t blen) {
   int n = snprintf(c->wbuf, sizeof c->wbuf,
                    "POST /v1/feedback HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\n"
                    "Content-Length: %d\r\n\r\n%s", host, elen, event);
-  c->state = FEEDBACK;
-  c->sent = now();
-  c->deadline = c->sent + timeout_s;
-  c->rlen = 0;
-  c->out = c->wbuf;
-  c->outlen = (size_t)n;
-  c->outoff = 0;
   fb_sent++;
-  if (flush_out(c) < 0) fail(c);
+  start_request(c, FEEDBACK, c->wbuf, (size_t)n);
 }
 
 /* A complete answer in rbuf: its length, 0 when more is to come, -1 when unparseable. */

@@ -58,7 +58,7 @@ def command(base_url: str, items_file: Path, out: Path, rate: int, duration: flo
 
 
 def point(summary: dict[str, Any], rate: int, duration: float) -> dict[str, Any]:
-    """openloop's summary as a bench point (the keys k6's summary gives, see bench.run_k6)."""
+    """openloop's summary as a bench point (the keys bench.k6_point reads from k6's summary)."""
     dec = summary["decision_ms"]
     return {
         "rate": rate,
