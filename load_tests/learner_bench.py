@@ -1,7 +1,9 @@
 """Feedback learning, measured in-process against a real Redis: throughput and lag.
 
-Uses the service's own pieces (RedisState, OnlineLearner, FeedbackLoop) on a Redis
-database of its own, so a running nextbest's learner does not see these events:
+Uses the service's own pieces (RedisState, OnlineLearner, FeedbackLoop) and its own
+Redis clients (appends on one pipelined `RespConnection`, as /v1/feedback sends them;
+stream reads on redis-py) on a Redis database of its own, so a running nextbest's learner
+does not see these events:
 
 - throughput: N events already in the stream, one FeedbackLoop started from "0", timed
   until it has learned all N (XREAD + decode + River learn_one + publish);
@@ -26,6 +28,7 @@ from service.learner import OnlineLearner
 from service.metrics import Metrics
 from service.settings import Settings
 from service.state.redis_store import RedisState
+from service.state.resp import RespConnection
 
 #: The service's own spacing of stream reads, so the lag measured is the lag it serves with.
 READ_INTERVAL = Settings.model_fields["learner_read_interval_seconds"].default
@@ -59,7 +62,10 @@ async def _run(redis_url: str, action_ids: list[str], n: int, rate: int, seconds
 
     client = aioredis.from_url(redis_url)
     await client.flushdb()
-    state = RedisState(client, 3600, 10_000_000, prefix="bench:")
+    # As in the service: a pool's client would take a connection per concurrent append
+    # (hundreds when the producer falls behind on a slow machine, which lost connections)
+    writer = RespConnection(redis_url, retry_on_disconnect=True)
+    state = RedisState(writer, 3600, 10_000_000, prefix="bench:", reader=client)
     try:
         # throughput: a backlog of n events, one learner
         events = _events(action_ids, n, seed=1)
@@ -113,6 +119,8 @@ async def _run(redis_url: str, action_ids: list[str], n: int, rate: int, seconds
         lags = np.array(recorder.values)
         lag = {
             "rate": rate, "seconds": seconds, "sent": sent, "learned": loop.learned,
+            # below `rate` when the producer fell behind: the lag was then measured at less
+            "sent_per_s": round(sent / seconds),
             "lag_p50_s": round(float(np.percentile(lags, 50)), 4) if lags.size else None,
             "lag_p99_s": round(float(np.percentile(lags, 99)), 4) if lags.size else None,
             "lag_max_s": round(float(lags.max()), 4) if lags.size else None,
@@ -121,7 +129,7 @@ async def _run(redis_url: str, action_ids: list[str], n: int, rate: int, seconds
         await client.flushdb()
         return {"throughput": throughput, "lag": lag}
     finally:
-        await client.aclose()
+        await state.close()
 
 
 def measure(redis_url: str, catalog_file: Path, n: int = 50_000, rate: int = 5_000,

@@ -61,8 +61,11 @@ def goals(results: dict[str, Any]) -> list[dict[str, Any]]:
         add(">= 5,000 feedback events/s learned by one learner", f"{eps:,} events/s", eps >= 5000)
         lag = learner["lag"]
         if lag["lag_p99_s"] is not None:
+            # met only at the rate asked for: a producer that fell behind measured less
+            sent_per_s = lag.get("sent_per_s", lag["rate"])
             add(f"learner lag p99 < 1 s (in-process, {lag['rate']:,} events/s)",
-                f"{lag['lag_p99_s'] * 1000:.1f} ms", lag["lag_p99_s"] < 1.0)
+                f"{lag['lag_p99_s'] * 1000:.1f} ms at {sent_per_s:,} events/s sent",
+                lag["lag_p99_s"] < 1.0 and sent_per_s >= 0.95 * lag["rate"])
     if nb and nb.get("learner_lag_http"):
         h = nb["learner_lag_http"]
         if h["p99_le_s"] is not None:
@@ -135,7 +138,8 @@ def markdown(results: dict[str, Any]) -> str:
             "",
             f"- throughput: {th['events']:,} queued events learned in {th['seconds']} s = "
             f"**{th['events_per_s']:,} events/s**",
-            f"- lag at {lag['rate']:,} events/s for {lag['seconds']} s ({lag['learned']:,} learned): "
+            f"- lag at {lag['rate']:,} events/s for {lag['seconds']} s ({lag['sent']:,} sent, "
+            f"{lag['learned']:,} learned): "
             f"p50 {lag['lag_p50_s'] * 1000:.1f} ms, **p99 {lag['lag_p99_s'] * 1000:.1f} ms**, "
             f"max {lag['lag_max_s'] * 1000:.1f} ms; publish() {lag['publish_ms']} ms",
         ]
