@@ -114,3 +114,32 @@ def test_same_stream_same_ledger(clock: Clock) -> None:
     for c in (f"c{i}" for i in range(20)):
         assert one.exposures(c, ALL).tolist() == two.exposures(c, ALL).tolist()
         assert one.suppressed(c, ALL).tolist() == two.suppressed(c, ALL).tolist()
+
+
+def test_lookups_follow_time_and_new_contacts_as_a_fresh_count_would(clock: Clock) -> None:
+    """Lookups between contacts, as the clock moves past each contact's window, give what
+    counting the customer's recorded contacts by hand gives."""
+    window, suppress, cooldown = 10.0, 4.0, 2.0
+    ledger = ContactLedger(IDS, window_seconds=window, suppress_seconds=suppress,
+                           cooldown_seconds=cooldown, clock=clock)
+    rng = np.random.default_rng(3)
+    kept: list[tuple[str, str, str, float]] = []
+    for _ in range(300):
+        clock.now += float(rng.exponential(0.7))
+        if rng.random() < 0.4:
+            e = (f"c{rng.integers(3)}", IDS[rng.integers(4)],
+                 str(rng.choice(["impression", "impression", "dismiss", "purchase"])),
+                 clock.now - float(rng.random()))
+            ledger.record([event(*e)])
+            kept.append(e)
+        customer = f"c{rng.integers(3)}"
+        mine = [e for e in kept if e[0] == customer][-ledger.max_contacts:]
+        seen = [sum(1 for _, a, o, ts in mine
+                    if a == action and o == "impression" and ts >= clock.now - window)
+                for action in IDS]
+        blocked = [any(a == action and ((o == "dismiss" and ts >= clock.now - suppress)
+                                        or (o == "purchase" and ts >= clock.now - cooldown))
+                       for _, a, o, ts in mine)
+                   for action in IDS]
+        assert ledger.exposures(customer, ALL).tolist() == seen
+        assert ledger.suppressed(customer, ALL).tolist() == blocked
