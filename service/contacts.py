@@ -121,10 +121,8 @@ class ContactLedger:
         `suppressed` is None when none of them is (the common case, which then costs the
         decision path no mask).
         """
-        history = self._contacts.get(customer_id) if customer_id is not None else None
-        if history is None:
+        if customer_id is None or (history := self._contacts.get(customer_id)) is None:
             return np.zeros(len(rows), dtype=np.int64), None
-        assert customer_id is not None
         now = self._clock()
         view = self._views.get(customer_id)
         if view is None or now >= view.valid_until:
