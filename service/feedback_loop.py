@@ -19,11 +19,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 
 from service.contacts import ContactLedger
 from service.learner import OUTCOME_LABELS, LearningExample, OnlineLearner
 from service.metrics import Metrics
-from service.state import Record, StateStore
+from service.state import Record, StateStore, stream_position
 
 log = logging.getLogger(__name__)
 
@@ -88,12 +89,36 @@ class FeedbackLoop:
                 self._read_at = float("-inf")  # a backlog: read on at once
             self._metrics.feedback_backlog.set(len(entries) if full else 0)
 
-    def publish(self) -> None:
+    async def catch_up(self, end: str,
+                       progress: Callable[[int, str], None] | None = None) -> int:
+        """Fold the stream in up to entry `end` at once (a replica starting); returns events.
+
+        What was there before this replica started is history, not lag: the learner lag
+        histogram does not see it (publication counts the updates). `progress(events,
+        position)` is called after every read.
+        """
+        target = stream_position(end)
+        replayed = 0
+        while stream_position(self.position) < target:
+            entries = await self._state.read_feedback(self.position, self._read_count,
+                                                      self._block_ms)
+            if not entries:  # trimmed away under us, or a store that lost it: nothing left
+                break
+            await self._apply(entries)
+            self.position = entries[-1][0]
+            replayed += len(entries)
+            if progress is not None:
+                progress(replayed, self.position)
+        if self._unpublished:
+            self.publish(observe_lag=False)
+        return replayed
+
+    def publish(self, observe_lag: bool = True) -> None:
         """Hand the learned weights to the decision path; count what decisions now see."""
         self._learner.publish()
         self._published_at = time.monotonic()
         now = time.time()
-        for accepted_at in self._unpublished:
+        for accepted_at in self._unpublished if observe_lag else ():
             self._metrics.learner_lag.observe(max(0.0, now - accepted_at))
         self._metrics.learner_updates.inc(len(self._unpublished))
         self.learned += len(self._unpublished)

@@ -51,6 +51,9 @@ from service.state.resp import RespConnection
 
 log = logging.getLogger(__name__)
 
+#: seconds between progress lines while a starting replica replays the feedback stream
+REPLAY_REPORT_SECONDS = 5.0
+
 
 def redis_client(settings: Settings, timeout: float = 5.0, decision_path: bool = False,
                  single_connection: bool = False) -> Any:
@@ -208,7 +211,9 @@ class Runtime:
             asyncio.create_task(self.action_cache.run(), name="action-features"),
             asyncio.create_task(self._report_cache_age(), name="cache-age"),
         ]
+        replayed = 0
         if self.settings.online_learning or self.settings.contact_policy:
+            replayed = await self._replay_feedback()
             self.tasks.append(asyncio.create_task(self.feedback_loop.run(), name="feedback-loop"))
         await self.engine.decide(DecisionRequest(channel="web", placement="home"), record=False)
         # Everything loaded so far lives as long as the process: move it out of the
@@ -218,8 +223,33 @@ class Runtime:
         self.ready = True
         self.metrics.ready.set(1)
         log.info("ready", extra={"startup_seconds": round(time.time() - self.started_at, 3),
-                                 "state": self.state.backend,
+                                 "state": self.state.backend, "replayed_events": replayed,
                                  "model": self.engine.model_versions["offline"]})
+
+    async def _replay_feedback(self) -> int:
+        """Fold in the feedback stream as it stands before turning ready.
+
+        Until then this replica's learner and contact ledger miss what the others know:
+        it would offer again what a customer dismissed on another channel minutes ago.
+        """
+        end = await self.state.feedback_end()
+        if end is None:
+            return 0
+        started = last_report = time.monotonic()
+
+        def progress(events: int, position: str) -> None:
+            nonlocal last_report
+            if time.monotonic() - last_report >= REPLAY_REPORT_SECONDS:
+                last_report = time.monotonic()
+                log.info("replaying the feedback stream", extra={
+                    "replayed_events": events, "position": position, "end": end})
+
+        replayed = await self.feedback_loop.catch_up(end, progress)
+        seconds = time.monotonic() - started
+        log.info("feedback stream replayed", extra={
+            "replayed_events": replayed, "seconds": round(seconds, 3),
+            "events_per_second": round(replayed / seconds) if seconds > 0 else None})
+        return replayed
 
     async def _report_cache_age(self) -> None:
         while True:

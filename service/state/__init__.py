@@ -19,6 +19,11 @@ from typing import Any, Protocol
 Record = dict[str, Any]
 
 
+def stream_position(entry_id: str) -> tuple[int, ...]:
+    """A stream id as a comparable key: Redis' "ms-seq" or the memory backend's counter."""
+    return tuple(int(part) for part in entry_id.split("-"))
+
+
 class StateStore(Protocol):
     backend: str
 
@@ -42,6 +47,9 @@ class StateStore(Protocol):
 
     async def feedback_length(self) -> int:
         """Number of events currently held by the stream."""
+
+    async def feedback_end(self) -> str | None:
+        """Stream id of the newest event held, None when the stream is empty."""
 
     async def ping(self) -> None:
         """Raise if the backend is unreachable."""

@@ -70,6 +70,9 @@ class MemoryState:
     async def feedback_length(self) -> int:
         return len(self._feedback)
 
+    async def feedback_end(self) -> str | None:
+        return str(self._feedback[-1][0]) if self._feedback else None
+
     async def ping(self) -> None:
         return None
 

@@ -126,6 +126,10 @@ class RedisState:
     async def feedback_length(self) -> int:
         return int(await self._r.execute_command("XLEN", self.feedback_key))
 
+    async def feedback_end(self) -> str | None:
+        newest = await self._reader.xrevrange(self.feedback_key, count=1)
+        return _str(newest[0][0]) if newest else None
+
     async def ping(self) -> None:
         await self._r.execute_command("PING")
 

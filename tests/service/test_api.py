@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 from service.app import create_app
 from service.catalog import load_catalog
 from service.settings import Settings
-from tests.demo_fixtures import DemoDirs
+from tests.demo_fixtures import DemoDirs, clear_service_state
 from tests.service.conftest import make_settings
 
 KNOWN = "c00001"
@@ -241,3 +241,53 @@ def test_the_exploration_window_setting_reaches_the_decisions(demo: DemoDirs) ->
             assert top["probability"] == pytest.approx(0.5)  # eps / 2, with eps = 1
             shown.append(top["action_id"])
     assert set(shown) == set(best_two)
+
+
+def _stream_event(customer: str, action: str, outcome: str, channel: str = "pos",
+                  placement: str = "checkout") -> dict[str, object]:
+    """A feedback stream entry as `/v1/feedback` writes it (a self-contained example)."""
+    now = time.time()
+    return {"decision_id": f"d-{customer}-{action}", "action_id": action, "outcome": outcome,
+            "value": 0.0, "ts": now, "accepted_at": now, "customer_id": customer,
+            "channel": channel, "placement": placement, "journey_stage": "consideration",
+            "segment": "regular", "rank": 1, "probability": 1.0, "offline_logit": 0.0,
+            "exposures": 0}
+
+
+def test_a_new_replica_knows_the_stream_before_it_turns_ready(
+    demo: DemoDirs, demo_redis: str
+) -> None:
+    """A replica starting after a dismissal on another replica does not offer it again,
+    from its first decision: it replays the feedback stream before /readyz says ready.
+    The replay is history, not learner lag: the lag histogram does not see it."""
+    import orjson
+    import redis
+
+    clear_service_state(demo_redis)
+    settings = make_settings(demo, demo_redis)
+    catalog = load_catalog(settings.catalog_file)
+    both = catalog.allowed("web", "cart") & catalog.allowed("pos", "checkout")
+    target = catalog.ids[int(np.flatnonzero(both)[0])]
+    others = [a for a in catalog.ids if a != target]
+    # Other replicas' history: 20,000 events of other customers, then the dismissal at the
+    # till, last in the stream (a replica that served before replaying it would miss it).
+    history = [_stream_event(f"x{i:05d}", others[i % len(others)], ("impression", "accept")[i % 2])
+               for i in range(20_000)]
+    history += [_stream_event(KNOWN, target, "impression"), _stream_event(KNOWN, target, "dismiss")]
+    r = redis.Redis.from_url(demo_redis)
+    pipe = r.pipeline(transaction=False)
+    for e in history:
+        pipe.xadd("nb:feedback", {"e": orjson.dumps(e)})
+    pipe.execute()
+    r.close()
+
+    with TestClient(create_app(settings)) as client:
+        first = decide(client, candidates=[target], limit=1, channel="web", placement="cart")
+        assert first["actions"] == [], "a new replica offered what was dismissed at the till"
+        assert "no_eligible_actions" in first["degraded"]
+        text = client.get("/metrics").text
+        # every replayed example learned (impressions, accepts and dismissals all train)
+        assert _learned(client) == len(history)
+        lag_count = re.search(r"^nextbest_learner_lag_seconds_count ([0-9.e+]+)$", text,
+                              re.MULTILINE)
+        assert lag_count is not None and float(lag_count[1]) == 0.0

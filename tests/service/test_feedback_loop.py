@@ -98,3 +98,23 @@ async def test_reads_are_spaced_by_the_read_interval() -> None:
     assert len(reads) <= 8  # unspaced, a trickle like this costs about one read per event
     gaps = [b - a for a, b in zip(reads, reads[1:], strict=False)]
     assert min(gaps) >= 0.045
+
+
+async def test_catch_up_folds_in_the_stream_up_to_its_end_without_counting_lag() -> None:
+    """A starting replica replays history: learned, in the ledger-feeding order, and
+    published, but not observed as learner lag (it was never waiting for this replica)."""
+    state = MemoryState(3600)
+    learner = CountingLearner()
+    metrics = Metrics()
+    loop = FeedbackLoop(state, learner, metrics, read_count=7, block_ms=1000)
+    await state.append_feedback([event(i) for i in range(50)])
+    end = await state.feedback_end()
+    assert end is not None
+    seen: list[int] = []
+    assert await loop.catch_up(end, lambda n, _position: seen.append(n)) == 50
+    assert loop.position == end and learner.updates == 50 and loop.learned == 50
+    assert seen == [7, 14, 21, 28, 35, 42, 49, 50]  # one report per read
+    assert learner.publications == 1
+    assert metrics.registry.get_sample_value("nextbest_learner_lag_seconds_count") == 0.0
+    assert await loop.catch_up(end) == 0  # already there: no read, no publication
+    assert learner.publications == 1

@@ -9,7 +9,7 @@ import orjson
 import pytest
 import redis.asyncio as aioredis
 
-from service.state import StateStore
+from service.state import StateStore, stream_position
 from service.state.memory import MemoryState
 from service.state.redis_store import RedisState
 from service.state.resp import RespConnection
@@ -56,6 +56,14 @@ async def test_feedback_stream_is_ordered_and_resumable(state: StateStore) -> No
     assert [e["n"] for _, e in rest] == [3, 4]
     assert await state.read_feedback(rest[-1][0], 10, 50) == []
     assert await state.feedback_length() == 5
+
+
+async def test_feedback_end_is_the_newest_entry(state: StateStore) -> None:
+    assert await state.feedback_end() is None
+    await state.append_feedback([{"n": i} for i in range(3)])
+    entries = await state.read_feedback("0", 10, 100)
+    assert await state.feedback_end() == entries[-1][0]
+    assert stream_position(entries[0][0]) < stream_position(entries[-1][0])
 
 
 async def test_blocking_read_wakes_on_append(state: StateStore) -> None:
