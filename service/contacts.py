@@ -5,7 +5,8 @@ minute later, and the online learner knows how often a customer has already seen
 action (fatigue). The ledger is in-process and rebuilt by every replica from the
 ordered feedback stream its learner loop already reads (`service/feedback_loop.py`), so
 all replicas converge on the same ledger and the decision path pays no extra Redis
-round trip. A new replica replays the stream from its start, which rebuilds it.
+round trip. A new replica restores the newest snapshot (`service/snapshots.py`) and
+replays the stream after it before it turns ready.
 
 What counts (per customer x action, anonymous events ignored):
 - exposures: `impression` events within `window_seconds` (integrators send one
@@ -35,13 +36,14 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 _IMPRESSION, _DISMISS, _ACCEPT = 0, 1, 2
 _CODES = {"impression": _IMPRESSION, "dismiss": _DISMISS, "accept": _ACCEPT, "purchase": _ACCEPT}
-_CONTACT = np.dtype([("ts", "<f8"), ("row", "<i4"), ("code", "i1")])
+CONTACT = np.dtype([("ts", "<f8"), ("row", "<i4"), ("code", "i1")])
 #: memory for cached per-customer views (5 bytes per catalog action each, at most)
 VIEW_CACHE_BYTES = 32 * 2**20
 
@@ -55,6 +57,16 @@ class _View:
         self.valid_until = valid_until
         self.exposures = exposures  # (n_actions,) int32
         self.blocked = blocked  # (n_actions,) bool, None when nothing is blocked
+
+
+@dataclass(frozen=True)
+class LedgerState:
+    """Every customer's contacts as three arrays (snapshots)."""
+
+    customers: list[str]  # least recently contacted first
+    counts: np.ndarray  # int64: contacts of each customer, in that order
+    contacts: np.ndarray  # `CONTACT` records, customer after customer; rows index `actions`
+    actions: list[str]  # the catalog's action ids when the state was taken
 
 
 class ContactLedger:
@@ -104,7 +116,7 @@ class ContactLedger:
             mine.append((ts, row, code))
             fresh[customer] = mine
         for customer, contacts in fresh.items():
-            new = np.array(contacts, dtype=_CONTACT)
+            new = np.array(contacts, dtype=CONTACT)
             self._views.pop(customer, None)
             old = self._contacts.pop(customer, None)
             if old is not None:
@@ -114,6 +126,34 @@ class ContactLedger:
         while len(self._contacts) > self.max_customers:
             self._views.pop(self._contacts.popitem(last=False)[0], None)
         return sum(len(c) for c in fresh.values())
+
+    def state(self) -> LedgerState:
+        histories = list(self._contacts.values())
+        return LedgerState(
+            customers=list(self._contacts),
+            counts=np.array([len(h) for h in histories], dtype=np.int64),
+            # joined as bytes: np.concatenate of many small record arrays is ~20x slower
+            # (200,000 customers: 48 against 990 ms)
+            contacts=np.frombuffer(b"".join([h.tobytes() for h in histories]), dtype=CONTACT),
+            actions=list(self._index),
+        )
+
+    def restore(self, state: LedgerState) -> None:
+        """Start from `state` (an empty ledger); contacts of actions no longer in the
+        catalog are dropped, the others follow their action to its current row."""
+        self._views.clear()
+        if not state.customers:
+            return
+        to_row = np.array([self._index.get(a, -1) for a in state.actions], dtype=np.int32)
+        contacts = state.contacts.copy()
+        contacts["row"] = to_row[contacts["row"]]
+        ends = np.cumsum(state.counts)
+        for customer, history in zip(state.customers, np.split(contacts, ends[:-1]), strict=True):
+            history = history[history["row"] >= 0]
+            if len(history):
+                self._contacts[customer] = history
+        while len(self._contacts) > self.max_customers:
+            self._contacts.popitem(last=False)
 
     def lookup(self, customer_id: str | None, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """(exposures, suppressed) of the candidate action `rows` for this customer.

@@ -1,6 +1,6 @@
 """The learner loop: fold the ordered feedback stream into this replica's learner.
 
-Every replica reads the same stream from its start, so all replicas converge on the
+Every replica folds the same ordered stream, so all replicas converge on the
 same model state and the same contact ledger (`service/contacts.py`). Learning happens
 in small chunks between awaits so the event loop keeps serving decisions. The
 vectorised weights the decision path reads are republished at most every
@@ -12,6 +12,10 @@ trip, as costly in CPU as a decision, and without spacing a steady trickle of fe
 meant one read per event. Learner lag and updates are counted at publication, when
 decisions see them. Contacts are recorded before learning, so a
 dismissal takes effect as soon as the loop has read it.
+
+A starting replica first catches up (`catch_up`) with the stream as it stood, from the
+newest snapshot's position when there is one; between reads the loop also takes this
+replica's turn at writing snapshots (`service/snapshots.py`).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from collections.abc import Callable
 from service.contacts import ContactLedger
 from service.learner import OUTCOME_LABELS, LearningExample, OnlineLearner
 from service.metrics import Metrics
+from service.snapshots import Snapshots
 from service.state import Record, StateStore, stream_position
 
 log = logging.getLogger(__name__)
@@ -43,7 +48,8 @@ class FeedbackLoop:
     def __init__(self, state: StateStore, learner: OnlineLearner, metrics: Metrics,
                  read_count: int = 512, block_ms: int = 500,
                  contacts: ContactLedger | None = None, learn: bool = True,
-                 publish_interval: float = 0.05, read_interval: float = 0.0) -> None:
+                 publish_interval: float = 0.05, read_interval: float = 0.0,
+                 snapshots: Snapshots | None = None) -> None:
         self._state = state
         self._learner = learner
         self._contacts = contacts
@@ -54,6 +60,7 @@ class FeedbackLoop:
         self._publish_interval = publish_interval
         self._published_at = float("-inf")
         self._read_interval = read_interval
+        self._snapshots = snapshots
         self._read_at = float("-inf")
         self._unpublished: list[float] = []  # accepted_at of events learned, not yet served
         self.position = "0"
@@ -84,10 +91,21 @@ class FeedbackLoop:
                 not entries or time.monotonic() - self._published_at >= self._publish_interval
             ):
                 self.publish()
+            if self._snapshots is not None and self.position != "0" and self._snapshots.due():
+                await self._snapshot()
             full = len(entries) >= self._read_count
             if full:
                 self._read_at = float("-inf")  # a backlog: read on at once
             self._metrics.feedback_backlog.set(len(entries) if full else 0)
+
+    async def _snapshot(self) -> None:
+        assert self._snapshots is not None
+        try:
+            await self._snapshots.take(self.position)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # the next interval tries again; learning goes on meanwhile
+            log.exception("writing a snapshot failed")
 
     async def catch_up(self, end: str,
                        progress: Callable[[int, str], None] | None = None) -> int:

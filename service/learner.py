@@ -121,6 +121,18 @@ class OnlineWeights:
         return c
 
 
+@dataclass(frozen=True)
+class LearnerState:
+    """What learning has changed, as plain values (snapshots; no River pickle)."""
+
+    keys: list[str]  # River feature names
+    weights: np.ndarray  # float64, one per key
+    intercept: float
+    steps: int  # the optimizer's iterations
+    updates: int  # examples learned
+    columns: list[tuple[str, str]]  # context columns first seen in feedback (not in the schema)
+
+
 class OnlineLearner:
     """River logistic regression over (offline logit, action x context indicators)."""
 
@@ -153,6 +165,7 @@ class OnlineLearner:
             for value in values
         ]
         self._known_columns = set(self._columns)
+        self._schema_columns = len(self._columns)
         self._slot_keys = self._keys_of(self._columns)
         group_names = sorted(set(self._group.values()))
         self._group_keys = [_GROUP + g for g in group_names]
@@ -209,6 +222,28 @@ class OnlineLearner:
             tables[table][value] = row
         self.weights = w
         return w
+
+    def state(self) -> LearnerState:
+        weights = self.model._weights
+        keys = list(weights)
+        return LearnerState(
+            keys=keys, weights=np.array([weights[k] for k in keys], dtype=np.float64),
+            intercept=float(self.model.intercept), steps=int(self.model.optimizer.n_iterations),
+            updates=self.updates, columns=self._columns[self._schema_columns:],
+        )
+
+    def restore(self, state: LearnerState) -> None:
+        """Continue from `state` (a learner that has learned nothing yet), and publish it."""
+        weights = self.model._weights
+        for key, value in zip(state.keys, state.weights.tolist(), strict=True):
+            weights[key] = value
+        self.model.intercept = state.intercept
+        self.model.optimizer.n_iterations = state.steps
+        self.updates = state.updates
+        for column in state.columns:
+            if column not in self._known_columns:
+                self._add_column(column)
+        self.publish()
 
     def predict_proba(self, e: LearningExample) -> float:
         """River's own prediction for one example (tests compare it with the vector copy)."""

@@ -28,6 +28,9 @@ Exported series (also documented in README.md and used by helm/ dashboards and r
 - nextbest_learner_updates_total                                          counter
 - nextbest_learner_lag_seconds                                            histogram
 - nextbest_feedback_backlog                                               gauge
+- nextbest_replayed_events                                                gauge
+- nextbest_snapshots_written_total                                        counter
+- nextbest_snapshot_bytes                                                 gauge
 - nextbest_action_features_age_seconds                                    gauge
 - nextbest_ready                                                          gauge
 """
@@ -139,6 +142,19 @@ class Metrics:
         self.feedback_backlog = Gauge(
             "nextbest_feedback_backlog",
             "Feedback events accepted but not yet learned by this replica.", registry=r,
+        )
+        self.replayed_events = Gauge(
+            "nextbest_replayed_events",
+            "Feedback events this replica replayed at start-up, after the snapshot it "
+            "restored (if any).", registry=r,
+        )
+        self.snapshots_written = Counter(
+            "nextbest_snapshots_written_total",
+            "Learner and contact-ledger snapshots this replica wrote.", registry=r,
+        )
+        self.snapshot_bytes = Gauge(
+            "nextbest_snapshot_bytes",
+            "Size of the last snapshot this replica wrote or restored.", registry=r,
         )
         self.action_features_age = Gauge(
             "nextbest_action_features_age_seconds",

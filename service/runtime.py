@@ -44,6 +44,7 @@ from service.metrics import Metrics
 from service.model import OnnxScorer, resolve_model_dir
 from service.schemas import DecisionRequest
 from service.settings import Settings
+from service.snapshots import Snapshots, SnapshotStore
 from service.state import StateStore
 from service.state.memory import MemoryState
 from service.state.redis_store import RedisState
@@ -119,6 +120,7 @@ class Runtime:
     feedback_loop: FeedbackLoop
     decision_log: DecisionLog
     action_cache: ActionFeatureCache
+    snapshots: Snapshots | None = None
     closers: list[Any] = field(default_factory=list)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     ready: bool = False
@@ -166,6 +168,14 @@ class Runtime:
             catalog.ids, settings.contact_window_seconds, settings.contact_suppress_seconds,
             settings.contact_cooldown_seconds, settings.contact_max_customers,
         ) if settings.contact_policy else None
+        snapshots = None
+        if settings.redis_url and settings.snapshot_seconds > 0 and (
+            settings.online_learning or settings.contact_policy
+        ):
+            snapshots = Snapshots(
+                SnapshotStore(client), settings.snapshot_seconds, metrics,
+                learner if settings.online_learning else None, contacts,
+            )
         decision_log = DecisionLog(
             state, linger_seconds=settings.decision_log_linger_seconds,
             recent=settings.recent_decisions, ttl_seconds=settings.decision_ttl_seconds,
@@ -198,7 +208,9 @@ class Runtime:
             feedback=FeedbackService(state, decision_log, metrics),
             feedback_loop=FeedbackLoop(state, learner, metrics, contacts=contacts,
                                        learn=settings.online_learning,
-                                       read_interval=settings.learner_read_interval_seconds),
+                                       read_interval=settings.learner_read_interval_seconds,
+                                       snapshots=snapshots),
+            snapshots=snapshots,
             decision_log=decision_log, action_cache=action_cache, closers=closers,
         )
 
@@ -232,10 +244,14 @@ class Runtime:
         Until then this replica's learner and contact ledger miss what the others know:
         it would offer again what a customer dismissed on another channel minutes ago.
         """
+        started = last_report = time.monotonic()
+        if self.snapshots is not None:
+            position = await self.snapshots.restore()
+            if position is not None:
+                self.feedback_loop.position = position
         end = await self.state.feedback_end()
         if end is None:
             return 0
-        started = last_report = time.monotonic()
 
         def progress(events: int, position: str) -> None:
             nonlocal last_report
@@ -245,6 +261,7 @@ class Runtime:
                     "replayed_events": events, "position": position, "end": end})
 
         replayed = await self.feedback_loop.catch_up(end, progress)
+        self.metrics.replayed_events.set(replayed)
         seconds = time.monotonic() - started
         log.info("feedback stream replayed", extra={
             "replayed_events": replayed, "seconds": round(seconds, 3),

@@ -60,6 +60,11 @@ class Settings(BaseSettings):
         0.02, ge=0, le=1.0, description="Shortest time between two reads of the feedback "
         "stream by the learner: events are read in batches, adding at most this much lag."
     )
+    snapshot_seconds: float = Field(
+        60.0, ge=0, description="With Redis: how often one replica writes a snapshot of the "
+        "learner and the contact ledger, so a starting replica replays only the feedback "
+        "stream after it (0: no snapshots; a new replica replays the whole stream)."
+    )
     shutdown_timeout_seconds: float = Field(
         5.0, gt=0, le=60, description="How long shutdown waits for background tasks to stop."
     )

@@ -254,15 +254,31 @@ def _stream_event(customer: str, action: str, outcome: str, channel: str = "pos"
             "exposures": 0}
 
 
+def _append_to_stream(url: str, events: list[dict[str, object]]) -> None:
+    """Events in the feedback stream as other replicas' `/v1/feedback` put them there."""
+    import orjson
+    import redis
+
+    r = redis.Redis.from_url(url)
+    pipe = r.pipeline(transaction=False)
+    for e in events:
+        pipe.xadd("nb:feedback", {"e": orjson.dumps(e)})
+    pipe.execute()
+    r.close()
+
+
+def _metric(client: TestClient, name: str) -> float:
+    found = re.search(rf"^{name} ([0-9.e+]+)$", client.get("/metrics").text, re.MULTILINE)
+    assert found is not None, f"{name} is not exported"
+    return float(found[1])
+
+
 def test_a_new_replica_knows_the_stream_before_it_turns_ready(
     demo: DemoDirs, demo_redis: str
 ) -> None:
     """A replica starting after a dismissal on another replica does not offer it again,
     from its first decision: it replays the feedback stream before /readyz says ready.
     The replay is history, not learner lag: the lag histogram does not see it."""
-    import orjson
-    import redis
-
     clear_service_state(demo_redis)
     settings = make_settings(demo, demo_redis)
     catalog = load_catalog(settings.catalog_file)
@@ -274,12 +290,7 @@ def test_a_new_replica_knows_the_stream_before_it_turns_ready(
     history = [_stream_event(f"x{i:05d}", others[i % len(others)], ("impression", "accept")[i % 2])
                for i in range(20_000)]
     history += [_stream_event(KNOWN, target, "impression"), _stream_event(KNOWN, target, "dismiss")]
-    r = redis.Redis.from_url(demo_redis)
-    pipe = r.pipeline(transaction=False)
-    for e in history:
-        pipe.xadd("nb:feedback", {"e": orjson.dumps(e)})
-    pipe.execute()
-    r.close()
+    _append_to_stream(demo_redis, history)
 
     with TestClient(create_app(settings)) as client:
         first = decide(client, candidates=[target], limit=1, channel="web", placement="cart")
@@ -291,3 +302,42 @@ def test_a_new_replica_knows_the_stream_before_it_turns_ready(
         lag_count = re.search(r"^nextbest_learner_lag_seconds_count ([0-9.e+]+)$", text,
                               re.MULTILINE)
         assert lag_count is not None and float(lag_count[1]) == 0.0
+
+
+def test_a_new_replica_starts_from_the_snapshot_and_replays_only_the_rest(
+    demo: DemoDirs, demo_redis: str
+) -> None:
+    """One replica writes a snapshot of its learner and ledger; one started later
+    restores it and replays only the events after it, and knows both dismissals."""
+    import redis
+
+    clear_service_state(demo_redis)
+    settings = make_settings(demo, demo_redis, snapshot_seconds=0.2)
+    catalog = load_catalog(settings.catalog_file)
+    on_web = np.flatnonzero(catalog.allowed("web", "cart"))
+    early, late = catalog.ids[int(on_web[0])], catalog.ids[int(on_web[1])]
+    before = [_stream_event(f"x{i:05d}", catalog.ids[i % len(catalog.ids)], "impression")
+              for i in range(2_000)] + [_stream_event(KNOWN, early, "dismiss")]
+    _append_to_stream(demo_redis, before)
+    r = redis.Redis.from_url(demo_redis)
+    with TestClient(create_app(settings)) as first:
+        assert _metric(first, "nextbest_replayed_events") == len(before)
+        deadline = time.monotonic() + 10
+        while _metric(first, "nextbest_snapshots_written_total") < 1:
+            assert time.monotonic() < deadline, "no snapshot written"
+            time.sleep(0.05)
+        snapshot_updates = int(first.get("/readyz").json()["models"]["online"].split(":")[1])
+    assert r.exists("nb:snapshot")
+    after = [_stream_event(f"y{i:05d}", catalog.ids[i % len(catalog.ids)], "accept")
+             for i in range(30)] + [_stream_event(KNOWN, late, "dismiss")]
+    _append_to_stream(demo_redis, after)
+    r.close()
+
+    with TestClient(create_app(settings)) as second:
+        assert _metric(second, "nextbest_replayed_events") == len(after)
+        offered = decide(second, candidates=[early, late], limit=2, channel="web",
+                         placement="cart")
+        assert offered["actions"] == [], "a dismissal was lost between snapshot and stream"
+        online = second.get("/readyz").json()["models"]["online"]
+        assert online == f"river-logreg:{snapshot_updates + len(after)}"
+        assert snapshot_updates == len(before)
