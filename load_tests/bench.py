@@ -15,7 +15,9 @@ dropped per point), then a bisection for the maximum sustainable rate (decision 
 under the limit, no errors, no drops); wrk gives closed-loop maximum throughput. Also
 measured: start-up to ready, RSS, feedback learning throughput and lag (learner_bench.py),
 the server's CPU time per request (decisions and feedback) at each sweep point, and
-optionally a py-spy profile of nextbest at the target rate. Writes bench.json,
+optionally a py-spy profile of nextbest at the target rate, and start-up to ready
+with --startup-events in the feedback stream, replayed in full and from a snapshot
+(startup_bench.py, in-process, after the servers stop). Writes bench.json,
 bench.md and bench.png to --out and stops everything it started.
 
 `--smoke` (CI): nextbest only, 50 req/s for 3 s of the same mix; fails on any error or
@@ -445,6 +447,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="fixed-arrival-rate load generator: openloop (load_tests/openloop.c, "
                         "0.03-0.06 ms of CPU per request here) or k6 (0.3-0.4 ms)")
     parser.add_argument("--profile-seconds", type=int, default=10, help="py-spy seconds; 0: none")
+    parser.add_argument("--startup-events", type=int, default=1_000_000,
+                        help="feedback events in the stream for the start-up measurement "
+                        "(0: skip it)")
+    parser.add_argument("--startup-tail", type=int, default=50_000,
+                        help="events after the snapshot in the start-up measurement")
     parser.add_argument("--redis-url", help="use this Redis (its database is overwritten)")
     parser.add_argument("--out", type=Path, default=Path("load_tests/results"))
     parser.add_argument("--smoke", action="store_true",
@@ -525,6 +532,15 @@ def main(argv: list[str] | None = None) -> int:
             servers.append(learner_redis)
             print("feedback learner ...", flush=True)
             results["learner"] = measure(learner_redis.url, data_dir / "catalog.json")
+        if args.startup_events and "nextbest" in targets:
+            from load_tests import startup_bench
+
+            for server in targets.values():  # nothing else may use the stream meanwhile
+                server.stop()
+            print(f"start-up with {args.startup_events:,} feedback events in the stream ...",
+                  flush=True)
+            results["startup"] = startup_bench.measure(
+                redis_url, data_dir, models_dir, args.startup_events, args.startup_tail)
         results["goals"] = report.goals(results)
         results["elapsed_s"] = round(time.perf_counter() - started, 1)
         (args.out / "bench.json").write_text(json.dumps(results, indent=2))

@@ -74,6 +74,12 @@ def goals(results: dict[str, Any]) -> list[dict[str, Any]]:
                 h["p99_le_s"] <= 1.0)
     if nb:
         add("start-up to ready <= 5 s", f"{nb['ready_seconds']:.2f} s", nb["ready_seconds"] <= 5.0)
+    startup = results.get("startup")
+    if startup:
+        ready = startup["from_snapshot"]["ready_s"]
+        add(f"start-up to ready <= 5 s with {startup['events']:,} events in the stream "
+            f"(from a snapshot, {startup['tail']:,} after it; in-process)", f"{ready:.2f} s",
+            ready <= 5.0)
     return out
 
 
@@ -153,6 +159,20 @@ def markdown(results: dict[str, Any]) -> str:
     if lags:
         lines.append("- service learner lag p99 per sweep point: " + ", ".join(
             f"{rate} req/s <= {lag['p99_le_s']} s" for rate, lag in lags))
+    startup = results.get("startup")
+    if startup:
+        full, snap, restored = startup["full_replay"], startup["snapshot"], startup["from_snapshot"]
+        lines += [
+            "",
+            f"## Start-up with {startup['events']:,} feedback events in the stream "
+            f"({startup['customers']:,} customers; in-process, `Runtime.start`)",
+            "",
+            f"- full replay: ready in **{full['ready_s']} s** ({full['replayed']:,} events, "
+            f"{full['events_per_s']:,} events/s)",
+            f"- snapshot: {snap['bytes'] / 1e6:.1f} MB, written in {snap['write_s'] * 1000:.0f} ms",
+            f"- from the snapshot with {startup['tail']:,} events after it: ready in "
+            f"**{restored['ready_s']} s** ({restored['replayed']:,} events replayed)",
+        ]
     lines += ["", "## Goals", "", "| goal | measured | met |", "|---|---|---|"]
     for g in results["goals"]:
         met = {True: "yes", False: "**no**", None: "-"}[g["met"]]

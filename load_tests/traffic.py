@@ -35,7 +35,8 @@ _ONLINE: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
 _OUTCOMES = {"impression": 0.5, "click": 0.2, "dismiss": 0.15, "accept": 0.1, "purchase": 0.05}
 
 
-def _customers(data_dir: Path) -> list[str]:
+def customer_ids(data_dir: Path) -> list[str]:
+    """The demo's known customer ids, sorted."""
     import pandas as pd
 
     ids = pd.read_parquet(data_dir / "demo" / "customers.parquet", columns=["customer_id"])
@@ -51,7 +52,7 @@ def mixed_traffic(data_dir: Path, n: int = 5000, seed: int = 1) -> list[dict[str
     offers = [a["action_id"] for a in catalog if a["kind"] == "offer"]
     if len(action_ids) < N_CANDIDATES or not offers or not products:
         raise SystemExit(f"demo catalog too small for the mix: {len(action_ids)} actions")
-    customers = _customers(data_dir)
+    customers = customer_ids(data_dir)
     popularity = rng.permutation(len(customers))  # who is busy is not the id order
     weights = 1.0 / np.arange(1, len(customers) + 1) ** ZIPF_EXPONENT
     weights /= weights.sum()
