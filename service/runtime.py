@@ -45,7 +45,7 @@ from service.model import OnnxScorer, resolve_model_dir
 from service.schemas import DecisionRequest
 from service.settings import Settings
 from service.snapshots import Snapshots, SnapshotStore
-from service.state import StateStore
+from service.state import StateStore, stream_position
 from service.state.memory import MemoryState
 from service.state.redis_store import RedisState
 from service.state.resp import RespConnection
@@ -245,13 +245,17 @@ class Runtime:
         it would offer again what a customer dismissed on another channel minutes ago.
         """
         started = last_report = time.monotonic()
-        if self.snapshots is not None:
-            position = await self.snapshots.restore()
-            if position is not None:
-                self.feedback_loop.position = position
-        end = await self.state.feedback_end()
-        if end is None:
+        restored = await self.snapshots.restore() if self.snapshots is not None else None
+        if restored is not None:
+            self.feedback_loop.position = restored
+        bounds = await self.state.feedback_bounds()
+        if bounds is None:
             return 0
+        oldest, end = bounds
+        if restored is not None and stream_position(oldest) > stream_position(restored):
+            log.warning("the snapshot is older than the feedback stream's oldest event: events "
+                        "after it may have been trimmed, and are then lost to this replica",
+                        extra={"snapshot_position": restored, "oldest": oldest})
 
         def progress(events: int, position: str) -> None:
             nonlocal last_report

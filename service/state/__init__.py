@@ -48,8 +48,8 @@ class StateStore(Protocol):
     async def feedback_length(self) -> int:
         """Number of events currently held by the stream."""
 
-    async def feedback_end(self) -> str | None:
-        """Stream id of the newest event held, None when the stream is empty."""
+    async def feedback_bounds(self) -> tuple[str, str] | None:
+        """Stream ids of the oldest and the newest event held, None when it is empty."""
 
     async def ping(self) -> None:
         """Raise if the backend is unreachable."""

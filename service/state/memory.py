@@ -70,8 +70,10 @@ class MemoryState:
     async def feedback_length(self) -> int:
         return len(self._feedback)
 
-    async def feedback_end(self) -> str | None:
-        return str(self._feedback[-1][0]) if self._feedback else None
+    async def feedback_bounds(self) -> tuple[str, str] | None:
+        if not self._feedback:
+            return None
+        return str(self._feedback[0][0]), str(self._feedback[-1][0])
 
     async def ping(self) -> None:
         return None

@@ -126,9 +126,12 @@ class RedisState:
     async def feedback_length(self) -> int:
         return int(await self._r.execute_command("XLEN", self.feedback_key))
 
-    async def feedback_end(self) -> str | None:
+    async def feedback_bounds(self) -> tuple[str, str] | None:
+        oldest = await self._reader.xrange(self.feedback_key, count=1)
         newest = await self._reader.xrevrange(self.feedback_key, count=1)
-        return _str(newest[0][0]) if newest else None
+        if not oldest or not newest:
+            return None
+        return _str(oldest[0][0]), _str(newest[0][0])
 
     async def ping(self) -> None:
         await self._r.execute_command("PING")

@@ -341,3 +341,32 @@ def test_a_new_replica_starts_from_the_snapshot_and_replays_only_the_rest(
         online = second.get("/readyz").json()["models"]["online"]
         assert online == f"river-logreg:{snapshot_updates + len(after)}"
         assert snapshot_updates == len(before)
+
+
+def test_a_snapshot_older_than_the_stream_is_used_with_a_warning(
+    demo: DemoDirs, demo_redis: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Events trimmed from the stream after the snapshot are lost to a new replica: it
+    says so, and starts from what is left."""
+    import logging
+
+    import redis
+
+    clear_service_state(demo_redis)
+    settings = make_settings(demo, demo_redis, snapshot_seconds=0.2)
+    _append_to_stream(demo_redis, [_stream_event(f"x{i}", "p001", "impression")
+                                   for i in range(200)])
+    with TestClient(create_app(settings)) as first:
+        deadline = time.monotonic() + 10
+        while _metric(first, "nextbest_snapshots_written_total") < 1:
+            assert time.monotonic() < deadline, "no snapshot written"
+            time.sleep(0.05)
+    _append_to_stream(demo_redis, [_stream_event(f"y{i}", "p002", "impression")
+                                   for i in range(100)])
+    r = redis.Redis.from_url(demo_redis)
+    r.xtrim("nb:feedback", maxlen=10, approximate=False)
+    r.close()
+    with caplog.at_level(logging.WARNING, logger="service.runtime"):
+        with TestClient(create_app(settings)) as second:
+            assert _metric(second, "nextbest_replayed_events") == 10
+    assert "older than the feedback stream's oldest event" in caplog.text

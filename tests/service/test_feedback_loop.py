@@ -108,8 +108,9 @@ async def test_catch_up_folds_in_the_stream_up_to_its_end_without_counting_lag()
     metrics = Metrics()
     loop = FeedbackLoop(state, learner, metrics, read_count=7, block_ms=1000)
     await state.append_feedback([event(i) for i in range(50)])
-    end = await state.feedback_end()
-    assert end is not None
+    bounds = await state.feedback_bounds()
+    assert bounds is not None
+    end = bounds[1]
     seen: list[int] = []
     assert await loop.catch_up(end, lambda n, _position: seen.append(n)) == 50
     assert loop.position == end and learner.updates == 50 and loop.learned == 50

@@ -58,11 +58,11 @@ async def test_feedback_stream_is_ordered_and_resumable(state: StateStore) -> No
     assert await state.feedback_length() == 5
 
 
-async def test_feedback_end_is_the_newest_entry(state: StateStore) -> None:
-    assert await state.feedback_end() is None
+async def test_feedback_bounds_are_the_oldest_and_newest_entries(state: StateStore) -> None:
+    assert await state.feedback_bounds() is None
     await state.append_feedback([{"n": i} for i in range(3)])
     entries = await state.read_feedback("0", 10, 100)
-    assert await state.feedback_end() == entries[-1][0]
+    assert await state.feedback_bounds() == (entries[0][0], entries[-1][0])
     assert stream_position(entries[0][0]) < stream_position(entries[-1][0])
 
 
