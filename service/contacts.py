@@ -61,7 +61,7 @@ class _View:
 
 @dataclass(frozen=True)
 class LedgerState:
-    """Every customer's contacts as three arrays (snapshots)."""
+    """Every customer's contacts as flat arrays (snapshots)."""
 
     customers: list[str]  # least recently contacted first
     counts: np.ndarray  # int64: contacts of each customer, in that order

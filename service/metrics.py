@@ -31,6 +31,7 @@ Exported series (also documented in README.md and used by helm/ dashboards and r
 - nextbest_replayed_events                                                gauge
 - nextbest_snapshots_written_total                                        counter
 - nextbest_snapshot_bytes                                                 gauge
+- nextbest_snapshot_interval_seconds                                      gauge
 - nextbest_action_features_age_seconds                                    gauge
 - nextbest_ready                                                          gauge
 """
@@ -155,6 +156,11 @@ class Metrics:
         self.snapshot_bytes = Gauge(
             "nextbest_snapshot_bytes",
             "Size of the last snapshot this replica wrote or restored.", registry=r,
+        )
+        self.snapshot_interval = Gauge(
+            "nextbest_snapshot_interval_seconds",
+            "How often one replica writes a snapshot (0: this replica takes no part).",
+            registry=r,
         )
         self.action_features_age = Gauge(
             "nextbest_action_features_age_seconds",

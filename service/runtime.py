@@ -176,6 +176,7 @@ class Runtime:
                 SnapshotStore(client), settings.snapshot_seconds, metrics,
                 learner if settings.online_learning else None, contacts,
             )
+            metrics.snapshot_interval.set(settings.snapshot_seconds)
         decision_log = DecisionLog(
             state, linger_seconds=settings.decision_log_linger_seconds,
             recent=settings.recent_decisions, ttl_seconds=settings.decision_ttl_seconds,

@@ -6,8 +6,8 @@ stream position P are the state at P. Every `interval` seconds one replica (whic
 claims the turn in Redis first: `SET <key>:turn NX PX`) writes its state with its
 position; a starting replica restores the newest snapshot and replays only the stream
 after its position (`Runtime._replay_feedback`). Measured with 1,000,000 events in the
-stream: 36 s to ready by replaying it all (~27,000 events/s), where a snapshot leaves
-only the events of the last interval to replay.
+stream: 35-41 s to ready by replaying it all (~25,000-29,000 events/s), 1.7-2.8 s from a
+snapshot with 50,000 events after it (`load_tests/startup_bench.py`).
 
 A snapshot is one Redis string: an `.npz` archive (numpy's format, read back with
 `allow_pickle=False`, so a snapshot can carry no code) of the learner's River weights as
@@ -18,8 +18,8 @@ change does not invalidate a snapshot. A snapshot that cannot be read is ignored
 warning: the replica then replays the whole stream, as it would without one.
 
 Taking one copies the state on the event loop between two stream reads (the state must
-match the position), then archives the copy in a thread: the copy is about 2 ms for the
-demo's 1,650 customers and grows with the ledger (~0.2 s for 200,000 customers).
+match the position), then archives the copy in a thread: the copy took 1.5 ms for 1,650
+customers (the bench's) and grows with the ledger (0.25 s for 200,000 customers).
 """
 
 from __future__ import annotations
@@ -160,7 +160,6 @@ class Snapshots:
         self._next = time.monotonic() + self._interval
         if position == self._position or not await self._store.claim(self._interval):
             return False  # nothing new since this replica's last one, or not its turn
-        self._position = position
         started = time.perf_counter()
         snapshot = Snapshot(
             position, time.time(),
@@ -171,6 +170,7 @@ class Snapshots:
         # the state is a copy: archiving it (zip, CRC) need not hold up the event loop
         blob = await asyncio.to_thread(encode, snapshot)
         await self._store.save(blob)
+        self._position = position
         self._metrics.snapshots_written.inc()
         self._metrics.snapshot_bytes.set(len(blob))
         log.info("snapshot written", extra={
