@@ -62,6 +62,10 @@ def _append(client: redis.Redis, n: int, customers: list[str], actions: list[str
         pipe.execute()
 
 
+def _sample(metrics: Metrics, name: str) -> int:
+    return int(metrics.registry.get_sample_value(name) or 0)
+
+
 async def _start(settings: Settings) -> tuple[Runtime, Metrics, float]:
     started = time.perf_counter()
     metrics = Metrics()
@@ -77,18 +81,18 @@ async def _run(settings: Settings, client: redis.Redis, events: int, tail: int,
     full, metrics, full_s = await _start(settings)
     try:
         assert full.snapshots is not None
-        replayed = int(metrics.replayed_events._value.get())
+        replayed = _sample(metrics, "nextbest_replayed_events")
         taken = time.perf_counter()
         if not await full.snapshots.take(full.feedback_loop.position):
             raise RuntimeError("the snapshot turn was taken: is a nextbest using this Redis?")
         snapshot_s = time.perf_counter() - taken
-        snapshot_bytes = int(metrics.snapshot_bytes._value.get())
+        snapshot_bytes = _sample(metrics, "nextbest_snapshot_bytes")
     finally:
         await full.stop()
     _append(client, tail, customers, actions, rng)
     restored, metrics, restored_s = await _start(settings)
     try:
-        tail_replayed = int(metrics.replayed_events._value.get())
+        tail_replayed = _sample(metrics, "nextbest_replayed_events")
     finally:
         await restored.stop()
     return {
@@ -103,7 +107,8 @@ async def _run(settings: Settings, client: redis.Redis, events: int, tail: int,
 def measure(redis_url: str, data_dir: Path, models_dir: Path, events: int = 1_000_000,
             tail: int = 50_000) -> dict[str, Any]:
     settings = Settings(redis_url=redis_url, data_dir=data_dir, models_dir=models_dir,
-                        catalog_path=data_dir / "catalog.json")
+                        catalog_path=data_dir / "catalog.json", snapshot_seconds=60.0,
+                        online_learning=True, contact_policy=True)
     client = redis.Redis.from_url(redis_url)
     _clear(client)
     try:

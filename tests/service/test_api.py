@@ -179,9 +179,13 @@ def test_dismissed_at_the_till_is_not_pushed_on_the_web(
 
 def _learned(client: TestClient) -> float:
     """Feedback events the learner has learned and published to the decision path."""
-    text = client.get("/metrics").text
-    found = re.search(r"^nextbest_learner_updates_total ([0-9.e+]+)$", text, re.MULTILINE)
-    return float(found[1]) if found else 0.0
+    return _metric(client, "nextbest_learner_updates_total")
+
+
+def _metric(client: TestClient, name: str) -> float:
+    found = re.search(rf"^{name} ([0-9.e+]+)$", client.get("/metrics").text, re.MULTILINE)
+    assert found is not None, f"{name} is not exported"
+    return float(found[1])
 
 
 def test_repeated_impressions_lower_the_action_for_that_customer(client: TestClient) -> None:
@@ -267,12 +271,6 @@ def _append_to_stream(url: str, events: list[dict[str, object]]) -> None:
     r.close()
 
 
-def _metric(client: TestClient, name: str) -> float:
-    found = re.search(rf"^{name} ([0-9.e+]+)$", client.get("/metrics").text, re.MULTILINE)
-    assert found is not None, f"{name} is not exported"
-    return float(found[1])
-
-
 def test_a_new_replica_knows_the_stream_before_it_turns_ready(
     demo: DemoDirs, demo_redis: str
 ) -> None:
@@ -296,12 +294,9 @@ def test_a_new_replica_knows_the_stream_before_it_turns_ready(
         first = decide(client, candidates=[target], limit=1, channel="web", placement="cart")
         assert first["actions"] == [], "a new replica offered what was dismissed at the till"
         assert "no_eligible_actions" in first["degraded"]
-        text = client.get("/metrics").text
         # every replayed example learned (impressions, accepts and dismissals all train)
         assert _learned(client) == len(history)
-        lag_count = re.search(r"^nextbest_learner_lag_seconds_count ([0-9.e+]+)$", text,
-                              re.MULTILINE)
-        assert lag_count is not None and float(lag_count[1]) == 0.0
+        assert _metric(client, "nextbest_learner_lag_seconds_count") == 0.0
 
 
 def test_a_new_replica_starts_from_the_snapshot_and_replays_only_the_rest(
