@@ -169,9 +169,7 @@ class Runtime:
             settings.contact_cooldown_seconds, settings.contact_max_customers,
         ) if settings.contact_policy else None
         snapshots = None
-        if settings.redis_url and settings.snapshot_seconds > 0 and (
-            settings.online_learning or settings.contact_policy
-        ):
+        if settings.redis_url and settings.snapshot_seconds > 0 and settings.folds_feedback:
             snapshots = Snapshots(
                 SnapshotStore(client), settings.snapshot_seconds, metrics,
                 learner if settings.online_learning else None, contacts,
@@ -225,7 +223,7 @@ class Runtime:
             asyncio.create_task(self._report_cache_age(), name="cache-age"),
         ]
         replayed = 0
-        if self.settings.online_learning or self.settings.contact_policy:
+        if self.settings.folds_feedback:
             replayed = await self._replay_feedback()
             self.tasks.append(asyncio.create_task(self.feedback_loop.run(), name="feedback-loop"))
         await self.engine.decide(DecisionRequest(channel="web", placement="home"), record=False)

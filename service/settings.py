@@ -121,6 +121,11 @@ class Settings(BaseSettings):
     seed: int | None = Field(None, description="Seed exploration (tests, simulations).")
 
     @property
+    def folds_feedback(self) -> bool:
+        """Whether this replica reads the feedback stream (to learn, or for the ledger)."""
+        return self.online_learning or self.contact_policy
+
+    @property
     def catalog_file(self) -> Path:
         return self.catalog_path or self.data_dir / "catalog.json"
 
