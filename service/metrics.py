@@ -33,6 +33,7 @@ Exported series (also documented in README.md and used by helm/ dashboards and r
 - nextbest_snapshot_bytes                                                 gauge
 - nextbest_snapshot_interval_seconds                                      gauge
 - nextbest_action_features_age_seconds                                    gauge
+- nextbest_event_loop_lag_seconds                                         histogram
 - nextbest_ready                                                          gauge
 """
 
@@ -56,6 +57,9 @@ LATENCY_BUCKETS = (
 )
 STAGE_BUCKETS = (
     0.00002, 0.00005, 0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.1,
+)
+LOOP_LAG_BUCKETS = (
+    0.0005, 0.001, 0.002, 0.003, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
 )
 LAG_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
@@ -165,6 +169,11 @@ class Metrics:
         self.action_features_age = Gauge(
             "nextbest_action_features_age_seconds",
             "Seconds since the in-process action feature cache was refreshed.", registry=r,
+        )
+        self.loop_lag = Histogram(
+            "nextbest_event_loop_lag_seconds",
+            "How late the event loop ran a due timer: what a request arriving meanwhile "
+            "waited before the server read it.", buckets=LOOP_LAG_BUCKETS, registry=r,
         )
         self.ready = Gauge("nextbest_ready", "1 once the service is ready.", registry=r)
 

@@ -40,6 +40,7 @@ from service.engine import DecisionEngine
 from service.feedback import FeedbackService
 from service.feedback_loop import FeedbackLoop
 from service.learner import EXPOSURE_PRIOR, OnlineLearner
+from service.loop_lag import watch as watch_loop_lag
 from service.metrics import Metrics
 from service.model import OnnxScorer, resolve_model_dir
 from service.schemas import DecisionRequest
@@ -222,6 +223,10 @@ class Runtime:
             asyncio.create_task(self.action_cache.run(), name="action-features"),
             asyncio.create_task(self._report_cache_age(), name="cache-age"),
         ]
+        if self.settings.loop_lag_interval_seconds > 0:
+            self.tasks.append(asyncio.create_task(
+                watch_loop_lag(self.metrics.loop_lag.observe,
+                               self.settings.loop_lag_interval_seconds), name="loop-lag"))
         replayed = 0
         if self.settings.folds_feedback:
             replayed = await self._replay_feedback()

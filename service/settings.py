@@ -65,6 +65,10 @@ class Settings(BaseSettings):
         "learner and the contact ledger, so a starting replica replays only the feedback "
         "stream after it (0: no snapshots; a new replica replays the whole stream)."
     )
+    loop_lag_interval_seconds: float = Field(
+        0.05, ge=0, le=10, description="How often the event loop's lag is sampled for "
+        "`nextbest_event_loop_lag_seconds` (0: not at all)."
+    )
     shutdown_timeout_seconds: float = Field(
         5.0, gt=0, le=60, description="How long shutdown waits for background tasks to stop."
     )

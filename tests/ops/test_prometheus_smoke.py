@@ -159,3 +159,8 @@ def test_decision_latency_quantile_through_prometheus(nextbest: str, prometheus_
 
     stages = query(prometheus_url, "count by (stage) (nextbest_stage_duration_seconds_bucket)")
     assert {s["metric"]["stage"] for s in stages} >= {"features", "offline", "arbitration"}  # type: ignore[index]
+
+    # the dashboard's loop lag panel: its query answers with a finite lag for the replica
+    lag = query(prometheus_url, "histogram_quantile(0.99, sum by (instance, le) "
+                "(rate(nextbest_event_loop_lag_seconds_bucket[1m])))")
+    assert lag and math.isfinite(float(lag[0]["value"][1])), lag  # type: ignore[index]

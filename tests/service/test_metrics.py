@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
@@ -56,6 +58,17 @@ def test_exposition_covers_requests_stages_feedback_and_models(client: TestClien
     assert "nextbest_learner_updates_total" in s
     assert "nextbest_learner_lag_seconds_bucket" in s
     assert s["nextbest_ready"][0].value == 1
+
+
+def test_event_loop_lag_is_sampled_while_serving(client: TestClient) -> None:
+    before = _count(samples(client), "nextbest_event_loop_lag_seconds_count")
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        lag = _count(samples(client), "nextbest_event_loop_lag_seconds_count")
+        if lag > before:
+            break
+        time.sleep(0.05)
+    assert lag > before, "the event loop lag watch observed nothing in 5 s"
 
 
 def test_degraded_responses_count_each_decision_once_and_not_anonymous(client: TestClient) -> None:
