@@ -230,9 +230,13 @@ def drain(server: Server, seconds: float = 20.0) -> None:
         time.sleep(0.5)
 
 
-def lag_histogram(url: str) -> dict[float, float]:
+LEARNER_LAG, LOOP_LAG = "nextbest_learner_lag_seconds", "nextbest_event_loop_lag_seconds"
+
+
+def lag_histogram(url: str, metric: str = LEARNER_LAG) -> dict[float, float]:
+    """The cumulative buckets of one of nextbest's unlabelled histograms, by upper bound."""
     text = httpx.get(f"{url}/metrics", timeout=5).text
-    found = re.findall(r'nextbest_learner_lag_seconds_bucket\{le="([^"]+)"\} ([\d.e+]+)', text)
+    found = re.findall(re.escape(metric) + r'_bucket\{le="([^"]+)"\} ([\d.e+]+)', text)
     return {float(le): float(v) for le, v in found}
 
 
@@ -310,12 +314,15 @@ def bench_target(server: Server, load: Load, bodies_file: Path,
             skipped.append(rate)
             continue
         before = lag_histogram(server.url) if name == "nextbest" else None
+        loop_before = lag_histogram(server.url, LOOP_LAG) if name == "nextbest" else None
         cpu_before = server.cpu_seconds()
         point = load(server.url, f"{name}-{rate}", rate, args.duration)
         served = point["decisions"] + point["feedback"]
         point["cpu_ms_per_request"] = (
             round(server.cpu_ms_per_request(cpu_before, served), 3) if served else None
         )
+        if loop_before is not None:  # read at once: the sleep below would add idle ticks
+            point["loop_lag"] = lag_quantiles(loop_before, lag_histogram(server.url, LOOP_LAG))
         if before is not None:
             time.sleep(1.0)  # let the learner catch up with the last events
             point["learner_lag"] = lag_quantiles(before, lag_histogram(server.url))

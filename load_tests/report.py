@@ -119,6 +119,14 @@ def markdown(results: dict[str, Any]) -> str:
             )
         for s in r.get("skipped", []):
             lines.append(f"| {name} | {s} | skipped: saturated at a lower rate | | | | | | | | |")
+    loops = [(p["rate"], p["loop_lag"]) for p in results["targets"].get("nextbest", {})
+             .get("sweep", []) if p.get("loop_lag")]
+    if loops:
+        lines += ["", "nextbest's event loop lag (`nextbest_event_loop_lag_seconds` buckets: how "
+                  "long a request arriving at a random moment waits before the server reads it), "
+                  "per sweep point: " + ", ".join(
+                      f"{rate} req/s p50 <= {lag['p50_le_s']} s, p99 <= {lag['p99_le_s']} s"
+                      for rate, lag in loops)]
     lines += [
         "",
         "## Capacity, start-up, memory",
