@@ -247,20 +247,31 @@ _GENERIC = ("<frozen runpy>", "service/cli.py", "uvicorn/main.py", "uvicorn/serv
             "uvicorn/_compat.py", "asyncio/runners.py")
 
 
+_IDLE_WORKER = "_worker (concurrent/futures/thread.py"
+
+
 def summarize_profile(collapsed: Path) -> dict[str, Any]:
     """Self time by package and function, inclusive time by function (process entry
-    frames left out), in % of busy samples."""
+    frames left out), in % of busy samples.
+
+    py-spy counts a thread-pool worker blocked on its empty queue as busy (the snapshot
+    writer's thread, idle between snapshots): a stack whose innermost frame is the pool's
+    `_worker` itself is that wait, and counts as `idle_worker_samples`, not as busy.
+    """
     inclusive: Counter[str] = Counter()
     by_package: Counter[str] = Counter()
     by_function: Counter[str] = Counter()
-    total = 0
+    total = idle_workers = 0
     for line in collapsed.read_text().splitlines():
         stack, _, count_text = line.rpartition(" ")
         if not stack or not count_text.isdigit():
             continue
         count = int(count_text)
-        total += count
         frames = [f for f in stack.split(";") if f]
+        if frames and frames[-1].strip().startswith(_IDLE_WORKER):
+            idle_workers += count
+            continue
+        total += count
         names = []
         for f in frames:
             m = _FRAME.match(f.strip())
@@ -275,5 +286,5 @@ def summarize_profile(collapsed: Path) -> dict[str, Any]:
     def pct(c: Counter[str]) -> list[tuple[str, float]]:
         return [(k, round(100 * v / total, 1)) for k, v in c.most_common(40)] if total else []
 
-    return {"samples": total, "by_package": pct(by_package), "self": pct(by_function),
-            "inclusive": pct(inclusive)}
+    return {"samples": total, "idle_worker_samples": idle_workers,
+            "by_package": pct(by_package), "self": pct(by_function), "inclusive": pct(inclusive)}
