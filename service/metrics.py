@@ -58,9 +58,6 @@ LATENCY_BUCKETS = (
 STAGE_BUCKETS = (
     0.00002, 0.00005, 0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.1,
 )
-LOOP_LAG_BUCKETS = (
-    0.0005, 0.001, 0.002, 0.003, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
-)
 LAG_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 STAGES = (
@@ -173,7 +170,8 @@ class Metrics:
         self.loop_lag = Histogram(
             "nextbest_event_loop_lag_seconds",
             "How late the event loop ran a due timer: what a request arriving meanwhile "
-            "waited before the server read it.", buckets=LOOP_LAG_BUCKETS, registry=r,
+            "waited before the server read it (the request latency's buckets, to compare).",
+            buckets=LATENCY_BUCKETS, registry=r,
         )
         self.ready = Gauge("nextbest_ready", "1 once the service is ready.", registry=r)
 
