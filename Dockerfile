@@ -1,7 +1,8 @@
 # syntax=docker/dockerfile:1
 # nextbest service image: the image helm/nextbest deploys (image.repository).
-#   docker build -t ghcr.io/nextbest/nextbest:0.1.0 .
-#   docker run --rm -p 8000:8000 ghcr.io/nextbest/nextbest:0.1.0 demo --host 0.0.0.0
+#   version=$(python3 -c "import service; print(service.__version__)")
+#   docker build -t ghcr.io/nextbest/nextbest:$version .
+#   docker run --rm -p 8000:8000 ghcr.io/nextbest/nextbest:$version demo --host 0.0.0.0
 # Runs as uid/gid 10001 and works with a read-only root filesystem: it writes only to
 # /var/lib/nextbest (data + models; a volume in Kubernetes) and /tmp.
 

@@ -23,7 +23,7 @@ from fastapi.responses import JSONResponse
 from pydantic.json_schema import models_json_schema
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service import api
+from service import __version__, api
 from service.errors import NextbestError, PayloadTooLarge, Unauthorized
 from service.metrics import Metrics
 from service.runtime import Runtime
@@ -200,7 +200,7 @@ def create_app(settings: Settings, metrics: Metrics | None = None,
 
     app = NextbestAPI(
         title="nextbest",
-        version="0.1.0",
+        version=__version__,
         summary="Next-best-action decisions in milliseconds, learning from every outcome.",
         lifespan=lifespan,
     )

@@ -255,3 +255,14 @@ def test_values_document_every_key() -> None:
 
     missing = [keys[k][2] for k in range(len(keys)) if not (documented(k) or ancestor_documented(k))]
     assert not missing, f"undocumented values.yaml keys: {missing}"
+
+
+def test_chart_follows_the_one_version_source() -> None:
+    import service
+
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    assert chart["version"] == service.__version__, "bump helm/nextbest/Chart.yaml `version`"
+    assert chart["appVersion"] == service.__version__, "bump helm/nextbest/Chart.yaml `appVersion`"
+    for values in (CHART / "values.yaml", PRODUCTION):
+        assert yaml.safe_load(values.read_text())["image"]["tag"] == "", \
+            f"{values.name} pins image.tag: leave it empty so the image follows appVersion"
