@@ -1,20 +1,17 @@
 """The `nextbest` command line: demo, serve, train, materialize, bench, simulate, evaluate.
 
-Heavy imports (Feast, scikit-learn) happen inside the commands that need them, so
-`nextbest serve` starts fast.
+The top of the project: it imports the rest, nothing imports it. Heavy imports (Feast,
+scikit-learn) happen inside the commands that need them, so `nextbest serve` does not
+pay for what only training uses.
 """
 
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
-import time
 from collections.abc import Sequence
 
 from service.settings import Settings
-
-log = logging.getLogger("nextbest")
 
 
 def _serve(settings: Settings, host: str, port: int) -> None:
@@ -28,36 +25,6 @@ def _serve(settings: Settings, host: str, port: int) -> None:
         create_app(settings), host=host, port=port, loop="uvloop", http="httptools",
         workers=1, access_log=False, log_config=None, lifespan="on",
     )
-
-
-def prepare_demo(settings: Settings, force: bool = False) -> None:
-    """Generate demo data, load the online store and train a model, where missing (a model
-    trained on other input columns than this encoder's counts as missing)."""
-    from features.encoding import MODEL_COLUMNS
-    from features.store import apply_and_materialize
-    from service.manifest import read_manifest, versions
-    from training.demo_data import generate
-    from training.train import train
-
-    data_dir = settings.data_dir
-    if force or not (settings.catalog_file.is_file() and (data_dir / "demo").is_dir()):
-        log.info("generating demo data in %s", data_dir)
-        generate(data_dir)
-    online_db = data_dir / "feast" / "online.db"
-    if force or settings.redis_url or not online_db.is_file():
-        target = "Redis" if settings.redis_url else "SQLite"
-        log.info("feast apply + materialize into the %s online store", target)
-        t = time.perf_counter()
-        apply_and_materialize(data_dir, settings.redis_url, settings.redis_cluster)
-        log.info("materialized in %.1f s", time.perf_counter() - t)
-    found = versions(settings.models_dir, settings.model_name)
-    newest = settings.models_dir / settings.model_name / str(found[-1]) if found else None
-    stale = newest is not None and read_manifest(newest).columns != MODEL_COLUMNS
-    if stale:
-        log.info("the newest model was trained on other input columns: training a new version")
-    if force or stale or not found:
-        log.info("training the demo model into %s", settings.models_dir)
-        train(data_dir, settings.models_dir, settings.model_name, redis_url=settings.redis_url)
 
 
 # Commands with their own argument parsers, imported only when called.
@@ -111,6 +78,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure(settings.log_level)
 
     if args.command == "demo":
+        from training.demo import prepare_demo
+
         prepare_demo(settings, force=args.force)
         _serve(settings, args.host, args.port)
     elif args.command == "serve":

@@ -1,4 +1,4 @@
-"""`nextbest demo`'s preparation: a model trained on other input columns is replaced."""
+"""The demo world's preparation: a model trained on other input columns is replaced."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ import shutil
 from pathlib import Path
 
 from features.encoding import MODEL_COLUMNS
-from service.cli import prepare_demo
 from service.manifest import MANIFEST_FILE, read_manifest, versions
 from tests.demo_fixtures import DemoDirs
 from tests.service.conftest import make_settings
+from training.demo import prepare_demo
 
 
 def test_a_model_on_other_columns_is_retrained_once(demo: DemoDirs, tmp_path: Path) -> None:
