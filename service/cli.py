@@ -2,16 +2,65 @@
 
 The top of the project: it imports the rest, nothing imports it. Heavy imports (Feast,
 scikit-learn) happen inside the commands that need them, so `nextbest serve` does not
-pay for what only training uses.
+pay for what only training uses. Before any of them, a command checks that the extras
+it needs are installed (`NEEDS`): the base install is the HTTP client alone, and a
+missing extra should be one line naming it, not a traceback at the end of a long run.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-from service.settings import Settings
+if TYPE_CHECKING:
+    from service.settings import Settings
+
+#: command -> extra -> modules the command imports from that extra (representative ones,
+#: looked up without importing them); the base install is httpx and pydantic. `serve`
+#: never imports Feast; `simulate` draws its plots with matplotlib as the very last step
+#: of a run and needs scikit-learn for its fidelity section; `bench` draws bench.png;
+#: `evaluate` is numpy alone.
+NEEDS: dict[str, dict[str, tuple[str, ...]]] = {
+    "demo": {"server": ("pydantic_settings", "fastapi", "uvicorn", "onnxruntime", "river", "feast", "sklearn")},
+    "serve": {"server": ("pydantic_settings", "fastapi", "uvicorn", "onnxruntime", "river", "redis")},
+    "train": {"server": ("pydantic_settings", "feast", "sklearn", "skl2onnx", "onnxruntime")},
+    "materialize": {"server": ("pydantic_settings", "feast")},
+    "simulate": {"server": ("numpy", "pandas", "onnxruntime", "sklearn"), "bench": ("matplotlib",)},
+    "bench": {"server": ("fastapi", "uvicorn", "feast", "onnxruntime", "river", "sklearn"), "bench": ("matplotlib",)},
+    "evaluate": {"server": ("numpy",)},
+}
+
+
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # a finder refusing it, or a module without a spec
+        return False
+
+
+def missing_extras(command: str) -> str | None:
+    """The one line that says what `command` lacks and how to install it, or None."""
+    missing = {extra: [m for m in modules if not _installed(m)]
+               for extra, modules in NEEDS.get(command, {}).items()}
+    extras = [extra for extra, modules in missing.items() if modules]
+    if not extras:
+        return None
+    modules = ", ".join(m for extra in extras for m in missing[extra])
+    named = (f"the '{extras[0]}' extra" if len(extras) == 1
+             else "the " + " and ".join(f"'{e}'" for e in extras) + " extras")
+    return f"nextbest {command} needs {modules} ({named}): pip install 'nextbest[{','.join(extras)}]'"
+
+
+def _refuse_without_extras(command: str) -> int:
+    """2 after saying on stderr what `command` lacks, 0 when it has what it needs."""
+    lacking = missing_extras(command)
+    if lacking is None:
+        return 0
+    print(lacking, file=sys.stderr)
+    return 2
 
 
 def _serve(settings: Settings, host: str, port: int) -> None:
@@ -65,8 +114,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         sub.add_parser(name, help=f"{help_text} (see `nextbest {name} --help`)", add_help=False)
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] and argv[0] in PASS_THROUGH:
-        return _pass_through(argv[0], argv[1:])
+        return _refuse_without_extras(argv[0]) or _pass_through(argv[0], argv[1:])
     args = parser.parse_args(argv)
+    if _refuse_without_extras(args.command):
+        return 2
+
+    from service.settings import Settings
 
     try:
         settings = Settings()
