@@ -25,7 +25,7 @@ from pathlib import Path
 if __package__ != "features":
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from features.store import import_feast  # noqa: E402
+from features.feast_sdk import import_feast  # noqa: E402
 
 import_feast()  # before `from feast import ...`: keeps prometheus_client out of multiprocess mode
 

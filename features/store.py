@@ -1,50 +1,29 @@
 """The one door to the Feast SDK: repository config, feature store, apply + materialize.
 
-`import feast` costs seconds, so it happens inside these functions only, in tooling
-(CLI, training, tests) and never on the service's import path. The config is built in
-code rather than read from `feature_store.yaml` so that a data dir and a Redis URL are
-all a caller needs; the YAML files next to this module are the same config for people
-using the `feast` CLI.
+`import feast` loads much of the SDK's dependency tree (what it adds to a process's
+start-up shows in `nextbest bench`, docs/benchmarks.md), so it happens inside these
+functions only, in tooling (CLI, training, tests) and never on the service's import
+path, and always through `features/feast_sdk.py`. The config is built in code rather
+than read from `feature_store.yaml` so that a data dir and a Redis URL are all a caller
+needs; the YAML files next to this module are the same config for people using the
+`feast` CLI.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
 
+from features.feast_sdk import import_feast
 from features.schema import PROJECT
 
 if TYPE_CHECKING:
     from feast import FeatureStore, RepoConfig
 
 log = logging.getLogger(__name__)
-
-# feast/metrics.py sets these at import (to a fresh `feast_metrics_*` temp dir).
-_MULTIPROC_VARS = ("PROMETHEUS_MULTIPROC_DIR", "PROMETHEUS_MULTIPROCESS_DIR", "prometheus_multiproc_dir")
-
-
-def import_feast() -> None:
-    """`import feast` without switching prometheus_client into multiprocess mode.
-
-    Feast sets PROMETHEUS_MULTIPROC_DIR when imported. A prometheus_client imported
-    after that (here, or in any child process inheriting the variable) keeps metric
-    values in shared mmap files: ~10% of a decision's CPU, and counters of one name
-    leak between registries. So decide prometheus_client's mode first, then take the
-    variables Feast added back out of the environment.
-    """
-    import prometheus_client.values  # noqa: F401  (fixes this process's value class now)
-
-    before = {k: os.environ.get(k) for k in _MULTIPROC_VARS}
-    import feast  # noqa: F401
-
-    for key, value in before.items():
-        if value is None:
-            os.environ.pop(key, None)
-
 
 def redis_connection_string(redis_url: str) -> str:
     """`redis://[:password@]host:port[/db]` -> Feast's `host:port,db=N[,password=...]`.
@@ -102,7 +81,10 @@ def repo_config(data_dir: Path, redis_url: str | None, redis_cluster: bool = Fal
 
 
 def feature_store(data_dir: Path, redis_url: str | None, redis_cluster: bool = False) -> FeatureStore:
-    """A FeatureStore on the repository (~0.5 s: build it once per process)."""
+    """A FeatureStore on the repository.
+
+    Building one reads the registry and sets up the provider: build it once per process.
+    """
     import_feast()
     from feast import FeatureStore
 
@@ -117,6 +99,7 @@ def apply_and_materialize(
 
     A full run materializes everything within the feature TTL up to now; `incremental`
     continues from the last materialization (Feast keeps that per view in the registry).
+    The definitions are imported here, not at the top, because they import Feast.
     """
     from features.definitions import FEATURE_TTL, build
 

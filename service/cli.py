@@ -1,20 +1,66 @@
 """The `nextbest` command line: demo, serve, train, materialize, bench, simulate, evaluate.
 
-Heavy imports (Feast, scikit-learn) happen inside the commands that need them, so
-`nextbest serve` starts fast.
+The top of the project: it imports the rest, nothing imports it. Heavy imports (Feast,
+scikit-learn) happen inside the commands that need them, so `nextbest serve` does not
+pay for what only training uses. Before any of them, a command checks that the extras
+it needs are installed (`NEEDS`): the base install is the HTTP client alone, and a
+missing extra should be one line naming it, not a traceback at the end of a long run.
 """
 
 from __future__ import annotations
 
 import argparse
-import logging
+import importlib.util
 import sys
-import time
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-from service.settings import Settings
+if TYPE_CHECKING:
+    from service.settings import Settings
 
-log = logging.getLogger("nextbest")
+#: command -> extra -> modules the command imports from that extra (representative ones,
+#: looked up without importing them); the base install is httpx and pydantic. `serve`
+#: never imports Feast; `simulate` draws its plots with matplotlib as the very last step
+#: of a run and needs scikit-learn for its fidelity section; `bench` draws bench.png;
+#: `evaluate` is numpy alone.
+NEEDS: dict[str, dict[str, tuple[str, ...]]] = {
+    "demo": {"server": ("pydantic_settings", "fastapi", "uvicorn", "onnxruntime", "river", "feast", "sklearn")},
+    "serve": {"server": ("pydantic_settings", "fastapi", "uvicorn", "onnxruntime", "river", "redis")},
+    "train": {"server": ("pydantic_settings", "feast", "sklearn", "skl2onnx", "onnxruntime")},
+    "materialize": {"server": ("pydantic_settings", "feast")},
+    "simulate": {"server": ("numpy", "pandas", "onnxruntime", "sklearn"), "bench": ("matplotlib",)},
+    "bench": {"server": ("fastapi", "uvicorn", "feast", "onnxruntime", "river", "sklearn"), "bench": ("matplotlib",)},
+    "evaluate": {"server": ("numpy",)},
+}
+
+
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # a finder refusing it, or a module without a spec
+        return False
+
+
+def missing_extras(command: str) -> str | None:
+    """The one line that says what `command` lacks and how to install it, or None."""
+    missing = {extra: [m for m in modules if not _installed(m)]
+               for extra, modules in NEEDS.get(command, {}).items()}
+    extras = [extra for extra, modules in missing.items() if modules]
+    if not extras:
+        return None
+    modules = ", ".join(m for extra in extras for m in missing[extra])
+    named = (f"the '{extras[0]}' extra" if len(extras) == 1
+             else "the " + " and ".join(f"'{e}'" for e in extras) + " extras")
+    return f"nextbest {command} needs {modules} ({named}): pip install 'nextbest[{','.join(extras)}]'"
+
+
+def _refuse_without_extras(command: str) -> int:
+    """2 after saying on stderr what `command` lacks, 0 when it has what it needs."""
+    lacking = missing_extras(command)
+    if lacking is None:
+        return 0
+    print(lacking, file=sys.stderr)
+    return 2
 
 
 def _serve(settings: Settings, host: str, port: int) -> None:
@@ -28,36 +74,6 @@ def _serve(settings: Settings, host: str, port: int) -> None:
         create_app(settings), host=host, port=port, loop="uvloop", http="httptools",
         workers=1, access_log=False, log_config=None, lifespan="on",
     )
-
-
-def prepare_demo(settings: Settings, force: bool = False) -> None:
-    """Generate demo data, load the online store and train a model, where missing (a model
-    trained on other input columns than this encoder's counts as missing)."""
-    from features.encoding import MODEL_COLUMNS
-    from features.store import apply_and_materialize
-    from service.manifest import read_manifest, versions
-    from training.demo_data import generate
-    from training.train import train
-
-    data_dir = settings.data_dir
-    if force or not (settings.catalog_file.is_file() and (data_dir / "demo").is_dir()):
-        log.info("generating demo data in %s", data_dir)
-        generate(data_dir)
-    online_db = data_dir / "feast" / "online.db"
-    if force or settings.redis_url or not online_db.is_file():
-        target = "Redis" if settings.redis_url else "SQLite"
-        log.info("feast apply + materialize into the %s online store", target)
-        t = time.perf_counter()
-        apply_and_materialize(data_dir, settings.redis_url, settings.redis_cluster)
-        log.info("materialized in %.1f s", time.perf_counter() - t)
-    found = versions(settings.models_dir, settings.model_name)
-    newest = settings.models_dir / settings.model_name / str(found[-1]) if found else None
-    stale = newest is not None and read_manifest(newest).columns != MODEL_COLUMNS
-    if stale:
-        log.info("the newest model was trained on other input columns: training a new version")
-    if force or stale or not found:
-        log.info("training the demo model into %s", settings.models_dir)
-        train(data_dir, settings.models_dir, settings.model_name, redis_url=settings.redis_url)
 
 
 # Commands with their own argument parsers, imported only when called.
@@ -98,8 +114,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         sub.add_parser(name, help=f"{help_text} (see `nextbest {name} --help`)", add_help=False)
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] and argv[0] in PASS_THROUGH:
-        return _pass_through(argv[0], argv[1:])
+        return _refuse_without_extras(argv[0]) or _pass_through(argv[0], argv[1:])
     args = parser.parse_args(argv)
+    if _refuse_without_extras(args.command):
+        return 2
+
+    from service.settings import Settings
 
     try:
         settings = Settings()
@@ -111,6 +131,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure(settings.log_level)
 
     if args.command == "demo":
+        from training.demo import prepare_demo
+
         prepare_demo(settings, force=args.force)
         _serve(settings, args.host, args.port)
     elif args.command == "serve":

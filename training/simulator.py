@@ -21,7 +21,7 @@ to flatter or hurt any policy.
 Why this does not mirror the model's features: the truth is a function of LATENT state
 (true category preferences, price sensitivity, channel habits, true stage; hidden
 action quality), while the service sees noisy observations of it (smoothed purchase
-shares, a noisy price sensitivity, a stage that is wrong 15% of the time; see
+shares, a noisy price sensitivity, a stage that is sometimes wrong; see
 world.py's docstring), and fatigue and drift are in neither the features nor the
 training data. The report quantifies the gap (section "fidelity"): the correlation of
 the observed category affinities with the latent preferences, how often the stored
@@ -302,8 +302,8 @@ def simulate(url: str, data_dir: Path, models_dir: Path, *, decisions: int = 20_
 # --- command line -------------------------------------------------------------------------
 def _start_service(data_dir: Path, models_dir: Path, port: int, seed: int) -> subprocess.Popen[bytes]:
     """Prepare the demo data and model where missing (as `nextbest demo` does), then serve."""
-    from service.cli import prepare_demo
     from service.settings import Settings
+    from training.demo import prepare_demo
 
     prepare_demo(Settings(data_dir=data_dir, models_dir=models_dir))
     env = dict(os.environ, NEXTBEST_DATA_DIR=str(data_dir), NEXTBEST_MODELS_DIR=str(models_dir),

@@ -1,33 +1,89 @@
-"""`nextbest demo`'s preparation: a model trained on other input columns is replaced."""
+"""The command line on an install without some extra: one line naming it, exit code 2.
+
+The CLI runs in a child process whose meta-path finder refuses the modules of the
+extras a test leaves out, as if they were not installed.
+"""
 
 from __future__ import annotations
 
-import json
-import shutil
+import os
+import subprocess
+import sys
 from pathlib import Path
 
-from features.encoding import MODEL_COLUMNS
-from service.cli import prepare_demo
-from service.manifest import MANIFEST_FILE, read_manifest, versions
-from tests.demo_fixtures import DemoDirs
-from tests.service.conftest import make_settings
+import pytest
+
+from service.cli import NEEDS, PASS_THROUGH, missing_extras
+
+ROOT = Path(__file__).resolve().parents[2]
+
+# A finder in front of all others, raising for hidden modules as a missing one would.
+_RUN_WITHOUT = """
+import sys
+
+HIDDEN = set(sys.argv[1].split(","))
 
 
-def test_a_model_on_other_columns_is_retrained_once(demo: DemoDirs, tmp_path: Path) -> None:
-    models_dir = tmp_path / "models"
-    shutil.copytree(demo.models_dir, models_dir)
-    settings = make_settings(DemoDirs(demo.data_dir, models_dir))
-    name = settings.model_name
-    old = models_dir / name / str(versions(models_dir, name)[-1]) / MANIFEST_FILE
-    manifest = json.loads(old.read_text())
-    manifest["columns"] = manifest["columns"][:-1]  # as if trained before a column was added
-    old.write_text(json.dumps(manifest))
-    before = versions(models_dir, name)
+class Uninstalled:
+    @staticmethod
+    def find_spec(name, path=None, target=None):
+        if name.partition(".")[0] in HIDDEN:
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return None
 
-    prepare_demo(settings)
-    after = versions(models_dir, name)
-    assert after == [*before, before[-1] + 1]
-    assert read_manifest(models_dir / name / str(after[-1])).columns == MODEL_COLUMNS
 
-    prepare_demo(settings)  # current now: nothing to do
-    assert versions(models_dir, name) == after
+sys.meta_path.insert(0, Uninstalled)
+from service.cli import main
+
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+def run_without(hidden: list[str], *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, "-c", _RUN_WITHOUT, ",".join(hidden), *args], cwd=ROOT,
+                          env=env, capture_output=True, text=True, timeout=60)
+
+
+def test_simulate_without_the_bench_extra_names_it() -> None:
+    done = run_without(["matplotlib"], "simulate", "--start")
+    assert done.returncode == 2
+    assert done.stdout == ""
+    assert done.stderr == ("nextbest simulate needs matplotlib (the 'bench' extra): "
+                           "pip install 'nextbest[bench]'\n")
+
+
+def test_serve_on_the_client_install_names_the_server_extra() -> None:
+    done = run_without(["fastapi", "pydantic_settings", "feast"], "serve", "--port", "1")
+    assert done.returncode == 2
+    assert done.stderr == ("nextbest serve needs pydantic_settings, fastapi (the 'server' extra): "
+                           "pip install 'nextbest[server]'\n")
+
+
+def test_bench_without_both_extras_names_both() -> None:
+    done = run_without(["feast", "matplotlib"], "bench")
+    assert done.returncode == 2
+    assert done.stderr == ("nextbest bench needs feast, matplotlib (the 'server' and 'bench' extras): "
+                           "pip install 'nextbest[server,bench]'\n")
+
+
+def test_help_needs_no_extra() -> None:
+    everything = sorted({m for extras in NEEDS.values() for ms in extras.values() for m in ms})
+    done = run_without(everything, "--help")
+    assert done.returncode == 0, done.stderr
+    assert "simulate" in done.stdout and done.stderr == ""
+    done = run_without(everything, "serve", "--help")
+    assert done.returncode == 0, done.stderr
+    assert "--port" in done.stdout
+
+
+def test_every_command_has_its_needs() -> None:
+    assert set(NEEDS) == {"demo", "serve", "train", "materialize", *PASS_THROUGH}
+
+
+def test_find_spec_answering_none_counts_as_missing(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(NEEDS, "plot", {"server": ("json",), "bench": ("matplotlib",)})
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # find_spec answers None for it
+    assert missing_extras("plot") == "nextbest plot needs matplotlib (the 'bench' extra): pip install 'nextbest[bench]'"
+    monkeypatch.setitem(NEEDS, "plot", {"server": ("json",)})
+    assert missing_extras("plot") is None
