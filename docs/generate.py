@@ -11,8 +11,9 @@ A page holds hand-written text around marked sections:
 
 `settings` is rendered from the fields of `service.settings.Settings` (type, default,
 bounds, description), `metrics` from the collectors a `service.metrics.Metrics` registers
-(name, type, labels, help), `cli` from `nextbest ... --help`, `recording_rules` and `alerts` from the chart's
-`helm/nextbest/files/rules.yaml` (the same file the PrometheusRule and promtool load). tests/docs/test_generated.py runs the check.
+(name, type, labels, help), `cli` from `nextbest ... --help`, `recording_rules` and
+`alerts` from the chart's `helm/nextbest/files/rules.yaml` (the file the PrometheusRule
+and promtool load). tests/docs/test_generate.py runs the check.
 """
 
 from __future__ import annotations

@@ -95,7 +95,12 @@ def _pass_through(command: str, argv: list[str]) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="nextbest", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="nextbest",
+        description="nextbest, the next-best-action service: serve it, prepare and train its "
+        "model, benchmark, simulate and evaluate it. Settings come from NEXTBEST_* environment "
+        "variables (docs/configuration.md).",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     for name, help_text in (
         ("demo", "prepare demo data and model if missing, then serve"),
@@ -114,7 +119,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         sub.add_parser(name, help=f"{help_text} (see `nextbest {name} --help`)", add_help=False)
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] and argv[0] in PASS_THROUGH:
-        return _refuse_without_extras(argv[0]) or _pass_through(argv[0], argv[1:])
+        # a command's --help should not ask for what only its run needs (simulate's plots)
+        wants_help = bool({"-h", "--help"} & set(argv[1:]))
+        if not wants_help and _refuse_without_extras(argv[0]):
+            return 2
+        try:
+            return _pass_through(argv[0], argv[1:])
+        except ModuleNotFoundError:
+            if _refuse_without_extras(argv[0]):
+                return 2
+            raise
     args = parser.parse_args(argv)
     if _refuse_without_extras(args.command):
         return 2

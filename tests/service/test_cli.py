@@ -77,6 +77,18 @@ def test_help_needs_no_extra() -> None:
     assert "--port" in done.stdout
 
 
+def test_a_pass_through_help_needs_only_what_its_parser_imports() -> None:
+    done = run_without(["matplotlib"], "simulate", "--help")
+    assert done.returncode == 0, done.stderr
+    assert "--decisions" in done.stdout
+
+
+def test_a_pass_through_help_without_the_server_extra_names_it() -> None:
+    done = run_without(["numpy"], "simulate", "--help")
+    assert done.returncode == 2
+    assert done.stderr.startswith("nextbest simulate needs numpy (the 'server' extra)")
+
+
 def test_every_command_has_its_needs() -> None:
     assert set(NEEDS) == {"demo", "serve", "train", "materialize", *PASS_THROUGH}
 
