@@ -1,7 +1,7 @@
 """Action features, cached in the process and refreshed in the background.
 
-Actions change slowly and every decision needs up to ~50 of them, so reading them per
-request would cost more than the whole decision. The cache holds the encoded action
+Actions change slowly and every decision needs the features of each of its candidates,
+so reading them per request would cost more than the whole decision. The cache holds the encoded action
 block for the whole catalog (row i = catalog action i) and swaps it atomically.
 """
 

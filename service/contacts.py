@@ -26,9 +26,10 @@ Lookups read a per-customer view: exposures and blocked flags over the whole cat
 computed from the contacts once and reused until the customer's next contact or until
 the first counted contact leaves its window (then computed again). A lookup is then two
 indexing operations instead of a dozen vector operations over the contacts, each of
-which costs 1-2.5 us here however short the arrays: in-process, with the benchmark's
-mix of decisions and feedback, 32-47 -> 18-21 us of lookups per decision on a slow
-machine. Views are bounded to `VIEW_CACHE_BYTES` (oldest computed dropped first).
+which pays numpy's fixed per-call overhead however short the arrays, on every decision
+(the ledger's share of a decision's CPU is in the full service's row of
+`nextbest bench --breakdown`). Views are bounded to `VIEW_CACHE_BYTES` (oldest computed
+dropped first).
 """
 
 from __future__ import annotations
@@ -132,8 +133,8 @@ class ContactLedger:
         return LedgerState(
             customers=list(self._contacts),
             counts=np.array([len(h) for h in histories], dtype=np.int64),
-            # joined as bytes: np.concatenate of many small record arrays is ~20x slower
-            # (200,000 customers: 48 against 990 ms)
+            # joined as bytes: np.concatenate of many small record arrays is far slower, and
+            # this runs on the event loop (load_tests/startup_bench.py times a snapshot write)
             contacts=np.frombuffer(b"".join([h.tobytes() for h in histories]), dtype=CONTACT),
             actions=list(self._index),
         )
@@ -181,7 +182,8 @@ class ContactLedger:
         ts, code, contact_rows = history["ts"], history["code"], history["row"]
         counted = (code == _IMPRESSION) & (ts >= now - self.window_seconds)
         exposures = np.bincount(contact_rows[counted], minlength=self._n).astype(np.int32)
-        # np.count_nonzero: ndarray.any() costs ~3x as much on arrays this short
+        # np.count_nonzero: ndarray.any() goes through a ufunc reduction, whose fixed
+        # overhead dominates on arrays this short
         valid_until = (float(ts[counted].min()) + self.window_seconds
                        if np.count_nonzero(counted) else np.inf)
         blocked = (code == _DISMISS) & (ts >= now - self.suppress_seconds)

@@ -1,9 +1,11 @@
 """Decision records written off the request path, in batches.
 
 The decision path only puts the record in a queue; a background task writes batches to
-the state store. A Redis round trip costs about as much CPU as the rest of a decision, so
-the writer lingers `linger_seconds` after the first record of a batch to let the records
-of concurrent decisions join it (one pipeline per ~10 ms instead of one per decision);
+the state store. A Redis round trip costs about as much CPU as the rest of a decision
+(`load_tests/resp_bench.py` measures a command's client CPU, `nextbest bench --breakdown`
+the record's share of a decision), so the writer lingers `linger_seconds` after the first
+record of a batch to let the records of concurrent decisions join it (one pipeline per
+linger instead of one per decision);
 the records reach the store that much later, which only feedback sent to *another*
 replica within those milliseconds could notice.
 
@@ -12,8 +14,9 @@ kept in `pending`, so feedback that races the writer still finds its decision, a
 last `recent` written ones are kept in a bounded in-process map, so feedback sent back to
 the replica that decided (the common case) needs no Redis read either. Both are
 checked against the decision TTL, as the store would. The recent ones are kept as JSON
-bytes, which the garbage collector does not traverse: 20,000 records as dicts made each
-full collection a ~100 ms pause of every decision in flight.
+bytes, which the garbage collector does not traverse: as dicts, every object in every
+kept record would be walked by each full collection, a pause of every decision in flight
+(such pauses show in `nextbest_event_loop_lag_seconds` and in `nextbest bench`'s p99).
 """
 
 from __future__ import annotations

@@ -10,8 +10,8 @@ SNIPS, DR) can reweight it.
 
 Why a window: an exploratory pick among all candidates usually shows something the
 model rightly ranks near the bottom, and costs nearly the whole value of the slot
-(measured in `nextbest simulate`: explored slots earned about 20% of the oracle's reward,
-greedy ones 92%). Drawing from the best few keeps the learner's data on the actions that
+(in the world of `nextbest simulate`, such picks earn far less of the oracle's reward
+than greedy ones). Drawing from the best few keeps the learner's data on the actions that
 compete for the slot. The price is support: off-policy estimates of a policy that would
 show actions outside the window are biased, because those actions were never logged;
 set `explore_top` to 0 when the logs must support evaluating arbitrary policies.

@@ -4,13 +4,14 @@ Every replica folds the same ordered stream, so all replicas converge on the
 same model state and the same contact ledger (`service/contacts.py`). Learning happens
 in small chunks between awaits so the event loop keeps serving decisions. The
 vectorised weights the decision path reads are republished at most every
-`publish_interval` seconds and as soon as the stream goes quiet: copying them costs
-~0.1 ms, and under load the loop reads a few events at a time (publishing after every
-read was 7% of the CPU at 1,000 decisions/s). Reads themselves are spaced at least
-`read_interval` apart unless the last one came back full: a stream read is a Redis round
-trip, as costly in CPU as a decision, and without spacing a steady trickle of feedback
-meant one read per event. Learner lag and updates are counted at publication, when
-decisions see them. Contacts are recorded before learning, so a
+`publish_interval` seconds and as soon as the stream goes quiet: copying them is a pass
+over every weight on the event loop, and under load the loop reads a few events at a
+time, so publishing after every read would spend on copies the CPU that decisions need
+(the loop's throughput and lag: `load_tests/learner_bench.py`). Reads themselves are
+spaced at least `read_interval` apart unless the last one came back full: a stream read
+is a Redis round trip, as costly in CPU as a decision, and without spacing a steady
+trickle of feedback meant one read per event. Learner lag and updates are counted at
+publication, when decisions see them. Contacts are recorded before learning, so a
 dismissal takes effect as soon as the loop has read it.
 
 A starting replica first catches up (`catch_up`) with the stream as it stood, from the

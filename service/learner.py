@@ -205,8 +205,9 @@ class OnlineLearner:
         """Copy the River weights into the vectorised form the decision path reads.
 
         One `to_numpy` call gathers every action x context weight in the layout's order
-        (a missing key reads as 0): 0.12 ms for the 60-action demo catalog, where a Python
-        walk over the weights took 0.85 ms, a stall of every decision on the event loop.
+        (a missing key reads as 0), in C: a Python walk over the weights would stall
+        every decision on the event loop for as long as it takes, at every publication
+        (`load_tests/learner_bench.py` measures the loop that publishes).
         """
         weights = self.model._weights
         grid = weights.to_numpy(self._slot_keys).reshape(len(self._columns), self._n)

@@ -1,40 +1,18 @@
 """Every Prometheus metric nextbest exports, in one place.
 
 Names follow the Prometheus conventions (`_seconds`, `_total`); buckets are explicit and
-tuned for a decision path that should cost about a millisecond. Metrics live in a
-`Metrics` object bound to a registry so tests (and several apps in one process) do not
-collide on the global registry. `Metrics.stages()` times the steps of one decision
-(one clock read per step, observed together at the end) and counts a failed step. The
-stage histogram is our own collector (`StageHistogram`): prometheus_client's
-`Histogram.observe` takes a lock per call, and nine of them per decision cost ~10% of a
-decision's CPU. For the same reason the counters the decision
-path bumps on every decision are `LoopCounter`s: plain dicts, updated only from the
-event loop's thread, exposed exactly like prometheus_client's counters.
+tuned for the decision path's latencies (its goals and measurements: docs/benchmarks.md).
+Metrics live in a `Metrics` object bound to a registry so tests (and several apps in one
+process) do not collide on the global registry. `Metrics.stages()` times the steps of one
+decision (one clock read per step, observed together at the end) and counts a failed
+step. The stage histogram is our own collector (`StageHistogram`): prometheus_client's
+`Histogram.observe` takes a lock per call, which the decision path would pay once per
+stage (measured by `nextbest bench --breakdown`). For the same reason the counters the
+decision path bumps on every decision are `LoopCounter`s: plain dicts, updated only from
+the event loop's thread, exposed exactly like prometheus_client's counters.
 
-Exported series (also documented in README.md and used by helm/ dashboards and rules):
-
-- nextbest_http_request_duration_seconds{endpoint,method,status,channel}  histogram
-- nextbest_stage_duration_seconds{stage}                                  histogram
-- nextbest_stage_failures_total{stage}                                    counter
-- nextbest_decisions_total{channel}                                       counter
-- nextbest_degraded_decisions_total{channel,reason}                       counter
-- nextbest_degraded_responses_total{channel}                              counter
-- nextbest_exploration_picks_total{channel}                               counter
-- nextbest_contact_suppressed_candidates_total{channel}                   counter
-- nextbest_feedback_events_total{outcome,channel,journey_stage}           counter
-- nextbest_feedback_rejected_total{reason}                                counter
-- nextbest_errors_total{endpoint,status}                                  counter
-- nextbest_model_info{role,name,version,sha256}                           gauge (=1)
-- nextbest_learner_updates_total                                          counter
-- nextbest_learner_lag_seconds                                            histogram
-- nextbest_feedback_backlog                                               gauge
-- nextbest_replayed_events                                                gauge
-- nextbest_snapshots_written_total                                        counter
-- nextbest_snapshot_bytes                                                 gauge
-- nextbest_snapshot_interval_seconds                                      gauge
-- nextbest_action_features_age_seconds                                    gauge
-- nextbest_event_loop_lag_seconds                                         histogram
-- nextbest_ready                                                          gauge
+The exported series (name, type, labels, help) are listed in docs/metrics.md, generated
+from this module; the chart's dashboards, recording rules and alerts are built on them.
 """
 
 from __future__ import annotations

@@ -66,9 +66,9 @@ def redis_client(settings: Settings, timeout: float = 5.0, decision_path: bool =
     `decision_path=True` (customer features): no retries either, so `timeout` bounds a
     read, and the caller serves defaults instead of waiting for reconnects and backoff.
     `single_connection=True`: commands take turns on one connection instead of taking one
-    from a pool, which costs redis-py ~40 us less CPU per command (the pool's locking,
-    bookkeeping and a liveness read per checkout); concurrent commands wait for the one
-    before them (a round trip is ~0.1 ms), so never use it for blocking commands.
+    from a pool, which spares redis-py the pool's locking, bookkeeping and a liveness read
+    per checkout on every command; concurrent commands wait for the one before them (a
+    whole round trip each), so never use it for blocking commands.
     Cluster clients keep their per-node pools.
     """
     import redis.asyncio as aioredis
@@ -88,11 +88,11 @@ def redis_client(settings: Settings, timeout: float = 5.0, decision_path: bool =
 def hot_path_clients(settings: Settings) -> tuple[Any, Any]:
     """(customer reads, state writes): the connections most requests send a command on.
 
-    On a single node, lean pipelined connections (`service/state/resp.py`, 0.50-0.76x
-    redis-py's client CPU per command); the reads get no retry, so the decision path's
-    timeout bounds them and a failed read serves defaults. Redis Cluster, URLs other than
-    redis:// and URLs with query options (which only redis-py reads) keep redis-py's
-    single-connection clients.
+    On a single node, lean pipelined connections (`service/state/resp.py`: less client
+    CPU per command than redis-py, measured by `load_tests/resp_bench.py`); the reads get
+    no retry, so the decision path's timeout bounds them and a failed read serves
+    defaults. Redis Cluster, URLs other than redis:// and URLs with query options (which
+    only redis-py reads) keep redis-py's single-connection clients.
     """
     url = settings.redis_url or ""
     if not settings.redis_cluster and url.startswith("redis://") and "?" not in url:

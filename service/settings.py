@@ -54,7 +54,8 @@ class Settings(BaseSettings):
     )
     recent_decisions: int = Field(
         20_000, ge=0, description="Decision records kept in-process after they are written, "
-        "so feedback to this replica joins them without a Redis read (~2 KB each; 0: off)."
+        "so feedback to this replica joins them without a Redis read (memory grows with it: "
+        "`nextbest bench` reports RSS; 0: off)."
     )
     learner_read_interval_seconds: float = Field(
         0.02, ge=0, le=1.0, description="Shortest time between two reads of the feedback "
@@ -116,7 +117,8 @@ class Settings(BaseSettings):
     )
     contact_max_customers: int = Field(
         1_000_000, gt=0, description="Customers held by each replica's in-process contact "
-        "ledger (least recently contacted evicted; ~0.6 KB each with 5 contacts, ~1.4 KB with 64)."
+        "ledger (least recently contacted evicted; each one's memory grows with its contacts, "
+        "at most 64, and `nextbest bench` reports RSS)."
     )
     max_body_bytes: int = Field(
         1_048_576, gt=0, description="Largest request body on /v1 (413 above it)."

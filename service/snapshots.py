@@ -5,9 +5,9 @@ Every replica folds the same ordered stream, so any replica's learner and ledger
 stream position P are the state at P. Every `interval` seconds one replica (whichever
 claims the turn in Redis first: `SET <key>:turn NX PX`) writes its state with its
 position; a starting replica restores the newest snapshot and replays only the stream
-after its position (`Runtime._replay_feedback`). Measured with 1,000,000 events in the
-stream: 35-41 s to ready by replaying it all (~25,000-29,000 events/s), 1.7-2.8 s from a
-snapshot with 50,000 events after it (`load_tests/startup_bench.py`).
+after its position (`Runtime._replay_feedback`). Replay time grows with the stream, so
+without a snapshot a long stream means a long wait for ready; from a snapshot it grows
+only with the events since (`load_tests/startup_bench.py` measures both).
 
 A snapshot is one Redis string: an `.npz` archive (numpy's format, read back with
 `allow_pickle=False`, so a snapshot can carry no code) of the learner's River weights as
@@ -18,8 +18,9 @@ change does not invalidate a snapshot. A snapshot that cannot be read is ignored
 warning: the replica then replays the whole stream, as it would without one.
 
 Taking one copies the state on the event loop between two stream reads (the state must
-match the position), then archives the copy in a thread: the copy took 1.5 ms for 1,650
-customers (the bench's) and grows with the ledger (0.25 s for 200,000 customers).
+match the position), then archives the copy in a thread. The copy grows with the ledger
+and stalls the loop while it runs: each snapshot logs it (`copy_seconds`), and
+`load_tests/startup_bench.py` times a whole write.
 """
 
 from __future__ import annotations

@@ -5,10 +5,10 @@ Keys (prefix configurable, default `nb:`):
 - `nb:decisions`      stream of every decision record (capped), for training exports;
 - `nb:feedback`       stream of accepted feedback, each entry field `e` = JSON event.
 A batch of decision records is written by one Lua script call (`_LOG_DECISIONS`): the
-client packs one command instead of a SET and an XADD per record, which cost ~45 us of
-client CPU per record in batches of ten (19 us scripted). In cluster mode the keys of a
-batch live in different slots, so there (`scripted=False`) the batch is a pipeline of
-single-key commands, and no hash tags are needed.
+client packs one command instead of a SET and an XADD per record, each of which would
+cost its own client CPU (`load_tests/resp_bench.py` measures a command's). In cluster
+mode the keys of a batch live in different slots, so there (`scripted=False`) the batch
+is a pipeline of single-key commands, and no hash tags are needed.
 
 Blocking stream reads (`read_feedback`) can go through their own client (`reader`): the
 service writes through one pipelined connection (`service/state/resp.py` on a single
