@@ -45,11 +45,11 @@ def generate(
 ) -> None:
     """Write the demo catalog, feature history and interaction log (seconds, seeded).
 
-    300,000 logged decisions (35 days of a modest shop): the offline model's decisions
-    keep improving with more log long after its AUC stops moving. Ranked greedily over
-    the simulator's last 5,000 steps, the model trained on 60,000 earned 87.4% of the
-    oracle's expected reward, on 120,000 about 89-90%, on 300,000 90.2% (holdout AUC
-    0.82 in every case).
+    `n_interactions` logged decisions over `INTERACTION_DAYS` (a modest shop): the
+    offline model's decisions keep improving with more log long after its holdout AUC
+    stops moving, so the default log is longer than the AUC alone would ask for
+    (`nextbest simulate` measures the decisions, as a share of the oracle's reward:
+    docs/decision-quality.md).
     """
     from service.catalog import load_catalog
 

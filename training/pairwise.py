@@ -3,9 +3,10 @@
 The demo world's truth is additive in the logit with products of customer and action
 traits (category preference x action kind, price sensitivity x price, stage x kind,
 basket x category...). A logistic regression over all pairwise products has that shape:
-on the 300,000-decision demo log it ranks better than the 100-tree gradient-boosted
-model (see the README's decision-quality section), and scoring it is two small matrix
-products instead of walking 100 trees.
+on the demo log it ranks better than the 100-tree gradient-boosted model (`nextbest
+train --algorithm pairwise` and `--algorithm hgb` record each one's holdout AUC in its
+manifest; `nextbest simulate` measures the decisions, docs/decision-quality.md), and
+scoring it is two small matrix products instead of walking 100 trees.
 
 `PairwiseLogistic` expands the columns with scikit-learn's
 `PolynomialFeatures(interaction_only)`, standardises them and fits `LogisticRegression`,
@@ -15,8 +16,8 @@ then folds the three into one quadratic form on the raw columns:
 
 `to_onnx` writes that as MatMul, Mul, ReduceSum, Add: the `logit` output the service
 reads, and `probabilities` [n, 2] for everything else. Training memory grows with
-rows x pairs: 56 columns make 1,596 features, 1.5 GB of float32 for the demo's 240,000
-training rows (about 3 GB peak for `nextbest train`).
+rows x pairs: 56 columns make 1,596 features, a float32 each per training row, which is
+the bulk of `nextbest train`'s memory.
 """
 
 from __future__ import annotations
@@ -96,7 +97,8 @@ class PairwiseLogistic(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
 
         b + x.w + x.A.x is computed as sum(x * (x A + w)) + b: one Gemm (the matrix
         product plus the linear row), a Mul, a ReduceSum and an Add, the fewest nodes
-        ONNX Runtime runs it in (each node costs about a microsecond per call).
+        ONNX Runtime runs it in (each node adds a fixed cost to every call; the `score`
+        layer of `nextbest bench --breakdown` measures the whole call).
         """
         from onnx import helper, numpy_helper
 

@@ -16,7 +16,7 @@ noisy observations of that state, produced by `observe_customers`:
   draws around the segment's activity rate (context, weakly predictive).
 
 Nothing here is tuned to the model: the oracle test only checks that choosing well is
-worth something (an oracle earns well over 2x what uniform random picks earn).
+worth something (an oracle earns at least twice what uniform random picks earn).
 """
 
 from __future__ import annotations
@@ -320,7 +320,7 @@ def sample_rows(rng: np.random.Generator, p: np.ndarray) -> np.ndarray:
 
 
 def _build_actions(rng: np.random.Generator) -> tuple[list[ActionSpec], np.ndarray]:
-    """~60 actions: 42 products, 12 offers, 6 services, with hidden quality."""
+    """60 actions: 42 products, 12 offers, 6 services, with hidden quality."""
     actions: list[ActionSpec] = []
     web_placements = ["home", "product", "cart", "search"]
     for c, category in enumerate(CATEGORIES):
