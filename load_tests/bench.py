@@ -8,7 +8,7 @@ into that Redis, a trained model), then starts three apps on the same server sta
 - naive:    Feast SDK reads per request, onnxruntime, River per candidate (naive_app.py);
 - nextbest: the service.
 
-Each gets the same mixed traffic (traffic.py: online shop 70%, POS 30%, ~20% of
+Each gets the same mixed traffic (traffic.py: online shop 70%, POS 30%, 20% of
 decisions followed by feedback) at fixed arrival rates, from openloop (openloop.c, the
 default) or k6 (--generator k6): a sweep (p50/p99, errors,
 dropped per point), then a bisection for the maximum sustainable rate (decision p99

@@ -138,7 +138,8 @@ def measure(redis_url: str, catalog_file: Path, n: int = 50_000, rate: int = 5_0
     action_ids = [a["action_id"] for a in json.loads(catalog_file.read_text())["actions"]]
     # As the service does once started: what the caller holds (in `nextbest bench`, all
     # that preparing the data and training left behind) is moved out of the collector's
-    # way, or a full collection stalls the learner for seconds (2.9 s measured)
+    # way, or a full collection of it all stalls the learner and shows up in the lag
+    # measured here
     gc.collect()
     gc.freeze()
     try:

@@ -1,11 +1,13 @@
 """The benchmark's own open-loop load generator (openloop.c), built with the machine's C
 compiler on first use.
 
-k6 spends 0.3-0.4 ms of CPU per request on this machine, on the same two cores as the
-server under test: at 1,000 req/s it keeps a fifth of the machine busy by itself.
-openloop sends the same traffic (the same items, in the same order, the same feedback
-rule as k6_decisions.js) at a fixed arrival rate for 0.03-0.06 ms of CPU per request,
-so the server's latency is measured with far less of the load generator in it.
+k6 spends more CPU per request than the bare endpoint it loads, on the same cores as the
+server under test, so at the benchmark's rates it keeps a good part of the machine busy
+by itself. openloop sends the same traffic (the same items, in the same order, the same
+feedback rule as k6_decisions.js) at a fixed arrival rate for a small fraction of k6's CPU
+per request, so the server's latency is measured with far less of the load generator in
+it (`nextbest bench` reports the generator's CPU per request beside the server's, for
+either `--generator`).
 """
 
 from __future__ import annotations

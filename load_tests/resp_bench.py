@@ -24,7 +24,7 @@ import uvloop
 from load_tests.processes import start_redis
 from service.state.resp import RespConnection
 
-FIELDS = [f"field{i}".encode() for i in range(20)]  # a Feast entity hash: ~20 fields
+FIELDS = [f"field{i}".encode() for i in range(20)]  # as many as a demo customer's Feast hash holds
 EVENT = b'{"decision_id": "0123456789abcdef0123456789abcdef", "outcome": "click"}' * 4
 
 

@@ -7,8 +7,8 @@ request arriving meanwhile waits before the server even reads it. Client latency
 that the server's own request histogram does not show (it starts when the request is
 read) shows up here: a loop busy with a burst of requests, a long step in a background
 task, a full garbage collection, or the process waiting for a core. A tick is one timer
-callback, a negligible share of a core at the default 50 ms (the CPU per request that
-`nextbest bench` reports includes it).
+callback, a negligible share of a core at the default interval (the CPU per request
+that `nextbest bench` reports includes it).
 """
 
 from __future__ import annotations
