@@ -15,7 +15,7 @@ def _row(cpu: float, p99: float) -> dict[str, float | int | list[object]]:
 
 def test_cpu_budget_interpolates_where_the_calibration_crosses_the_ratio() -> None:
     rows = {"bare": _row(0.2, 2.0), "bare +100 us": _row(0.3, 2.5), "bare +200 us": _row(0.4, 4.5)}
-    # 1.5x of 2.0 ms = 3.0 ms, a quarter of the way from 2.5 to 4.5 ms
+    # P99_RATIO (1.5) times bare's p99 of 2.0 is 3.0, a quarter of the way from 2.5 to 4.5
     assert cpu_budget(rows) == pytest.approx(0.325)
     assert cpu_budget({"bare": _row(0.2, 2.0), "bare +100 us": _row(0.3, 2.2)}) is None
 

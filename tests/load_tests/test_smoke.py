@@ -1,6 +1,6 @@
 """The CI load smoke: `nextbest bench --smoke` against the suite's Redis.
 
-A few seconds of the benchmark's mixed traffic (decisions and feedback) at 50 req/s
+A few seconds of the benchmark's mixed traffic (decisions and feedback) at a light rate
 against nextbest; it fails on any error or non-2xx answer, never on latency.
 """
 

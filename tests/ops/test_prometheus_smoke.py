@@ -20,8 +20,8 @@ import pytest
 from load_tests.processes import free_port
 from tests.ops.conftest import ROOT
 
-#: the first `nextbest demo` generates data and trains: ~30 s on a fast machine, and the
-#: slowest machine seen here took over 150 s (the point-in-time join alone took 58 s)
+#: the first `nextbest demo` generates data and trains (Feast's point-in-time join
+#: included) before it serves, which takes minutes on a slow shared machine
 READY_TIMEOUT = 600.0
 QUERY = ('histogram_quantile(0.99, sum by (le) '
          '(rate(nextbest_http_request_duration_seconds_bucket{endpoint="/v1/decisions"}[30s])))')
@@ -132,7 +132,7 @@ def scraped_samples(prometheus_url: str) -> float:
 
 
 def test_decision_latency_quantile_through_prometheus(nextbest: str, prometheus_url: str) -> None:
-    """Light load (bursts of 20 decisions, ~4 bursts a second, at most 2,000 in all) runs
+    """Light load (bursts of 20 decisions a quarter of a second apart, at most 2,000 in all) runs
     until Prometheus has scraped the growing counters at least twice and the p99 query
     answers, or 45 s have passed."""
     served = 0

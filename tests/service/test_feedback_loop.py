@@ -47,7 +47,7 @@ async def run_loop(publish_interval: float, batches: int) -> tuple[FeedbackLoop,
     loop = FeedbackLoop(state, learner, Metrics(), block_ms=1000, publish_interval=publish_interval)
     task = asyncio.create_task(loop.run())
     try:
-        for b in range(batches):  # a steady trickle: one event every 10 ms
+        for b in range(batches):  # a steady trickle: one event at a time
             await state.append_feedback([event(b)])
             await asyncio.sleep(0.01)
         deadline = time.monotonic() + 5
@@ -85,7 +85,7 @@ async def test_reads_are_spaced_by_the_read_interval() -> None:
     loop = FeedbackLoop(state, OnlineLearner(ACTIONS), Metrics(), block_ms=1000, read_interval=0.05)
     task = asyncio.create_task(loop.run())
     try:
-        for b in range(30):  # one event every 5 ms: 150 ms of trickle
+        for b in range(30):  # a trickle lasting three read intervals
             await state.append_feedback([event(b)])
             await asyncio.sleep(0.005)
         deadline = time.monotonic() + 5

@@ -15,7 +15,7 @@ def test_a_loop_held_up_shows_as_lag_and_an_idle_one_does_not() -> None:
         task = asyncio.create_task(watch(observed.append, 0.01))
         await asyncio.sleep(0.1)  # idle ticks
         idle = len(observed)
-        time.sleep(0.08)  # a step that holds the loop for 80 ms
+        time.sleep(0.08)  # a step that holds the loop for eight intervals
         await asyncio.sleep(0.05)
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
