@@ -42,6 +42,7 @@ def test_field_hash_matches_feast(name: str) -> None:
 ))
 def test_decode_value_matches_protobuf(value: Value) -> None:
     kind = value.WhichOneof("val")
+    assert kind is not None  # every value drawn sets one (getattr would raise on None)
     expected = getattr(value, kind)
     got = decode_value(value.SerializeToString())
     if kind == "string_val" and expected == "":

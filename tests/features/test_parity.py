@@ -6,11 +6,19 @@ Both backends: Feast's Redis online store (a real redis-server) and its SQLite s
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
+from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
 
-from features.online import EntityLayout, RedisFeatureReader, SqliteFeatureReader
+from features.online import (
+    EntityLayout,
+    OnlineFeatureReader,
+    RedisFeatureReader,
+    Scalar,
+    SqliteFeatureReader,
+)
 from features.schema import (
     ACTION_JOIN_KEY,
     ACTION_VIEWS,
@@ -45,18 +53,20 @@ def sdk_rows(demo: DemoDirs, redis_url: str | None, join_key: str, ids: list[str
             for i in range(len(ids))]
 
 
-def assert_same(fast: dict, sdk: dict) -> None:
+def assert_same(fast: Mapping[str, Scalar], sdk: Mapping[str, Any]) -> None:
     for name, expected in sdk.items():
         got = fast.get(name)
         if expected is None:
             assert got is None, name
         elif isinstance(expected, float):
-            assert math.isclose(got, expected, rel_tol=1e-6), (name, got, expected)
+            # a number, or math.isclose would raise on it
+            assert isinstance(got, int | float) and math.isclose(got, expected, rel_tol=1e-6), (
+                name, got, expected)
         else:
             assert got == expected, (name, got, expected)
 
 
-async def _read_all(reader: RedisFeatureReader | SqliteFeatureReader, ids: list[str]) -> list[dict]:
+async def _read_all(reader: OnlineFeatureReader, ids: list[str]) -> list[dict[str, Scalar]]:
     rows = [await reader.read(i) for i in ids]
     return [r.values if r is not None else {} for r in rows]
 
@@ -66,6 +76,7 @@ async def test_customer_features_match_the_sdk(
     backend: str, demo: DemoDirs, request: pytest.FixtureRequest
 ) -> None:
     layout = EntityLayout(PROJECT, CUSTOMER_JOIN_KEY, CUSTOMER_VIEWS)
+    reader: OnlineFeatureReader
     if backend == "redis":
         url = request.getfixturevalue("demo_redis")
         client = aioredis.from_url(url)

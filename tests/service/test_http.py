@@ -84,18 +84,20 @@ def test_other_methods_and_paths_still_reach_fastapi(memory_client: TestClient) 
 def test_a_client_gone_before_its_body_gets_no_answer() -> None:
     import asyncio
 
+    from starlette.types import Message, Receive, Scope, Send
+
     from service import api
     from service.app import FastRoutes
 
-    async def never_called(scope, receive, send):  # type: ignore[no-untyped-def]
+    async def never_called(scope: Scope, receive: Receive, send: Send) -> None:
         raise AssertionError("FastAPI should not see a /v1 POST")
 
-    sent: list[dict] = []
+    sent: list[Message] = []
 
-    async def receive() -> dict:
+    async def receive() -> Message:
         return {"type": "http.disconnect"}
 
-    async def send(message: dict) -> None:
+    async def send(message: Message) -> None:
         sent.append(message)
 
     scope = {"type": "http", "method": "POST", "path": "/v1/decisions", "headers": [], "state": {}}
