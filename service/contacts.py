@@ -10,7 +10,7 @@ replays the stream after it before it turns ready.
 
 What counts (per customer x action, anonymous events ignored):
 - exposures: `impression` events within `window_seconds` (integrators send one
-  impression per shown action, as the README asks; other outcomes are not exposures);
+  impression per shown action, as docs/api.md asks; other outcomes are not exposures);
 - suppression: a `dismiss` within `suppress_seconds` removes the action for that
   customer on every channel; an `accept` or `purchase` within `cooldown_seconds`
   does the same (0 = off: re-offering what someone just took is a business choice,

@@ -1,4 +1,4 @@
-"""The decision engine: one decision, top to bottom, as DESIGN.md lists it.
+"""The decision engine: one decision, top to bottom, as docs/architecture.md lists it.
 
 candidates -> eligibility -> contacts -> features -> offline score -> online correction
 -> arbitration -> exploration -> response -> log. Each step is a call into the module that

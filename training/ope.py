@@ -1,7 +1,7 @@
 """Off-policy evaluation: what a policy would have earned on a logged set of decisions.
 
 `nextbest evaluate` and the retraining gate share this module. The log format is in
-`training/LOG_FORMAT.md` (reading and validation: `training/ope_log.py`).
+`docs/log-format.md` (reading and validation: `training/ope_log.py`).
 
 A target policy is any callable `LoggedBandit -> (n, K) probabilities` over each row's
 candidate slots (zero in padding). Built in: `uniform`, `logged` (the logging policy,
@@ -319,7 +319,7 @@ def _jsonable(value: Any) -> Any:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="nextbest evaluate",
                                      description="Off-policy evaluation of a policy on a decision log.")
-    parser.add_argument("--log", type=Path, required=True, help="decision log, JSON Lines (LOG_FORMAT.md)")
+    parser.add_argument("--log", type=Path, required=True, help="decision log, JSON Lines (docs/log-format.md)")
     parser.add_argument("--policy", choices=("uniform", "logged", "greedy", "epsilon-greedy"), default="greedy",
                         help="target policy; greedy ones rank by the log's `scores`")
     parser.add_argument("--epsilon", type=float, default=0.1, help="exploration rate of epsilon-greedy")

@@ -1,6 +1,6 @@
 """The decision log that off-policy evaluation reads, and its validation.
 
-One JSON object per line (`training/LOG_FORMAT.md` documents every field). A row is
+One JSON object per line (`docs/log-format.md` documents every field). A row is
 rejected with the line number and the field at fault, because a silently skipped row
 biases every estimate that follows: the evaluator refuses a log rather than guess.
 

@@ -166,7 +166,7 @@ async def run_loop(
     """The closed loop against any `decide`/`send_feedback` pair (HTTP in practice).
 
     `accept_replaces_impression` is a diagnostic: an accepted decision then sends only
-    `accept` (the default sends `impression` + `accept`, as the README asks integrators to).
+    `accept` (the default sends `impression` + `accept`, as docs/api.md asks integrators to).
     `log_decision` receives nextbest's decisions in the off-policy log format
     (`logged_decision`), in step order.
     """
