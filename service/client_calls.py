@@ -239,7 +239,7 @@ class BaseClient(Generic[TransportT, SleepT]):
             attempt += 1
 
 
-# --- request bodies and headers -----------------------------------------------------------
+# --- request bodies and errors -----------------------------------------------------------
 def _plain(value: BaseModel | Mapping[str, Any]) -> dict[str, Any]:
     if isinstance(value, BaseModel):
         return value.model_dump(mode="json", exclude_unset=True)
