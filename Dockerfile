@@ -16,18 +16,20 @@ ENV PIP_NO_CACHE_DIR=1 \
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
-# Dependencies first, so that a code change does not reinstall them.
+# Dependencies first (the client's and the `server` extra's), so that a code change does
+# not reinstall them.
 COPY pyproject.toml README.md ./
 RUN python - <<'PY' > /tmp/requirements.txt
 import tomllib
-print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]))
+project = tomllib.load(open("pyproject.toml", "rb"))["project"]
+print("\n".join(project["dependencies"] + project["optional-dependencies"]["server"]))
 PY
 RUN pip install --upgrade pip setuptools wheel && pip install -r /tmp/requirements.txt
 COPY service/ service/
 COPY features/ features/
 COPY training/ training/
 COPY load_tests/ load_tests/
-RUN pip install --no-deps . \
+RUN pip install --no-deps ".[server]" \
  && python -m compileall -q /opt/venv/lib \
  && nextbest --help >/dev/null
 

