@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
+import service
 from service.app import create_app
 from service.catalog import load_catalog
 from service.settings import Settings
@@ -221,7 +222,9 @@ def test_health_ready_and_docs(client: TestClient) -> None:
     ready = client.get("/readyz")
     assert ready.status_code == 200 and ready.json()["status"] == "ready"
     assert client.get("/docs").status_code == 200
-    assert "/v1/decisions" in client.get("/openapi.json").json()["paths"]
+    spec = client.get("/openapi.json").json()
+    assert "/v1/decisions" in spec["paths"]
+    assert spec["info"]["version"] == service.__version__
 
 
 def test_api_keys_are_enforced(demo: DemoDirs) -> None:

@@ -216,3 +216,10 @@ def test_the_client_imports_and_decides_with_httpx_and_pydantic_alone(service_ur
     assert Path(report["file"]).resolve() == ROOT / "service" / "client.py"
     assert set(report["loaded"]) <= allowed and {"service", "features", "httpx"} <= set(report["loaded"])
     assert report["actions"] == [3, 3]
+
+
+
+def test_the_package_version_is_the_one_version_source(metadata: Message) -> None:
+    import service
+
+    assert metadata["Version"] == service.__version__
