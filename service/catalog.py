@@ -13,7 +13,10 @@ File format (JSON), written by the demo generator and by operators:
      "context_weights": {"pos": {"offer": 1.3}}}
 
 An empty `channels` or `placements` list means "anywhere". `context_weights` maps
-channel -> action kind -> weight (default 1.0) for arbitration.
+channel -> action kind -> weight (default 1.0) for arbitration. An action's `kind`,
+`category` and `channels` must come from the world's vocabularies (`features/schema.py`):
+a value outside them would silently encode as "no category", so the catalog is refused
+with an error naming the action and the field.
 """
 
 from __future__ import annotations
@@ -29,13 +32,32 @@ from features.schema import ACTION_KINDS, CATEGORIES, CHANNELS
 class Action(BaseModel):
     action_id: str = Field(min_length=1, max_length=64)
     name: str = ""
-    kind: str = Field(default="product", pattern="^(" + "|".join(ACTION_KINDS) + ")$")
+    kind: str = Field(default="product")
     category: str = Field(default=CATEGORIES[0])
     value: float = Field(default=1.0, ge=0.0, description="Value of one acceptance.")
     channels: list[str] = Field(default_factory=list)
     placements: list[str] = Field(default_factory=list)
     lever: float = Field(default=1.0, ge=0.0, description="Business lever in arbitration.")
     active: bool = True
+
+
+VOCABULARIES: dict[str, tuple[str, ...]] = {
+    "kind": ACTION_KINDS, "category": CATEGORIES, "channels": CHANNELS,
+}
+
+
+def vocabulary_problems(action: Action) -> list[str]:
+    """What in `action` lies outside the world's vocabularies, one message per field."""
+    problems = []
+    for field, allowed in VOCABULARIES.items():
+        value = getattr(action, field)
+        unknown = [v for v in (value if isinstance(value, list) else [value]) if v not in allowed]
+        if unknown:
+            problems.append(
+                f"action {action.action_id!r} field {field!r}: "
+                f"{', '.join(map(repr, unknown))} is not one of {', '.join(allowed)}"
+            )
+    return problems
 
 
 class CatalogFile(BaseModel):
@@ -52,9 +74,11 @@ class Catalog:
         ids = [a.action_id for a in actions]
         if len(set(ids)) != len(ids):
             raise ValueError("catalog has duplicate action_id values")
-        unknown = {c for a in actions for c in a.channels} - set(CHANNELS)
-        if unknown:
-            raise ValueError(f"catalog names unknown channels {sorted(unknown)}")
+        problems = [p for a in spec.actions for p in vocabulary_problems(a)]
+        if problems:
+            shown = "; ".join(problems[:10])
+            more = f" (and {len(problems) - 10} more)" if len(problems) > 10 else ""
+            raise ValueError(f"{shown}{more}")
         self.version = spec.version
         self.actions = actions
         self.ids = ids
@@ -106,9 +130,8 @@ class Catalog:
 def load_catalog(path: Path) -> Catalog:
     """Read and validate a catalog file; errors name the file."""
     try:
-        spec = CatalogFile.model_validate_json(path.read_bytes())
+        return Catalog(CatalogFile.model_validate_json(path.read_bytes()))
     except FileNotFoundError as exc:
         raise FileNotFoundError(f"catalog file {path} does not exist") from exc
     except ValueError as exc:
         raise ValueError(f"catalog file {path} is invalid: {exc}") from exc
-    return Catalog(spec)
