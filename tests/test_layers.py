@@ -4,7 +4,7 @@ Every import counts, also those inside functions and under `if TYPE_CHECKING:`: 
 import deferred for start-up speed still couples the two modules, and a deferred cycle
 is a cycle that only shows at run time. Lowest layer first:
 
-    configuration   features.schema, service.settings (import nothing of the project)
+    configuration   features.config, features.schema, service.settings (import nothing of the project)
     features        the feature reader, encoder and the Feast repository
     service         the service's domain and HTTP
     training        training, the simulator, off-policy evaluation, the demo world
@@ -27,7 +27,7 @@ PACKAGES = ("features", "service", "training", "load_tests")
 #: (layer, modules or packages in it), lowest first; a module belongs to the layer of
 #: the longest entry that names it or one of its packages.
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("configuration", ("features.schema", "service.settings")),
+    ("configuration", ("features.config", "features.schema", "service.settings")),
     ("features", ("features",)),
     ("service", ("service",)),
     ("training", ("training",)),
