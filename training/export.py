@@ -54,45 +54,52 @@ WATERMARK_FILE = "_watermark.json"
 _LIST_STR = pa.list_(pa.string())
 _LIST_F64 = pa.list_(pa.float64())
 
-#: The columns of the exported Parquet files, in order; docs/retraining.md tables them.
-#: Each row is one stream entry; `stream_id` is its Redis id, unique within the stream.
+
+def _col(name: str, kind: pa.DataType, doc: str) -> pa.Field:
+    return pa.field(name, kind, metadata={"doc": doc})
+
+
+#: The columns of the exported Parquet files, in order, each with its meaning (kept in
+#: the files' schema metadata too; docs/retraining.md's tables are generated from here).
+#: Each row is one stream entry; the hive partition adds `day` when read as a dataset.
 DECISION_SCHEMA = pa.schema([
-    ("stream_id", pa.string()),
-    ("decision_id", pa.string()),
-    ("ts", pa.float64()),
-    ("customer_id", pa.string()),
-    ("channel", pa.string()),
-    ("placement", pa.string()),
-    ("journey_stage", pa.string()),
-    ("segment", pa.string()),
-    ("model", pa.string()),
-    ("context", pa.string()),
-    ("candidates", _LIST_STR),
-    ("action_ids", _LIST_STR),
-    ("probabilities", _LIST_F64),
-    ("propensities", _LIST_F64),
-    ("offline_logits", _LIST_F64),
-    ("exposures", pa.list_(pa.int64())),
-    ("explored", pa.list_(pa.bool_())),
-    ("degraded", _LIST_STR),
+    _col("stream_id", pa.string(), "Redis stream id (`ms-seq`), unique and increasing in the stream"),
+    _col("decision_id", pa.string(), "the decision's id, as returned to the caller"),
+    _col("ts", pa.float64(), "when the decision was made, Unix seconds"),
+    _col("customer_id", pa.string(), "who it was for (null: anonymous)"),
+    _col("channel", pa.string(), "e.g. `web`, `pos`"),
+    _col("placement", pa.string(), "the slot on the channel"),
+    _col("journey_stage", pa.string(), "the customer's journey stage the decision used"),
+    _col("segment", pa.string(), "the customer's segment the decision used"),
+    _col("model", pa.string(), "the offline model, `name:version`"),
+    _col("context", pa.string(), "the request context as JSON (keys sorted; defaults left out)"),
+    _col("candidates", _LIST_STR, "the eligible actions the policy chose among"),
+    _col("action_ids", _LIST_STR, "the actions shown, rank 1 first"),
+    _col("probabilities", _LIST_F64, "per shown action: the probability that the policy "
+         "(exploration included) picked it for its slot"),
+    _col("propensities", _LIST_F64, "per shown action: the predicted acceptance probability"),
+    _col("offline_logits", _LIST_F64, "per shown action: the offline model's logit"),
+    _col("exposures", pa.list_(pa.int64()), "per shown action: times the customer had seen it before"),
+    _col("explored", pa.list_(pa.bool_()), "per shown action: chosen by exploration, not by rank"),
+    _col("degraded", _LIST_STR, "degradation reasons (unknown customer, stale features, ...)"),
 ])
 FEEDBACK_SCHEMA = pa.schema([
-    ("stream_id", pa.string()),
-    ("decision_id", pa.string()),
-    ("action_id", pa.string()),
-    ("outcome", pa.string()),
-    ("value", pa.float64()),
-    ("ts", pa.float64()),
-    ("accepted_at", pa.float64()),
-    ("customer_id", pa.string()),
-    ("channel", pa.string()),
-    ("placement", pa.string()),
-    ("journey_stage", pa.string()),
-    ("segment", pa.string()),
-    ("rank", pa.int32()),
-    ("probability", pa.float64()),
-    ("offline_logit", pa.float64()),
-    ("exposures", pa.int64()),
+    _col("stream_id", pa.string(), "Redis stream id (`ms-seq`), unique and increasing in the stream"),
+    _col("decision_id", pa.string(), "the decision the outcome belongs to"),
+    _col("action_id", pa.string(), "the shown action it is about"),
+    _col("outcome", pa.string(), "`impression`, `click`, `accept`, `dismiss` or `purchase`"),
+    _col("value", pa.float64(), "monetary value of the outcome (null: none given)"),
+    _col("ts", pa.float64(), "when the outcome happened, Unix seconds"),
+    _col("accepted_at", pa.float64(), "when the service accepted the event, Unix seconds"),
+    _col("customer_id", pa.string(), "from the decision"),
+    _col("channel", pa.string(), "from the decision"),
+    _col("placement", pa.string(), "from the decision"),
+    _col("journey_stage", pa.string(), "from the decision"),
+    _col("segment", pa.string(), "from the decision"),
+    _col("rank", pa.int32(), "the action's rank in the decision (1: first)"),
+    _col("probability", pa.float64(), "the probability that the policy picked the action"),
+    _col("offline_logit", pa.float64(), "the offline model's logit for the action"),
+    _col("exposures", pa.int64(), "times the customer had seen the action before the decision"),
 ])
 SCHEMAS = {"decisions": DECISION_SCHEMA, "feedback": FEEDBACK_SCHEMA}
 
