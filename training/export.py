@@ -153,7 +153,9 @@ class StreamExport:
     watermark: Watermark = field(default_factory=Watermark)
 
     def summary(self) -> str:
-        text = f"{self.stream}: {self.rows} rows in {len(self.parts)} parts, up to {self.watermark.last_id}"
+        n = len(self.parts)
+        text = (f"{self.stream}: {self.rows} rows in {n} part{'' if n == 1 else 's'}, "
+                f"up to {self.watermark.last_id}")
         if self.removed_parts:
             text += f" (resumed: {self.removed_parts} uncommitted parts of an interrupted run replaced)"
         return text
@@ -290,7 +292,9 @@ def part_ids(path: Path) -> tuple[str, str] | None:
 
 def _write_part(stream_dir: Path, day: str, rows: list[dict[str, Any]], schema: pa.Schema) -> Path:
     directory = stream_dir / f"day={day}"
-    directory.mkdir(parents=True, exist_ok=True)
+    if not directory.is_dir():
+        directory.mkdir(parents=True)
+        _fsync_dir(stream_dir)  # the new directory's entry, before a part in it counts
     path = directory / f"part-{rows[0]['stream_id']}-{rows[-1]['stream_id']}.parquet"
     tmp = directory / f".{path.name}.tmp"
     table = pa.Table.from_pylist(rows, schema=schema)
@@ -351,6 +355,7 @@ def _store_watermark(client: Any, out_dir: Path, stream: str, prefix: str, mark:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+    _fsync_dir(out_dir)
 
 
 def _read_mirror(out_dir: Path) -> dict[str, dict[str, Any]]:
