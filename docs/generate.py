@@ -13,7 +13,8 @@ A page holds hand-written text around marked sections:
 bounds, description), `metrics` from the collectors a `service.metrics.Metrics` registers
 (name, type, labels, help), `cli` from `nextbest ... --help`, `recording_rules` and
 `alerts` from the chart's `helm/nextbest/files/rules.yaml` (the file the PrometheusRule
-and promtool load). tests/docs/test_generate.py runs the check.
+and promtool load), `export_decisions` and `export_feedback` from the Parquet schemas of
+`training/export.py`. tests/docs/test_generate.py runs the check.
 """
 
 from __future__ import annotations
@@ -145,7 +146,27 @@ def alerts_table() -> str:
     return "\n".join(rows) + "\n"
 
 
-CLI_COMMANDS = ("demo", "serve", "train", "materialize", "bench", "simulate", "evaluate")
+def _schema_table(stream: str) -> str:
+    from training.export import SCHEMAS
+
+    rows = ["| column | type | meaning |", "|---|---|---|"]
+    for f in SCHEMAS[stream]:
+        doc = (f.metadata or {}).get(b"doc", b"").decode()
+        if not doc:
+            raise ValueError(f"export column {stream}.{f.name} has no doc: every column is documented")
+        rows.append(f"| `{f.name}` | `{str(f.type).replace('item: ', '')}` | {_cell(doc)} |")
+    return "\n".join(rows) + "\n"
+
+
+def export_decisions_table() -> str:
+    return _schema_table("decisions")
+
+
+def export_feedback_table() -> str:
+    return _schema_table("feedback")
+
+
+CLI_COMMANDS = ("demo", "serve", "train", "materialize", "export", "bench", "simulate", "evaluate")
 
 
 def cli_help() -> str:
@@ -172,6 +193,8 @@ GENERATORS: dict[str, Callable[[], str]] = {
     "metrics": metrics_table,
     "recording_rules": recording_rules_table,
     "alerts": alerts_table,
+    "export_decisions": export_decisions_table,
+    "export_feedback": export_feedback_table,
 }
 
 

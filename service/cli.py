@@ -1,4 +1,4 @@
-"""The `nextbest` command line: demo, serve, train, materialize, bench, simulate, evaluate.
+"""The `nextbest` command line: demo, serve, train, materialize, export, bench, simulate, evaluate.
 
 The top of the project: it imports the rest, nothing imports it. Heavy imports (Feast,
 scikit-learn) happen inside the commands that need them, so `nextbest serve` does not
@@ -13,6 +13,7 @@ import argparse
 import importlib.util
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -22,12 +23,13 @@ if TYPE_CHECKING:
 #: looked up without importing them); the base install is httpx and pydantic. `serve`
 #: never imports Feast; `simulate` draws its plots with matplotlib as the very last step
 #: of a run and needs scikit-learn for its fidelity section; `bench` draws bench.png;
-#: `evaluate` is numpy alone.
+#: `evaluate` is numpy alone; `export` reads Redis and writes Parquet.
 NEEDS: dict[str, dict[str, tuple[str, ...]]] = {
     "demo": {"server": ("pydantic_settings", "fastapi", "uvicorn", "onnxruntime", "river", "feast", "sklearn")},
     "serve": {"server": ("pydantic_settings", "fastapi", "uvicorn", "onnxruntime", "river", "redis")},
     "train": {"server": ("pydantic_settings", "feast", "sklearn", "skl2onnx", "onnxruntime")},
     "materialize": {"server": ("pydantic_settings", "feast")},
+    "export": {"server": ("pydantic_settings", "redis", "orjson", "pyarrow", "tqdm")},
     "simulate": {"server": ("numpy", "pandas", "onnxruntime", "sklearn"), "bench": ("matplotlib",)},
     "bench": {"server": ("fastapi", "uvicorn", "feast", "onnxruntime", "river", "sklearn"), "bench": ("matplotlib",)},
     "evaluate": {"server": ("numpy",)},
@@ -63,6 +65,35 @@ def _refuse_without_extras(command: str) -> int:
     return 2
 
 
+def _export(settings: Settings, out: Path | None, streams: str, chunk: int, progress: bool) -> int:
+    """Run the export; 2 (after one line on stderr) when it cannot run as configured."""
+    if not settings.redis_url:
+        print("nextbest export needs NEXTBEST_REDIS_URL: the embedded store lives in the serving "
+              "process, where no other process can read it", file=sys.stderr)
+        return 2
+    import redis
+
+    from training.export import STREAMS, ExportRefused, export
+
+    client = (redis.RedisCluster.from_url(settings.redis_url) if settings.redis_cluster
+              else redis.Redis.from_url(settings.redis_url))
+    out_dir = out if out is not None else settings.data_dir / "export"
+    try:
+        results = export(client, out_dir, tuple(STREAMS) if streams == "all" else (streams,),
+                         chunk=chunk, progress=progress)
+    except ExportRefused as exc:
+        print(f"nextbest export: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        client.close()
+    for result in results:
+        print(result.summary())
+        for warning in result.warnings():
+            print(f"warning: {warning}", file=sys.stderr)
+    print(f"exported {sum(r.rows for r in results)} rows to {out_dir}")
+    return 0
+
+
 def _serve(settings: Settings, host: str, port: int) -> None:
     import uvicorn
 
@@ -74,6 +105,13 @@ def _serve(settings: Settings, host: str, port: int) -> None:
         create_app(settings), host=host, port=port, loop="uvloop", http="httptools",
         workers=1, access_log=False, log_config=None, lifespan="on",
     )
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {value}")
+    return value
 
 
 # Commands with their own argument parsers, imported only when called.
@@ -115,6 +153,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--algorithm", choices=("pairwise", "hgb", "logreg"), default="pairwise")
     p = sub.add_parser("materialize", help="feast apply + materialize into the online store")
     p.add_argument("--incremental", action="store_true")
+    p = sub.add_parser("export", help="decision and feedback streams (Redis) into Parquet by day, "
+                       "from the stored watermark")
+    p.add_argument("--out", type=Path, default=None,
+                   help="output directory (default: <NEXTBEST_DATA_DIR>/export)")
+    p.add_argument("--stream", choices=("decisions", "feedback", "all"), default="all")
+    p.add_argument("--chunk", type=_positive, default=10_000, help="entries read and written at a time")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
     for name, help_text in PASS_THROUGH.items():
         sub.add_parser(name, help=f"{help_text} (see `nextbest {name} --help`)", add_help=False)
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -167,6 +212,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             incremental=args.incremental,
         )
         print("materialized")
+    elif args.command == "export":
+        return _export(settings, args.out, args.stream, args.chunk, not args.no_progress)
     return 0
 
 

@@ -151,6 +151,18 @@ class Metrics:
             "waited before the server read it (the request latency's buckets, to compare).",
             buckets=LATENCY_BUCKETS, registry=r,
         )
+        self.export_lag = Gauge(
+            "nextbest_export_lag_seconds",
+            "Stream time between the newest entry of a stream and the last one `nextbest "
+            "export` wrote to Parquet (0: caught up; no series: never exported).",
+            ["stream"], registry=r,
+        )
+        self.export_lost = Gauge(
+            "nextbest_export_lost_events",
+            "Stream entries trimmed before `nextbest export` wrote them, since the first "
+            "export (a running total kept in Redis by the export).",
+            ["stream"], registry=r,
+        )
         self.ready = Gauge("nextbest_ready", "1 once the service is ready.", registry=r)
 
     def stages(self) -> StageClock:

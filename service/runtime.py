@@ -37,6 +37,7 @@ from service.customer_features import CustomerFeatureService
 from service.decision_log import DecisionLog
 from service.eligibility import Eligibility
 from service.engine import DecisionEngine
+from service.export_status import ExportStatus
 from service.feedback import FeedbackService
 from service.feedback_loop import FeedbackLoop
 from service.learner import EXPOSURE_PRIOR, OnlineLearner
@@ -122,6 +123,7 @@ class Runtime:
     decision_log: DecisionLog
     action_cache: ActionFeatureCache
     snapshots: Snapshots | None = None
+    export_status: ExportStatus | None = None
     closers: list[Any] = field(default_factory=list)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     ready: bool = False
@@ -170,6 +172,7 @@ class Runtime:
             settings.contact_cooldown_seconds, settings.contact_max_customers,
         ) if settings.contact_policy else None
         snapshots = None
+        export_status = ExportStatus(client, metrics) if settings.redis_url else None
         if settings.redis_url and settings.snapshot_seconds > 0 and settings.folds_feedback:
             snapshots = Snapshots(
                 SnapshotStore(client), settings.snapshot_seconds, metrics,
@@ -210,7 +213,7 @@ class Runtime:
                                        learn=settings.online_learning,
                                        read_interval=settings.learner_read_interval_seconds,
                                        snapshots=snapshots),
-            snapshots=snapshots,
+            snapshots=snapshots, export_status=export_status,
             decision_log=decision_log, action_cache=action_cache, closers=closers,
         )
 
@@ -223,6 +226,8 @@ class Runtime:
             asyncio.create_task(self.action_cache.run(), name="action-features"),
             asyncio.create_task(self._report_cache_age(), name="cache-age"),
         ]
+        if self.export_status is not None:
+            self.tasks.append(asyncio.create_task(self.export_status.run(), name="export-status"))
         if self.settings.loop_lag_interval_seconds > 0:
             self.tasks.append(asyncio.create_task(
                 watch_loop_lag(self.metrics.loop_lag.observe,

@@ -14,7 +14,8 @@ RULES_TEST = Path(__file__).with_name("rules_test.yaml")
 ALERTS = {
     "NextbestDecisionLatencyHigh", "NextbestDecisionErrorRateHigh", "NextbestDegradedResponsesHigh",
     "NextbestLearnerLagHigh", "NextbestFeedbackBacklogHigh", "NextbestNotReady",
-    "NextbestActionFeaturesStale", "NextbestSnapshotsNotWritten",
+    "NextbestActionFeaturesStale", "NextbestSnapshotsNotWritten", "NextbestExportBehind",
+    "NextbestExportLostEvents",
 }
 
 

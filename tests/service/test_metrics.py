@@ -5,10 +5,14 @@ from __future__ import annotations
 import time
 
 import pytest
+import redis
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
+from service.app import create_app
 from service.metrics import STAGES
+from tests.demo_fixtures import DemoDirs, clear_service_state
+from tests.service.conftest import make_settings
 
 
 def samples(client: TestClient) -> dict[str, list]:
@@ -164,3 +168,18 @@ def test_stage_clock_observes_each_step_once_and_counts_the_step_that_failed() -
     with pytest.raises(RuntimeError), m.stages():
         raise RuntimeError("before any step")
     assert m.stage_failures.labels(STAGES[0])._value.get() == 1
+
+
+def test_the_export_watermarks_in_redis_become_gauges(demo: DemoDirs, demo_redis: str) -> None:
+    """With Redis, the runtime reads what `nextbest export` stored into its export gauges."""
+    clear_service_state(demo_redis)
+    r = redis.Redis.from_url(demo_redis)
+    r.xadd("nb:decisions", {"d": b"{}"}, id="1780272600000-0")  # no replica reads this stream
+    r.hset("nb:export:decisions", mapping={"last_id": "1780272000000-0", "exported": "10", "lost": "7"})
+    r.close()
+    with TestClient(create_app(make_settings(demo, demo_redis))) as client:
+        deadline = time.monotonic() + 10
+        while "nextbest_export_lost_events" not in (s := samples(client)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+    assert [(x.labels, x.value) for x in s["nextbest_export_lost_events"]] == [({"stream": "decisions"}, 7)]
+    assert [(x.labels, x.value) for x in s["nextbest_export_lag_seconds"]] == [({"stream": "decisions"}, 600)]
