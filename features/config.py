@@ -215,6 +215,14 @@ class World(Strict):
     learner: Learner
 
     # -- derived, in declaration order ---------------------------------------------------
+    def views_of(self, entity: str | None) -> dict[str, list[tuple[str, FeatureType]]]:
+        """feature view -> [(feature, type)] for the views of `entity` (none: {})."""
+        return {name: list(view.features.items()) for name, view in self.feature_views.items()
+                if entity is not None and view.entity == entity}
+
+    def join_key(self, entity: str) -> str:
+        return self.entities[entity].join_key
+
     def features_of(self, entity: str | None) -> dict[str, FeatureType]:
         return {f: t for v in self.feature_views.values() if v.entity == entity
                 for f, t in v.features.items()}
@@ -362,3 +370,12 @@ def load_world(path: Path) -> World:
 def shipped_world(name: str) -> World:
     """One of the worlds that ship in `features/worlds/` (`retail`, the demo's)."""
     return load_world(WORLDS_DIR / f"{name}.yaml")
+
+
+#: The world served when no configuration file is named (NEXTBEST_CONFIG unset).
+DEFAULT_WORLD = "retail"
+
+
+def configured_world(path: Path | None) -> World:
+    """The world of `path` (NEXTBEST_CONFIG), or the default shipped world when None."""
+    return load_world(path) if path is not None else shipped_world(DEFAULT_WORLD)

@@ -23,6 +23,7 @@ from fastapi.responses import JSONResponse
 from pydantic.json_schema import models_json_schema
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from features.config import configured_world
 from service import __version__, api
 from service.errors import NextbestError, PayloadTooLarge, Unauthorized
 from service.metrics import Metrics
@@ -187,10 +188,11 @@ def create_app(settings: Settings, metrics: Metrics | None = None,
     cost breakdown (`load_tests/layers_app.py`) passes ones cut short at some layer.
     """
     metrics = metrics or Metrics()
+    world = configured_world(settings.config)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
-        runtime = Runtime.build(settings, metrics)
+        runtime = Runtime.build(settings, metrics, world)
         try:
             await runtime.start()
             app.state.runtime = runtime

@@ -185,6 +185,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:
         print(f"nextbest: invalid settings: {exc}", file=sys.stderr)
         return 2
+    from features.config import WorldConfigError, configured_world
+
+    try:
+        configured_world(settings.config)
+    except WorldConfigError as exc:
+        print(f"nextbest: invalid world configuration (NEXTBEST_CONFIG):\n{exc}", file=sys.stderr)
+        return 2
     from service.logs import configure
 
     configure(settings.log_level)

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from features.config import World, configured_world
 from features.encoding import MODEL_COLUMNS
 from features.online import (
     EntityLayout,
@@ -122,6 +123,7 @@ class Runtime:
     feedback_loop: FeedbackLoop
     decision_log: DecisionLog
     action_cache: ActionFeatureCache
+    world: World
     snapshots: Snapshots | None = None
     export_status: ExportStatus | None = None
     closers: list[Any] = field(default_factory=list)
@@ -130,7 +132,10 @@ class Runtime:
     started_at: float = field(default_factory=time.time)
 
     @classmethod
-    def build(cls, settings: Settings, metrics: Metrics) -> Runtime:
+    def build(cls, settings: Settings, metrics: Metrics, world: World | None = None) -> Runtime:
+        """Everything the service runs on, from `settings` (and the world they name, or
+        `world` when the caller already loaded it)."""
+        world = world if world is not None else configured_world(settings.config)
         catalog = load_catalog(settings.catalog_file)
         scorer = OnnxScorer(
             resolve_model_dir(settings.models_dir, settings.model_name, settings.model_version),
@@ -213,7 +218,7 @@ class Runtime:
                                        learn=settings.online_learning,
                                        read_interval=settings.learner_read_interval_seconds,
                                        snapshots=snapshots),
-            snapshots=snapshots, export_status=export_status,
+            world=world, snapshots=snapshots, export_status=export_status,
             decision_log=decision_log, action_cache=action_cache, closers=closers,
         )
 

@@ -29,6 +29,11 @@ class Settings(BaseSettings):
         0.05, gt=0, description="Per-call Redis timeout on the decision path; on timeout "
         "the decision is served with default features and a `degraded` flag.",
     )
+    config: Path | None = Field(
+        None, description="The world configuration file (YAML; docs/world.md): channels, "
+        "placements, request context, features and the model's inputs. Unset: the shipped "
+        "retail world, features/worlds/retail.yaml.",
+    )
     data_dir: Path = Field(Path("var"), description="Demo data, Feast registry, SQLite store.")
     models_dir: Path = Field(Path("models"), description="Model registry on disk.")
     model_name: str = Field("nextbest-ranker", description="Model served from models_dir.")

@@ -99,3 +99,16 @@ def test_find_spec_answering_none_counts_as_missing(monkeypatch: pytest.MonkeyPa
     assert missing_extras("plot") == "nextbest plot needs matplotlib (the 'bench' extra): pip install 'nextbest[bench]'"
     monkeypatch.setitem(NEEDS, "plot", {"server": ("json",)})
     assert missing_extras("plot") is None
+
+
+def test_a_bad_world_configuration_stops_a_command_naming_the_file_and_key(tmp_path: Path) -> None:
+    world = tmp_path / "world.yaml"
+    text = (ROOT / "features" / "worlds" / "retail.yaml").read_text()
+    world.write_text(text.replace("checkout: [pos]", "checkout: [pos, kiosk]"))
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "NEXTBEST_CONFIG": str(world),
+           "NEXTBEST_DATA_DIR": str(tmp_path / "var")}
+    done = subprocess.run([sys.executable, "-m", "service.cli", "serve", "--port", "1"], cwd=ROOT,
+                          env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert "invalid world configuration (NEXTBEST_CONFIG)" in done.stderr
+    assert f"{world}: placements.checkout: channel 'kiosk' is not in channels" in done.stderr
