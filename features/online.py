@@ -12,7 +12,10 @@ the same bytes Feast writes, with Feast's own layout (feast 0.67,
   `feast.types.Value`; `_ts:{view}` holds a `google.protobuf.Timestamp`;
 - SQLite: table `{project}_{view}`, one row per (entity_key, feature_name).
 
-`tests/features/test_online.py` proves equality with `FeatureStore.get_online_features`.
+The layouts come from the world configuration (`EntityLayout.of`), the same declarations
+`features/definitions.py` builds the Feast repository from.
+`tests/features/test_parity.py` proves equality with `FeatureStore.get_online_features`,
+for every shipped world.
 Protobuf messages are decoded by hand: the two message shapes involved are tiny and the
 generated classes would pull `import feast` (seconds) into the service.
 """
@@ -29,7 +32,7 @@ from typing import Any, Protocol
 
 import mmh3
 
-from features.schema import FeatureType
+from features.config import FeatureType, World
 
 _STRING_TYPE = 2  # feast.types.ValueType.STRING
 _U32 = struct.Struct("<I")
@@ -139,6 +142,11 @@ class EntityLayout:
         self.fields = [field_hash(v, f) for v, f in self.features]
         self.fields += [f"_ts:{v}".encode() for v in self.views]
         self._project_bytes = project.encode()
+
+    @classmethod
+    def of(cls, world: World, entity: str) -> EntityLayout:
+        """The layout of `entity`'s feature views in `world`'s Feast project."""
+        return cls(world.project, world.join_key(entity), world.views_of(entity))
 
     def redis_key(self, entity_id: str) -> bytes:
         return serialize_entity_key(self.join_key, entity_id) + self._project_bytes

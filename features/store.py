@@ -7,6 +7,10 @@ path, and always through `features/feast_sdk.py`. The config is built in code ra
 than read from `feature_store.yaml` so that a data dir and a Redis URL are all a caller
 needs; the YAML files next to this module are the same config for people using the
 `feast` CLI.
+
+Every function takes the world (`features/config.py`): its `project` is the Feast
+project, and `features/definitions.py` builds the repository's objects from its
+declarations.
 """
 
 from __future__ import annotations
@@ -17,8 +21,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
 
+from features.config import World
 from features.feast_sdk import import_feast
-from features.schema import PROJECT
 
 if TYPE_CHECKING:
     from feast import FeatureStore, RepoConfig
@@ -53,8 +57,11 @@ def redis_connection_string(redis_url: str) -> str:
     return ",".join(items)
 
 
-def repo_config(data_dir: Path, redis_url: str | None, redis_cluster: bool = False) -> RepoConfig:
-    """The repository config: SQLite online store without a Redis URL, Feast's Redis with one."""
+def repo_config(
+    world: World, data_dir: Path, redis_url: str | None, redis_cluster: bool = False
+) -> RepoConfig:
+    """The repository config of `world`'s project: SQLite online store without a Redis
+    URL, Feast's Redis with one."""
     import_feast()
     from feast import RepoConfig
 
@@ -70,7 +77,7 @@ def repo_config(data_dir: Path, redis_url: str | None, redis_cluster: bool = Fal
             "connection_string": redis_connection_string(redis_url),
         }
     return RepoConfig(
-        project=PROJECT,
+        project=world.project,
         provider="local",
         registry=str(feast_dir / "registry.db"),
         online_store=online,
@@ -80,7 +87,9 @@ def repo_config(data_dir: Path, redis_url: str | None, redis_cluster: bool = Fal
     )
 
 
-def feature_store(data_dir: Path, redis_url: str | None, redis_cluster: bool = False) -> FeatureStore:
+def feature_store(
+    world: World, data_dir: Path, redis_url: str | None, redis_cluster: bool = False
+) -> FeatureStore:
     """A FeatureStore on the repository.
 
     Building one reads the registry and sets up the provider: build it once per process.
@@ -88,14 +97,15 @@ def feature_store(data_dir: Path, redis_url: str | None, redis_cluster: bool = F
     import_feast()
     from feast import FeatureStore
 
-    config = repo_config(data_dir, redis_url, redis_cluster)
+    config = repo_config(world, data_dir, redis_url, redis_cluster)
     return FeatureStore(repo_path=str(config.repo_path), config=config)
 
 
 def apply_and_materialize(
-    data_dir: Path, redis_url: str | None, redis_cluster: bool = False, incremental: bool = False
+    world: World, data_dir: Path, redis_url: str | None, redis_cluster: bool = False,
+    incremental: bool = False,
 ) -> None:
-    """Register the definitions and load the latest features into the online store.
+    """Register `world`'s definitions and load the latest features into the online store.
 
     A full run materializes everything within the feature TTL up to now; `incremental`
     continues from the last materialization (Feast keeps that per view in the registry).
@@ -103,11 +113,11 @@ def apply_and_materialize(
     """
     from features.definitions import FEATURE_TTL, build
 
-    store = feature_store(data_dir, redis_url, redis_cluster)
-    store.apply(build(data_dir).objects())
+    store = feature_store(world, data_dir, redis_url, redis_cluster)
+    store.apply(build(world, data_dir).objects())
     end = datetime.now(UTC)
     if incremental:
         store.materialize_incremental(end_date=end)
     else:
         store.materialize(start_date=end - FEATURE_TTL - timedelta(days=1), end_date=end)
-    log.info("materialized %s into %s", PROJECT, "redis" if redis_url else "sqlite")
+    log.info("materialized %s into %s", world.project, "redis" if redis_url else "sqlite")

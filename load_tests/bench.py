@@ -75,6 +75,7 @@ def k6_binary() -> str:
 
 def prepare(data_dir: Path, models_dir: Path, redis_url: str, small: bool = False) -> None:
     """Demo data with every action allowed everywhere, so 50 candidates can be asked for."""
+    from features.config import shipped_world
     from features.store import apply_and_materialize
     from training.demo_data import generate
     from training.train import train
@@ -86,7 +87,7 @@ def prepare(data_dir: Path, models_dir: Path, redis_url: str, small: bool = Fals
     for action in catalog["actions"]:
         action["channels"], action["placements"] = [], []
     catalog_path.write_text(json.dumps(catalog))
-    apply_and_materialize(data_dir, redis_url)
+    apply_and_materialize(shipped_world("retail"), data_dir, redis_url)  # the demo data's world
     train(data_dir, models_dir, progress=False)
 
 

@@ -48,9 +48,10 @@ _MAX_DECISIONS = 200_000
 
 class NaiveRanker:
     def __init__(self, data_dir: Path, models_dir: Path, redis_url: str) -> None:
+        from features.config import shipped_world
         from features.store import feature_store
 
-        self.store = feature_store(data_dir, redis_url)
+        self.store = feature_store(shipped_world("retail"), data_dir, redis_url)
         self.catalog = load_catalog(data_dir / "catalog.json")
         directory = resolve_model_dir(models_dir, "nextbest-ranker", None)
         self.manifest = read_manifest(directory)

@@ -188,7 +188,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from features.config import WorldConfigError, configured_world
 
     try:
-        configured_world(settings.config)
+        world = configured_world(settings.config)
     except WorldConfigError as exc:
         print(f"nextbest: invalid world configuration (NEXTBEST_CONFIG):\n{exc}", file=sys.stderr)
         return 2
@@ -215,7 +215,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from features.store import apply_and_materialize
 
         apply_and_materialize(
-            settings.data_dir, settings.redis_url, settings.redis_cluster,
+            world, settings.data_dir, settings.redis_url, settings.redis_cluster,
             incremental=args.incremental,
         )
         print("materialized")

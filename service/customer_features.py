@@ -2,6 +2,8 @@
 
 A missing customer, an unreachable or slow store, or stale features never fail a
 decision: the schema's defaults fill in and the decision carries a `degraded` reason.
+A world without a customer entity (no reader) reads nothing: every decision gets the
+defaults and no `degraded` reason, since nothing it could have known is missing.
 Slowness is bounded by the reader's own client (the Redis client on the decision path
 has a socket timeout of NEXTBEST_REDIS_TIMEOUT_SECONDS), not by `asyncio.wait_for`,
 which would cost a task per decision.
@@ -65,11 +67,13 @@ _DEFAULTS = encode_customer({})
 ANONYMOUS = CustomerFeatures({}, ("anonymous",), _DEFAULTS)
 UNAVAILABLE = CustomerFeatures({}, ("features_unavailable",), _DEFAULTS)
 UNKNOWN = CustomerFeatures({}, ("unknown_customer",), _DEFAULTS)
+#: every decision of a world without customer features
+WITHOUT_CUSTOMER_FEATURES = CustomerFeatures({}, (), _DEFAULTS)
 
 
 class CustomerFeatureService:
     def __init__(
-        self, reader: OnlineFeatureReader, max_age_seconds: float,
+        self, reader: OnlineFeatureReader | None, max_age_seconds: float,
         cache_seconds: float = 0.0, cache_size: int = 20_000, stale_seconds: float = 0.0,
     ) -> None:
         self._reader = reader
@@ -84,6 +88,8 @@ class CustomerFeatureService:
         self._warned_at = float("-inf")
 
     async def get(self, customer_id: str | None) -> CustomerFeatures:
+        if self._reader is None:
+            return WITHOUT_CUSTOMER_FEATURES
         if customer_id is None:
             return ANONYMOUS
         try:
@@ -100,7 +106,7 @@ class CustomerFeatureService:
 
     async def _read(self, customer_id: str) -> _Read:
         if self._cache_seconds <= 0:
-            return _encoded(await self._reader.read(customer_id))
+            return await self._fetch(customer_id)
         cache = self._cache
         now = time.monotonic()
         hit = cache.get(customer_id)
@@ -111,9 +117,13 @@ class CustomerFeatureService:
                 if now >= expires:
                     self._refresh(customer_id)
                 return found
-        found = _encoded(await self._reader.read(customer_id))
+        found = await self._fetch(customer_id)
         self._store(customer_id, found)
         return found
+
+    async def _fetch(self, customer_id: str) -> _Read:
+        assert self._reader is not None  # `get` answers without a read when there is none
+        return _encoded(await self._reader.read(customer_id))
 
     def _store(self, customer_id: str, found: _Read) -> None:
         cache = self._cache
@@ -131,7 +141,7 @@ class CustomerFeatureService:
 
     async def _refresh_one(self, customer_id: str) -> None:
         try:
-            self._store(customer_id, _encoded(await self._reader.read(customer_id)))
+            self._store(customer_id, await self._fetch(customer_id))
         except Exception as exc:  # keep serving the stale entry; a later decision retries
             self._failed(exc)
         finally:

@@ -24,13 +24,6 @@ from features.online import (
     RedisFeatureReader,
     SqliteFeatureReader,
 )
-from features.schema import (
-    ACTION_JOIN_KEY,
-    ACTION_VIEWS,
-    CUSTOMER_JOIN_KEY,
-    CUSTOMER_VIEWS,
-    PROJECT,
-)
 from service.action_features import ActionFeatureCache
 from service.catalog import load_catalog
 from service.contacts import ContactLedger
@@ -141,10 +134,12 @@ class Runtime:
             resolve_model_dir(settings.models_dir, settings.model_name, settings.model_version),
             MODEL_COLUMNS,
         )
-        customers = EntityLayout(PROJECT, CUSTOMER_JOIN_KEY, CUSTOMER_VIEWS)
-        actions = EntityLayout(PROJECT, ACTION_JOIN_KEY, ACTION_VIEWS)
+        # A world without a customer entity reads no customer features at all.
+        customers = (EntityLayout.of(world, world.customer_entity)
+                     if world.customer_entity is not None else None)
+        actions = EntityLayout.of(world, world.action_entity)
         closers: list[Any] = []
-        customer_reader: OnlineFeatureReader
+        customer_reader: OnlineFeatureReader | None = None
         action_reader: OnlineFeatureReader
         state: StateStore
         if settings.redis_url:
@@ -155,16 +150,20 @@ class Runtime:
             fast, writer = hot_path_clients(settings)
             state = RedisState(writer, settings.decision_ttl_seconds, settings.feedback_stream_maxlen,
                                scripted=not settings.redis_cluster, reader=client)
-            customer_reader = RedisFeatureReader(fast, customers)
+            if customers is not None:
+                customer_reader = RedisFeatureReader(fast, customers)
             action_reader = RedisFeatureReader(client, actions)
             closers += [state, _AsyncCloser(fast)]
         else:
             online_db = settings.data_dir / "feast" / "online.db"
-            sqlite_customers = SqliteFeatureReader(online_db, customers)
             sqlite_actions = SqliteFeatureReader(online_db, actions)
-            customer_reader, action_reader = sqlite_customers, sqlite_actions
+            action_reader = sqlite_actions
             state = MemoryState(settings.decision_ttl_seconds)
-            closers += [sqlite_customers, sqlite_actions, state]
+            closers += [sqlite_actions, state]
+            if customers is not None:
+                sqlite_customers = SqliteFeatureReader(online_db, customers)
+                customer_reader = sqlite_customers
+                closers.append(sqlite_customers)
         # Offline-only serving means no online correction at all, fatigue prior included.
         # Actions of one catalog category share a learned weight (see service/learner.py).
         learner = OnlineLearner(

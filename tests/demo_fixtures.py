@@ -28,6 +28,7 @@ class DemoDirs:
 
 
 def build_demo(root: Path) -> DemoDirs:
+    from features.config import shipped_world
     from features.store import apply_and_materialize
     from training.demo_data import generate
     from training.train import train
@@ -35,18 +36,19 @@ def build_demo(root: Path) -> DemoDirs:
     data_dir, models_dir = root / "var", root / "models"
     generate(data_dir, seed=7, n_customers=DEMO_CUSTOMERS, n_interactions=DEMO_INTERACTIONS,
              progress=False)
-    apply_and_materialize(data_dir, None)
+    apply_and_materialize(shipped_world("retail"), data_dir, None)
     train(data_dir, models_dir, progress=False)
     return DemoDirs(data_dir, models_dir)
 
 
 def materialize_into(dirs: DemoDirs, url: str) -> str:
+    from features.config import shipped_world
     from features.store import apply_and_materialize
 
     client = redis.Redis.from_url(url)
     client.flushdb()
     client.close()
-    apply_and_materialize(dirs.data_dir, url)
+    apply_and_materialize(shipped_world("retail"), dirs.data_dir, url)
     return url
 
 

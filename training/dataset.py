@@ -1,7 +1,7 @@
 """The training set: logged decisions + point-in-time features -> the model's input matrix.
 
 Features come from Feast's offline store through the SAME FeatureService the service
-reads online (`schema.FEATURE_SERVICE`), with a point-in-time join: each decision sees
+reads online (the world's `model.feature_service`), with a point-in-time join: each decision sees
 the customer and action features as they were when it was made, never later values.
 The rows are then encoded with `features/encoding.py`, the encoder the service uses; the
 cross features are computed the way `encode_candidates` computes them, vectorised over
@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from features.config import World, configured_world
 from features.encoding import (
     BASKET_COLUMNS,
     CONTEXT_COLUMNS,
@@ -31,8 +32,6 @@ from features.schema import (
     ACTION_JOIN_KEY,
     CATEGORIES,
     CHANNELS,
-    CUSTOMER_JOIN_KEY,
-    FEATURE_SERVICE,
     action_features,
     customer_features,
 )
@@ -64,42 +63,48 @@ def load_interactions(data_dir: Path) -> pd.DataFrame:
 
 
 def historical_features(
-    data_dir: Path, interactions: pd.DataFrame, redis_url: str | None = None
+    data_dir: Path, interactions: pd.DataFrame, redis_url: str | None = None,
+    world: World | None = None,
 ) -> pd.DataFrame:
-    """Point-in-time join of the interaction log with the FeatureService, in log order.
+    """Point-in-time join of the interaction log with `world`'s FeatureService (None: the
+    shipped default world), in log order, on its entities' join keys.
 
     Log columns that share a name with a feature are renamed (CONTEXT_RENAMES): the
     request's `journey_stage` is context that overrides the stored feature, not the same.
     """
     from features.store import feature_store
 
-    store = feature_store(data_dir, redis_url)
-    service = _feature_service(store, data_dir)
-    entity_df = interactions[[CUSTOMER_JOIN_KEY, ACTION_JOIN_KEY, "event_timestamp"]].copy()
+    world = world if world is not None else configured_world(None)
+    store = feature_store(world, data_dir, redis_url)
+    service = _feature_service(store, world, data_dir)
+    entities = [e for e in (world.customer_entity, world.action_entity) if e is not None]
+    join_keys = [world.join_key(e) for e in entities]
+    entity_df = interactions[[*join_keys, "event_timestamp"]].copy()
     entity_df["row"] = np.arange(len(interactions))
     joined = store.get_historical_features(entity_df=entity_df, features=service).to_df()
     joined = joined.sort_values("row").reset_index(drop=True)
     if len(joined) != len(interactions):
         raise RuntimeError(f"point-in-time join returned {len(joined)} of {len(interactions)} rows")
-    names = [f for _, f, _ in customer_features()] + [f for _, f, _ in action_features()]
+    names = [f for e in entities for f in world.features_of(e)]
     out = interactions.reset_index(drop=True).rename(columns=CONTEXT_RENAMES)
     for name in names:
         out[name] = joined[name].to_numpy()
     return out
 
 
-def _feature_service(store: Any, data_dir: Path) -> Any:
+def _feature_service(store: Any, world: World, data_dir: Path) -> Any:
     """The FeatureService; applies the definitions when the registry does not have them."""
     from feast.errors import FeatureServiceNotFoundException
 
+    name = world.model.feature_service
     try:
-        return store.get_feature_service(FEATURE_SERVICE)
+        return store.get_feature_service(name)
     except FeatureServiceNotFoundException:
         from features.definitions import build
 
-        log.info("registry has no %s: applying the definitions", FEATURE_SERVICE)
-        store.apply(build(data_dir).objects())
-        return store.get_feature_service(FEATURE_SERVICE)
+        log.info("registry has no %s: applying the definitions", name)
+        store.apply(build(world, data_dir).objects())
+        return store.get_feature_service(name)
 
 
 def _records(frame: pd.DataFrame, names: list[str]) -> list[dict[str, Any]]:
@@ -178,17 +183,19 @@ def catalog_categories(data_dir: Path) -> dict[str, int]:
 
 
 def build_training_set(
-    data_dir: Path, redis_url: str | None = None, interactions: pd.DataFrame | None = None
+    data_dir: Path, redis_url: str | None = None, interactions: pd.DataFrame | None = None,
+    world: World | None = None,
 ) -> TrainingSet:
     """Logged decisions, joined point-in-time and encoded, in time order.
 
     `interactions` defaults to the demo log of `data_dir`; exported service logs with the
-    same columns (see training/demo_data.py) can be passed instead.
+    same columns (see training/demo_data.py) can be passed instead. `world`'s
+    FeatureService gives the features (None: the shipped default world).
     """
     if interactions is None:
         interactions = load_interactions(data_dir)
     interactions = interactions.sort_values("event_timestamp", kind="stable")
-    frame = historical_features(data_dir, interactions, redis_url)
+    frame = historical_features(data_dir, interactions, redis_url, world)
     X = encode_rows(frame, catalog_categories(data_dir))
     assert X.shape[1] == len(MODEL_COLUMNS)
     return TrainingSet(

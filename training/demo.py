@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import time
 
+from features.config import configured_world
 from features.encoding import MODEL_COLUMNS
 from features.store import apply_and_materialize
 from service.manifest import read_manifest, versions
@@ -32,7 +33,8 @@ def prepare_demo(settings: Settings, force: bool = False) -> None:
         target = "Redis" if settings.redis_url else "SQLite"
         log.info("feast apply + materialize into the %s online store", target)
         t = time.perf_counter()
-        apply_and_materialize(data_dir, settings.redis_url, settings.redis_cluster)
+        apply_and_materialize(configured_world(settings.config), data_dir, settings.redis_url,
+                              settings.redis_cluster)
         log.info("materialized in %.1f s", time.perf_counter() - t)
     found = versions(settings.models_dir, settings.model_name)
     newest = settings.models_dir / settings.model_name / str(found[-1]) if found else None

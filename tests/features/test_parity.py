@@ -1,17 +1,24 @@
 """Parity: the fast reader returns what Feast's SDK returns, on the same online store.
 
 Both backends: Feast's Redis online store (a real redis-server) and its SQLite store.
+On the demo's data (the retail world), and for every world, shipped or written in
+tests/features/world_data.py, on small data generated from its declarations: `feast
+apply` + materialize what the world declares, then read each entity with the layout the
+service builds from the same world.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 import redis.asyncio as aioredis
 
+from features.config import World, shipped_world
 from features.online import (
     EntityLayout,
     OnlineFeatureReader,
@@ -19,19 +26,14 @@ from features.online import (
     Scalar,
     SqliteFeatureReader,
 )
-from features.schema import (
-    ACTION_JOIN_KEY,
-    ACTION_VIEWS,
-    CUSTOMER_JOIN_KEY,
-    CUSTOMER_VIEWS,
-    FEATURE_SERVICE,
-    PROJECT,
-)
 from tests.demo_fixtures import DemoDirs
+from tests.features.world_data import SHIPPED, WRITTEN, entity_ids, world_named, write_sources
 
 pytestmark = pytest.mark.anyio
 
 CUSTOMERS = ["c00000", "c00001", "c00007", "c00123", "c00399", "no-such-customer"]
+RETAIL = shipped_world("retail")
+WORLDS = [p.stem for p in SHIPPED] + list(WRITTEN)
 
 
 @pytest.fixture
@@ -39,12 +41,14 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-def sdk_rows(demo: DemoDirs, redis_url: str | None, join_key: str, ids: list[str]) -> list[dict]:
+def sdk_rows(world: World, data_dir: Path, redis_url: str | None, entity: str,
+             ids: list[str]) -> list[dict]:
     from features.store import feature_store
 
-    store = feature_store(demo.data_dir, redis_url)
-    service = store.get_feature_service(FEATURE_SERVICE)
-    views = CUSTOMER_VIEWS if join_key == CUSTOMER_JOIN_KEY else ACTION_VIEWS
+    store = feature_store(world, data_dir, redis_url)
+    service = store.get_feature_service(world.model.feature_service)
+    views = world.views_of(entity)
+    join_key = world.join_key(entity)
     refs = [f"{v}:{f}" for v, fs in views.items() for f, _ in fs]
     assert {p.name for p in service.feature_view_projections} >= set(views)
     result = store.get_online_features(features=refs, entity_rows=[{join_key: i} for i in ids])
@@ -71,26 +75,29 @@ async def _read_all(reader: OnlineFeatureReader, ids: list[str]) -> list[dict[st
     return [r.values if r is not None else {} for r in rows]
 
 
+def _reader(backend: str, data_dir: Path, url: str | None, layout: EntityLayout) -> tuple[OnlineFeatureReader, Any]:
+    if backend == "redis":
+        assert url is not None
+        client = aioredis.from_url(url)
+        return RedisFeatureReader(client, layout), client
+    return SqliteFeatureReader(data_dir / "feast" / "online.db", layout), None
+
+
 @pytest.mark.parametrize("backend", ["sqlite", "redis"])
 async def test_customer_features_match_the_sdk(
     backend: str, demo: DemoDirs, request: pytest.FixtureRequest
 ) -> None:
-    layout = EntityLayout(PROJECT, CUSTOMER_JOIN_KEY, CUSTOMER_VIEWS)
-    reader: OnlineFeatureReader
-    if backend == "redis":
-        url = request.getfixturevalue("demo_redis")
-        client = aioredis.from_url(url)
-        reader = RedisFeatureReader(client, layout)
-    else:
-        url = None
-        reader = SqliteFeatureReader(demo.data_dir / "feast" / "online.db", layout)
+    assert RETAIL.customer_entity is not None
+    layout = EntityLayout.of(RETAIL, RETAIL.customer_entity)
+    url = request.getfixturevalue("demo_redis") if backend == "redis" else None
+    reader, client = _reader(backend, demo.data_dir, url, layout)
     fast = await _read_all(reader, CUSTOMERS)
-    sdk = sdk_rows(demo, url, CUSTOMER_JOIN_KEY, CUSTOMERS)
+    sdk = sdk_rows(RETAIL, demo.data_dir, url, RETAIL.customer_entity, CUSTOMERS)
     assert fast[-1] == {}  # the unknown customer
     assert all(len(f) == len(layout.features) for f in fast[:-1])
     for f, s in zip(fast, sdk, strict=False):
         assert_same(f, s)
-    if backend == "redis":
+    if client is not None:
         await client.aclose()
 
 
@@ -99,9 +106,66 @@ async def test_action_features_match_the_sdk(demo_redis: str, demo: DemoDirs) ->
 
     ids = load_catalog(demo.data_dir / "catalog.json").ids
     client = aioredis.from_url(demo_redis)
-    reader = RedisFeatureReader(client, EntityLayout(PROJECT, ACTION_JOIN_KEY, ACTION_VIEWS))
+    reader = RedisFeatureReader(client, EntityLayout.of(RETAIL, RETAIL.action_entity))
     rows = await reader.read_many(ids)
     assert set(rows) == set(ids)
-    for fast, sdk in zip([rows[i].values for i in ids], sdk_rows(demo, demo_redis, ACTION_JOIN_KEY, ids), strict=False):
-        assert_same(fast, sdk)
+    sdk = sdk_rows(RETAIL, demo.data_dir, demo_redis, RETAIL.action_entity, ids)
+    for fast, expected in zip([rows[i].values for i in ids], sdk, strict=False):
+        assert_same(fast, expected)
     await client.aclose()
+
+
+@pytest.fixture
+def world_redis(redis_server: str) -> str:
+    """db 2 of the suite's Redis, flushed: the demo's features stay in db 1."""
+    url = redis_server.rsplit("/", 1)[0] + "/2"
+    client = redis.Redis.from_url(url)
+    client.flushdb()
+    client.close()
+    return url
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "redis"])
+@pytest.mark.parametrize("name", WORLDS)
+async def test_every_world_applies_materializes_and_reads_like_the_sdk(
+    name: str, backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    from features.store import apply_and_materialize
+
+    world = world_named(tmp_path, name)
+    data_dir = tmp_path / "var"
+    frames = write_sources(world, data_dir)
+    url = request.getfixturevalue("world_redis") if backend == "redis" else None
+    apply_and_materialize(world, data_dir, url)
+
+    entities = [e for e in (world.customer_entity, world.action_entity) if e is not None]
+    assert set(frames) == set(entities)
+    for entity in entities:
+        layout = EntityLayout.of(world, entity)
+        assert layout.project == world.project
+        ids = [*entity_ids(entity, 5), "no-such-id"]
+        reader, client = _reader(backend, data_dir, url, layout)
+        fast = await _read_all(reader, ids)
+        assert fast[-1] == {}
+        latest = frames[entity].groupby(world.join_key(entity)).last()
+        for entity_id, row in zip(ids[:-1], fast[:-1], strict=True):
+            assert set(row) == set(world.features_of(entity))
+            assert_same(row, {f: _plain(latest.loc[entity_id, f]) for f in row})
+        for got, expected in zip(fast, sdk_rows(world, data_dir, url, entity, ids), strict=True):
+            assert set(expected) == set(world.features_of(entity))
+            assert_same(got, expected)
+        if client is not None:
+            await client.aclose()
+        else:
+            assert isinstance(reader, SqliteFeatureReader)
+            reader.close()
+
+
+def _plain(value: Any) -> Any:
+    """A float32 round trip for floats (Feast stores Float32), Python scalars otherwise."""
+    value = value.item() if hasattr(value, "item") else value
+    if isinstance(value, float):
+        import numpy as np
+
+        return float(np.float32(value))
+    return value

@@ -17,13 +17,14 @@ SMALL_INTERACTIONS = 4000
 @pytest.fixture(scope="session")
 def small_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A generated demo data dir whose Feast registry and SQLite store are loaded."""
+    from features.config import shipped_world
     from features.store import apply_and_materialize
     from training.demo_data import generate
 
     data_dir = tmp_path_factory.mktemp("training") / "var"
     generate(data_dir, seed=11, n_customers=SMALL_CUSTOMERS,
              n_interactions=SMALL_INTERACTIONS, progress=False)
-    apply_and_materialize(data_dir, None)
+    apply_and_materialize(shipped_world("retail"), data_dir, None)
     return data_dir
 
 
