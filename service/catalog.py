@@ -112,6 +112,13 @@ class Catalog:
                 [weights.get(k, 1.0) for k in self.kind], dtype=np.float64
             )
 
+    def groups(self, feature: str) -> list[str | None]:
+        """Each action's value of `feature`, where the catalog carries it (kind, category)."""
+        if feature not in ENCODED_FIELDS:
+            raise ValueError(f"learner.group_by: {feature!r} is not a catalog field "
+                             f"(the catalog carries {', '.join(ENCODED_FIELDS)})")
+        return [getattr(a, feature) for a in self.actions]
+
     def __len__(self) -> int:
         return len(self.ids)
 

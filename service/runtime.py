@@ -41,7 +41,7 @@ from service.engine import DecisionEngine
 from service.export_status import ExportStatus
 from service.feedback import FeedbackService
 from service.feedback_loop import FeedbackLoop
-from service.learner import EXPOSURE_PRIOR, OnlineLearner
+from service.learner import EXPOSURE_PRIOR, OnlineLearner, learner_tables
 from service.loop_lag import watch as watch_loop_lag
 from service.metrics import Metrics
 from service.model import OnnxScorer, resolve_model_dir
@@ -169,11 +169,14 @@ class Runtime:
             state = MemoryState(settings.decision_ttl_seconds)
             closers += [sqlite_customers, sqlite_actions, state]
         # Offline-only serving means no online correction at all, fatigue prior included.
-        # Actions of one catalog category share a learned weight (see service/learner.py).
+        # Actions of one `learner.group_by` value (retail: the catalog category) share a
+        # learned weight (see service/learner.py).
+        group_by = world.learner.group_by
         learner = OnlineLearner(
             catalog.ids, settings.learning_rate,
             exposure_prior=EXPOSURE_PRIOR if settings.online_learning else 0.0,
-            groups=[a.category for a in catalog.actions],
+            groups=catalog.groups(group_by) if group_by is not None else None,
+            tables=learner_tables(world), exposure_cap=world.learner.exposure_cap,
         )
         contacts = ContactLedger(
             catalog.ids, settings.contact_window_seconds, settings.contact_suppress_seconds,
