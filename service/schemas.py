@@ -19,7 +19,6 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, create_model, field_validator
-from pydantic_core import PydanticCustomError
 
 if TYPE_CHECKING:
     from features.config import World
@@ -62,13 +61,9 @@ class DecisionRequestBase(BaseModel):
         channel: str = info.data.get("channel", "")
         allowed = cls._placement_sets.get(channel)
         if allowed is not None and placement not in allowed:
-            raise PydanticCustomError(
-                "placement_not_on_channel",
-                "placement {placement} may not appear on channel {channel}: "
-                "its placements are {allowed}",
-                {"placement": repr(placement), "channel": repr(channel),
-                 "allowed": ", ".join(map(repr, cls.placements_by_channel[channel])) or "none"},
-            )
+            allowed_here = ", ".join(map(repr, cls.placements_by_channel[channel])) or "none"
+            raise ValueError(f"placement {placement!r} may not appear on channel {channel!r}: "
+                             f"its placements are {allowed_here}")
         return placement
 
 
