@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import functools
 import os
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -30,7 +31,7 @@ from features.encoding import MODEL_COLUMNS
 from service import api
 from service.app import create_app as create_service_app
 from service.runtime import Runtime
-from service.schemas import DecisionRequest
+from service.schemas import DecisionRequestBase, RequestModels
 from service.settings import Settings
 
 LAYERS = ("http", "parse", "customer", "score", "decide", "record")
@@ -51,12 +52,14 @@ def _matrix(rows: int) -> np.ndarray:
     return np.random.default_rng(rows).random((rows, len(MODEL_COLUMNS)), dtype=np.float32)
 
 
-def handlers(layer: str) -> dict[str, api.Handler]:
-    """The `/v1` handlers of one layer."""
+def handlers(layer: str) -> Callable[[RequestModels], dict[str, api.Handler]]:
+    """The `/v1` handlers of one layer, as a function of the app's request models."""
     if layer not in LAYERS:
         raise ValueError(f"unknown layer {layer!r}: one of {', '.join(LAYERS)}")
-    depth = LAYERS.index(layer)
+    return functools.partial(_handlers, LAYERS.index(layer))
 
+
+def _handlers(depth: int, models: RequestModels) -> dict[str, api.Handler]:
     def reaches(name: str) -> bool:
         return depth >= LAYERS.index(name)
 
@@ -65,7 +68,7 @@ def handlers(layer: str) -> dict[str, api.Handler]:
         if not reaches("parse"):
             state["channel"] = "web"
             return 200, _DECISION
-        request: DecisionRequest = api.parse_json(body, content_type, DecisionRequest)
+        request: DecisionRequestBase = api.parse_json(body, content_type, models.decision)
         state["channel"] = request.channel
         if reaches("decide"):
             return 200, await runtime.engine.decide(request, record=reaches("record"))

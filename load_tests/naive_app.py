@@ -24,7 +24,7 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import onnxruntime as ort
@@ -32,13 +32,20 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse
 from river import linear_model, optim
 
+from features.config import shipped_world
 from features.encoding import encode_actions, encode_candidates, encode_context, encode_customer
 from features.schema import ACTION_JOIN_KEY, ACTION_VIEWS, CUSTOMER_JOIN_KEY, CUSTOMER_VIEWS
 from service.catalog import load_catalog
 from service.learner import OUTCOME_LABELS
 from service.manifest import MODEL_FILE, read_manifest
 from service.model import resolve_model_dir
-from service.schemas import DecisionRequest, FeedbackEvent
+from service.schemas import DecisionRequestBase, FeedbackEvent, request_models
+
+# The naive baseline serves the retail world, whose encoding it calls.
+if TYPE_CHECKING:
+    DecisionRequest = DecisionRequestBase
+else:
+    DecisionRequest = request_models(shipped_world("retail")).decision
 
 CUSTOMER_REFS = [f"{view}:{f}" for view, fs in CUSTOMER_VIEWS.items() for f, _ in fs]
 ACTION_REFS = [f"{view}:{f}" for view, fs in ACTION_VIEWS.items() for f, _ in fs]
@@ -51,8 +58,9 @@ class NaiveRanker:
         from features.config import shipped_world
         from features.store import feature_store
 
-        self.store = feature_store(shipped_world("retail"), data_dir, redis_url)
-        self.catalog = load_catalog(data_dir / "catalog.json")
+        world = shipped_world("retail")
+        self.store = feature_store(world, data_dir, redis_url)
+        self.catalog = load_catalog(data_dir / "catalog.json", world)
         directory = resolve_model_dir(models_dir, "nextbest-ranker", None)
         self.manifest = read_manifest(directory)
         options = ort.SessionOptions()
@@ -70,8 +78,9 @@ class NaiveRanker:
         return {"z": z, a: 1.0, f"{a}|c:{channel}": 1.0, f"{a}|p:{placement}": 1.0,
                 f"{a}|s:{stage}": 1.0}
 
-    def decide(self, req: DecisionRequest) -> dict[str, Any]:
-        basket = [a for a in req.context.basket if a in self.catalog.index]
+    def decide(self, req: DecisionRequestBase) -> dict[str, Any]:
+        ctx: Any = req.context  # the retail world's context fields
+        basket = [a for a in ctx.basket if a in self.catalog.index]
         in_basket = set(basket)
         candidates = [a for a in (req.candidates or self.catalog.ids)
                       if a in self.catalog.index and a not in in_basket]
@@ -87,8 +96,7 @@ class NaiveRanker:
         ).to_dict()
         rows = {a: {f: got[f][i] for f in _ACTION_FEATURES} for i, a in enumerate(ids)}
         matrix = encode_actions(rows)
-        cv = encode_customer(customer, req.context.journey_stage)
-        ctx = req.context
+        cv = encode_customer(customer, ctx.journey_stage)
         context_block = encode_context(req.channel, req.placement, ctx.device, ctx.cart_value,
                                        len(ctx.basket))
         x = encode_candidates(cv, context_block, req.channel, matrix,
@@ -150,7 +158,7 @@ def create_app() -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.ranker = NaiveRanker(data_dir, models_dir, redis_url)
-        app.state.ranker.decide(DecisionRequest(channel="web"))  # warm up
+        app.state.ranker.decide(DecisionRequest.model_validate({"channel": "web"}))  # warm up
         yield
 
     app = FastAPI(lifespan=lifespan)

@@ -26,6 +26,7 @@ import numpy as np
 import orjson
 import redis
 
+from features.config import shipped_world
 from load_tests.traffic import customer_ids
 from service.catalog import load_catalog
 from service.metrics import Metrics
@@ -113,7 +114,7 @@ def measure(redis_url: str, data_dir: Path, models_dir: Path, events: int = 1_00
     _clear(client)
     try:
         return asyncio.run(_run(settings, client, events, tail, customer_ids(data_dir),
-                                load_catalog(data_dir / "catalog.json").ids))
+                                load_catalog(data_dir / "catalog.json", shipped_world("retail")).ids))
     finally:
         _clear(client)
         client.close()

@@ -3,16 +3,18 @@
 Nothing here decides anything; see `service/engine.py` for the decision path and
 `service/feedback.py` for feedback.
 
-The two `/v1` endpoints are plain functions of the raw body (`HANDLERS`): they
-validate it with pydantic's JSON parser in one call (`parse_json`) and return a status
-and a JSON-able payload. `service/app.py` serves them through
-`FastRoutes`, a pure ASGI layer in front of FastAPI, because FastAPI's own per-request
-machinery (middleware stack, routing, dependency solving, body parsing) cost more CPU
-than the decision itself. They are still registered here as FastAPI routes
-(`LeanRoute`), so /docs documents them (request schemas through `openapi_extra`, see
-`BODY_SCHEMAS`) and a request that reaches FastAPI gets the same answer. A body that
-does not validate raises `RequestValidationError`, so clients see FastAPI's 422 shape.
-The API key check is an ASGI middleware (`service/app.py`), installed only when keys are set.
+The two `/v1` endpoints are plain functions of the raw body (`handlers(models)`, built
+by the app factory from its world's request models): they validate it with pydantic's
+JSON parser in one call (`parse_json`) and return a status and a JSON-able payload.
+`service/app.py` serves them through `FastRoutes`, a pure ASGI layer in front of
+FastAPI, because FastAPI's own per-request machinery (middleware stack, routing,
+dependency solving, body parsing) cost more CPU than the decision itself. They are still
+registered here as FastAPI routes (`LeanRoute`), so /docs documents them (request
+schemas through `openapi_extra`, see `body_schemas`) and a request that reaches FastAPI
+gets the same answer (the route calls the app's handler, `app.state.handlers`). A body
+that does not validate raises `RequestValidationError`, so clients see FastAPI's 422
+shape. The API key check is an ASGI middleware (`service/app.py`), installed only when
+keys are set.
 """
 
 from __future__ import annotations
@@ -32,12 +34,13 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 from service.errors import ActionNotInDecision, NextbestError, NotReady, UnknownDecision
 from service.runtime import Runtime
 from service.schemas import (
-    DecisionRequest,
+    DecisionRequestBase,
     DecisionResponse,
     ErrorBody,
     FeedbackBatch,
     FeedbackEvent,
     FeedbackResponse,
+    RequestModels,
 )
 
 log = logging.getLogger(__name__)
@@ -100,9 +103,24 @@ def parse_json(body: bytes, content_type: str | None,
             return adapter.validate_json(body)
         return adapter.model_validate_json(body)
     except ValidationError as exc:
-        raise RequestValidationError(
-            [{**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_url=False)]
-        ) from None
+        errors = exc.errors(include_url=False)
+        if isinstance(adapter, type):
+            errors = [_naming_the_keys(adapter, e) for e in errors]
+        raise RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in errors]) from None
+
+
+def _naming_the_keys(model: type[BaseModel], error: Any) -> Any:
+    """An unknown key's error, with the keys its object allows (pydantic names none)."""
+    if error["type"] != "extra_forbidden":
+        return error
+    for part in error["loc"][:-1]:
+        field = model.model_fields.get(part) if isinstance(part, str) else None
+        inner = field.annotation if field is not None else None
+        if not (isinstance(inner, type) and issubclass(inner, BaseModel)):
+            return error
+        model = inner
+    return {**error, "msg": f"{error['msg']}; the keys allowed here are "
+                            f"{', '.join(map(repr, model.model_fields))}"}
 
 
 def error_payload(exc: Exception, path: str) -> tuple[int, dict[str, Any]]:
@@ -125,11 +143,17 @@ def error_payload(exc: Exception, path: str) -> tuple[int, dict[str, Any]]:
 Handler = Callable[[Runtime, bytes, str | None, dict[str, Any]], Awaitable[tuple[int, Any]]]
 
 
-async def decision_handler(runtime: Runtime, body: bytes, content_type: str | None,
-                           state: dict[str, Any]) -> tuple[int, Any]:
-    request: DecisionRequest = parse_json(body, content_type, DecisionRequest)
-    state["channel"] = request.channel
-    return 200, await runtime.engine.decide(request)
+def decision_handler(models: RequestModels) -> Handler:
+    """`POST /v1/decisions` for the world of `models`."""
+    model = models.decision
+
+    async def decide(runtime: Runtime, body: bytes, content_type: str | None,
+                     state: dict[str, Any]) -> tuple[int, Any]:
+        request: DecisionRequestBase = parse_json(body, content_type, model)
+        state["channel"] = request.channel
+        return 200, await runtime.engine.decide(request)
+
+    return decide
 
 
 async def feedback_handler(runtime: Runtime, body: bytes, content_type: str | None,
@@ -143,11 +167,14 @@ async def feedback_handler(runtime: Runtime, body: bytes, content_type: str | No
     return 202, {"accepted": accepted, "rejected": [r.__dict__ for r in rejected]}
 
 
-HANDLERS: dict[str, Handler] = {"/v1/decisions": decision_handler, "/v1/feedback": feedback_handler}
+def handlers(models: RequestModels) -> dict[str, Handler]:
+    """The `/v1` endpoints of an app whose world has these request models."""
+    return {"/v1/decisions": decision_handler(models), "/v1/feedback": feedback_handler}
 
 
-async def _serve(request: Request, handler: Handler) -> Response:
-    """A handler behind FastAPI (errors go to the app's exception handlers)."""
+async def _serve(request: Request, path: str) -> Response:
+    """The app's handler of `path` behind FastAPI (errors go to the app's exception handlers)."""
+    handler: Handler = request.app.state.handlers[path]
     state = request.scope.setdefault("state", {})
     runtime = runtime_in(state)
     status, payload = await handler(
@@ -161,13 +188,14 @@ def _ref(model: str) -> dict[str, str]:
 
 
 def _json_body(schema: dict[str, Any]) -> dict[str, Any]:
-    """`openapi_extra` documenting a JSON request body (its models are in BODY_SCHEMAS)."""
+    """`openapi_extra` documenting a JSON request body (its models are in `body_schemas`)."""
     return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
 
 
-#: Models documented as request bodies through `openapi_extra`; the app adds their JSON
-#: schemas to the OpenAPI components, as FastAPI does for the bodies it parses itself.
-BODY_SCHEMAS: list[type[BaseModel]] = [DecisionRequest, FeedbackEvent, FeedbackBatch]
+def body_schemas(models: RequestModels) -> list[type[BaseModel]]:
+    """Models documented as request bodies through `openapi_extra`; the app adds their JSON
+    schemas to the OpenAPI components, as FastAPI does for the bodies it parses itself."""
+    return [models.decision, FeedbackEvent, FeedbackBatch]
 
 API_KEY_HEADER: dict[str, Any] = {
     "name": "x-api-key", "in": "header", "required": False,
@@ -199,7 +227,7 @@ ops = APIRouter()
          openapi_extra={**_json_body(_ref("DecisionRequest")), "parameters": [API_KEY_HEADER]})
 async def decide(request: Request) -> Response:
     """Rank the next best actions for one customer at one touchpoint."""
-    return await _serve(request, decision_handler)
+    return await _serve(request, "/v1/decisions")
 
 
 @v1.post("/feedback", status_code=202, response_model=FeedbackResponse, tags=["feedback"],
@@ -213,7 +241,7 @@ async def feedback(request: Request) -> Response:
     TTL) gets 404; one whose action was not shown in that decision gets 422. In a batch,
     such events are returned under `rejected` and the others are accepted (202).
     """
-    return await _serve(request, feedback_handler)
+    return await _serve(request, "/v1/feedback")
 
 
 @ops.get("/healthz", tags=["ops"])

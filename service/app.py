@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -20,6 +20,7 @@ import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -28,6 +29,7 @@ from service import __version__, api
 from service.errors import NextbestError, PayloadTooLarge, Unauthorized
 from service.metrics import Metrics
 from service.runtime import Runtime
+from service.schemas import RequestModels, request_models
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -158,6 +160,8 @@ class FastRoutes:
 class NextbestAPI(FastAPI):
     #: The ASGI layers in front of FastAPI (set by `create_app`); None: FastAPI alone.
     entry: ASGIApp | None = None
+    #: The request bodies `service.api` parses itself, in the app's world (`create_app`).
+    body_schemas: Sequence[type[BaseModel]] = ()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self.entry is not None and scope["type"] == "http":
@@ -170,7 +174,7 @@ class NextbestAPI(FastAPI):
         if self.openapi_schema is None:
             schema = super().openapi()
             _, defs = models_json_schema(
-                [(m, "validation") for m in api.BODY_SCHEMAS],
+                [(m, "validation") for m in self.body_schemas],
                 ref_template="#/components/schemas/{model}",
             )
             components = schema.setdefault("components", {}).setdefault("schemas", {})
@@ -181,18 +185,21 @@ class NextbestAPI(FastAPI):
 
 
 def create_app(settings: Settings, metrics: Metrics | None = None,
-               handlers: Mapping[str, api.Handler] | None = None) -> FastAPI:
+               handlers: Callable[[RequestModels], Mapping[str, api.Handler]] | None = None) -> FastAPI:
     """Build the app; the lifespan builds the runtime from `settings` at start-up.
 
-    `handlers` (default `api.HANDLERS`) serve the `/v1` POST endpoints; the benchmark's
-    cost breakdown (`load_tests/layers_app.py`) passes ones cut short at some layer.
+    The request models follow the world `settings.config` names (`/docs` shows them).
+    `handlers` (default `api.handlers(models)`) serve the `/v1` POST endpoints; the
+    benchmark's cost breakdown (`load_tests/layers_app.py`) passes ones cut short at some
+    layer (a function of the models).
     """
     metrics = metrics or Metrics()
     world = configured_world(settings.config)
+    models = request_models(world)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
-        runtime = Runtime.build(settings, metrics, world)
+        runtime = Runtime.build(settings, metrics, world, models)
         try:
             await runtime.start()
             app.state.runtime = runtime
@@ -208,8 +215,9 @@ def create_app(settings: Settings, metrics: Metrics | None = None,
     )
     app.include_router(api.v1)
     app.include_router(api.ops)
-    entry: ASGIApp = FastRoutes(functools.partial(FastAPI.__call__, app),
-                                api.HANDLERS if handlers is None else handlers,
+    app.body_schemas = api.body_schemas(models)
+    app.state.handlers = api.handlers(models) if handlers is None else dict(handlers(models))
+    entry: ASGIApp = FastRoutes(functools.partial(FastAPI.__call__, app), app.state.handlers,
                                 settings.max_body_bytes)
     if settings.api_key_set:
         entry = APIKeyCheck(entry, keys=settings.api_key_set)

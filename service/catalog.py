@@ -13,10 +13,14 @@ File format (JSON), written by the demo generator and by operators:
      "context_weights": {"pos": {"offer": 1.3}}}
 
 An empty `channels` or `placements` list means "anywhere". `context_weights` maps
-channel -> action kind -> weight (default 1.0) for arbitration. An action's `kind`,
-`category` and `channels` must come from the world's vocabularies (`features/schema.py`):
-a value outside them would silently encode as "no category", so the catalog is refused
-with an error naming the action and the field.
+channel -> action kind -> weight (default 1.0) for arbitration. The vocabularies are the
+world's (`features/config.py`): an action's `channels` and `placements` must be declared
+ones, and its `kind` and `category` values of the vocabulary the world's model one-hot
+encodes that action feature with. A value outside would silently encode as "no
+category", so the catalog is refused with an error naming the action and the field,
+unless that encoding maps unknowns to `other` (`unknown: other`): then the value is
+accepted and encodes as other. A `kind` or `category` left out is the world's default
+for actions.
 """
 
 from __future__ import annotations
@@ -26,14 +30,14 @@ from pathlib import Path
 import numpy as np
 from pydantic import BaseModel, Field
 
-from features.schema import ACTION_KINDS, CATEGORIES, CHANNELS
+from features.config import OneHot, World
 
 
 class Action(BaseModel):
     action_id: str = Field(min_length=1, max_length=64)
     name: str = ""
-    kind: str = Field(default="product")
-    category: str = Field(default=CATEGORIES[0])
+    kind: str = Field(default="", description="default: the world's default action kind")
+    category: str = Field(default="", description="default: the world's default action category")
     value: float = Field(default=1.0, ge=0.0, description="Value of one acceptance.")
     channels: list[str] = Field(default_factory=list)
     placements: list[str] = Field(default_factory=list)
@@ -41,15 +45,25 @@ class Action(BaseModel):
     active: bool = True
 
 
-VOCABULARIES: dict[str, tuple[str, ...]] = {
-    "kind": ACTION_KINDS, "category": CATEGORIES, "channels": CHANNELS,
-}
+#: Catalog fields that are action features too (their values are encoded).
+ENCODED_FIELDS = ("kind", "category")
 
 
-def vocabulary_problems(action: Action) -> list[str]:
+def vocabularies(world: World) -> dict[str, list[str]]:
+    """Catalog field -> the values the world allows in it (a field absent: any value)."""
+    checked: dict[str, list[str]] = {"channels": list(world.channels),
+                                     "placements": list(world.placements)}
+    for encoding in world.model.action:
+        if (isinstance(encoding, OneHot) and encoding.feature in ENCODED_FIELDS
+                and encoding.unknown == "zeros"):
+            checked[encoding.feature] = world.vocabulary(encoding.vocabulary)
+    return checked
+
+
+def vocabulary_problems(action: Action, allowed_values: dict[str, list[str]]) -> list[str]:
     """What in `action` lies outside the world's vocabularies, one message per field."""
     problems = []
-    for field, allowed in VOCABULARIES.items():
+    for field, allowed in allowed_values.items():
         value = getattr(action, field)
         unknown = [v for v in (value if isinstance(value, list) else [value]) if v not in allowed]
         if unknown:
@@ -69,12 +83,16 @@ class CatalogFile(BaseModel):
 class Catalog:
     """The catalog in the vectorised form the decision path uses (row i = action i)."""
 
-    def __init__(self, spec: CatalogFile) -> None:
-        actions = [a for a in spec.actions if a.active]
+    def __init__(self, spec: CatalogFile, world: World) -> None:
+        defaults = world.defaults.get(world.action_entity, {})
+        filled = [a.model_copy(update={f: str(defaults.get(f, "")) for f in ENCODED_FIELDS
+                                       if not getattr(a, f)}) for a in spec.actions]
+        actions = [a for a in filled if a.active]
         ids = [a.action_id for a in actions]
         if len(set(ids)) != len(ids):
             raise ValueError("catalog has duplicate action_id values")
-        problems = [p for a in spec.actions for p in vocabulary_problems(a)]
+        allowed = vocabularies(world)
+        problems = [p for a in filled for p in vocabulary_problems(a, allowed)]
         if problems:
             shown = "; ".join(problems[:10])
             more = f" (and {len(problems) - 10} more)" if len(problems) > 10 else ""
@@ -88,11 +106,18 @@ class Catalog:
         self.kind = [a.kind for a in actions]
         self._by_channel: dict[str, np.ndarray] = {}
         self._by_slot: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = {}
-        for ch in CHANNELS:
+        for ch in world.channels:
             weights = spec.context_weights.get(ch, {})
             self._by_channel[ch] = np.array(
                 [weights.get(k, 1.0) for k in self.kind], dtype=np.float64
             )
+
+    def groups(self, feature: str) -> list[str | None]:
+        """Each action's value of `feature`, where the catalog carries it (kind, category)."""
+        if feature not in ENCODED_FIELDS:
+            raise ValueError(f"learner.group_by: {feature!r} is not a catalog field "
+                             f"(the catalog carries {', '.join(ENCODED_FIELDS)})")
+        return [getattr(a, feature) for a in self.actions]
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -127,10 +152,10 @@ class Catalog:
         return slot
 
 
-def load_catalog(path: Path) -> Catalog:
-    """Read and validate a catalog file; errors name the file."""
+def load_catalog(path: Path, world: World) -> Catalog:
+    """Read and validate a catalog file against `world`'s vocabularies; errors name the file."""
     try:
-        return Catalog(CatalogFile.model_validate_json(path.read_bytes()))
+        return Catalog(CatalogFile.model_validate_json(path.read_bytes()), world)
     except FileNotFoundError as exc:
         raise FileNotFoundError(f"catalog file {path} does not exist") from exc
     except ValueError as exc:

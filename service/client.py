@@ -2,8 +2,8 @@
 
 `pip install nextbest` installs them alone, with httpx and pydantic and nothing of the
 service (that is `pip install 'nextbest[server]'`): this module imports only those, the
-standard library and three modules of the project that import no more
-(`service.client_calls`, `service.schemas`, `features.schema`). The integrator's guide
+standard library and two modules of the project that import no more
+(`service.client_calls`, `service.schemas`). The integrator's guide
 is docs/client.md.
 
     from service.client import NextbestClient, SyncNextbestClient
@@ -74,7 +74,13 @@ from service.client_calls import (
     Wait,
     to_the_end,
 )
-from service.schemas import DecisionRequest, DecisionResponse, FeedbackEvent, FeedbackResponse, Outcome
+from service.schemas import (
+    DecisionRequestBase,
+    DecisionResponse,
+    FeedbackEvent,
+    FeedbackResponse,
+    Outcome,
+)
 
 __all__ = [
     "MAX_FEEDBACK_BATCH",
@@ -114,7 +120,7 @@ class NextbestClient(BaseClient[httpx.AsyncBaseTransport, Sleep]):
     async def aclose(self) -> None:
         await self._http.aclose()
 
-    async def decide(self, request: DecisionRequest | Mapping[str, Any] | None = None,
+    async def decide(self, request: DecisionRequestBase | Mapping[str, Any] | None = None,
                      **fields: Unpack[DecisionFields]) -> DecisionResponse:
         """Rank the next best actions: pass a request (dict or model) OR keyword fields.
 
@@ -186,7 +192,7 @@ class SyncNextbestClient(BaseClient[httpx.BaseTransport, BlockingSleep]):
     def close(self) -> None:
         self._http.close()
 
-    def decide(self, request: DecisionRequest | Mapping[str, Any] | None = None,
+    def decide(self, request: DecisionRequestBase | Mapping[str, Any] | None = None,
                **fields: Unpack[DecisionFields]) -> DecisionResponse:
         """`NextbestClient.decide`, blocking."""
         return self._run(self._decide_plan(request, fields))

@@ -25,9 +25,7 @@ import httpx
 from pydantic import BaseModel
 
 from service.schemas import (
-    Channel,
-    DecisionContext,
-    DecisionRequest,
+    DecisionRequestBase,
     DecisionResponse,
     FeedbackEvent,
     FeedbackResponse,
@@ -89,14 +87,16 @@ class NextbestTimeout(NextbestTransportError):
 class DecisionFields(TypedDict, total=False):
     """`decide`'s keyword fields, as the service's `DecisionRequest` means them.
 
-    A field left out, or None, takes the service's default (placement "home", limit 3);
-    no `customer_id` asks for an anonymous decision.
+    Which channels, placements and context fields there are is the service's world
+    (its `/docs`), not the client's: they are plain strings and mappings here. A field
+    left out, or None, takes the service's default (limit 3; placement "home" where the
+    world declares it); no `customer_id` asks for an anonymous decision.
     """
 
     customer_id: str | None
-    channel: Channel | None
+    channel: str | None
     placement: str | None
-    context: DecisionContext | Mapping[str, Any] | None
+    context: BaseModel | Mapping[str, Any] | None
     candidates: Sequence[str] | None
     limit: int | None
     explain: bool | None
@@ -193,7 +193,7 @@ class BaseClient(Generic[TransportT, SleepT]):
         return min(wait, self.max_backoff)
 
     # The calls; each client's public method runs one of these plans.
-    def _decide_plan(self, request: DecisionRequest | Mapping[str, Any] | None,
+    def _decide_plan(self, request: DecisionRequestBase | Mapping[str, Any] | None,
                      fields: DecisionFields) -> Plan[DecisionResponse]:
         response = yield from self._post("/v1/decisions", _decision_body(request, fields),
                                          retry_on=_UNANSWERED)
@@ -246,7 +246,7 @@ def _plain(value: BaseModel | Mapping[str, Any]) -> dict[str, Any]:
     return dict(value)
 
 
-def _decision_body(request: DecisionRequest | Mapping[str, Any] | None,
+def _decision_body(request: DecisionRequestBase | Mapping[str, Any] | None,
                    fields: DecisionFields) -> dict[str, Any]:
     unknown = sorted(set(fields) - DecisionFields.__optional_keys__)
     if unknown:

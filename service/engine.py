@@ -27,7 +27,7 @@ from service.exploration import select_top_k
 from service.learner import OnlineLearner
 from service.metrics import Metrics
 from service.model import OnnxScorer, sigmoid
-from service.schemas import DecisionRequest
+from service.schemas import DecisionRequestBase
 
 
 @dataclass
@@ -55,13 +55,13 @@ class DecisionEngine:
             "catalog": self.catalog.version,
         }
 
-    async def decide(self, req: DecisionRequest, record: bool = True) -> dict[str, Any]:
+    async def decide(self, req: DecisionRequestBase, record: bool = True) -> dict[str, Any]:
         """Decide for one request; `record=False` (the warm-up) skips the log and counters."""
         m = self.metrics
         matrix = self.actions.matrix
         if matrix is None:
             raise NotReady("action features are not loaded yet")
-        ctx = req.context
+        ctx: Any = req.context  # the world's context fields (service/schemas.py)
 
         with m.stages() as stage:
             rows = self.eligibility.candidates(req.channel, req.placement, req.candidates)

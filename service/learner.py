@@ -1,18 +1,21 @@
 """Online learning: a River logistic regression that corrects the offline propensity.
 
 The learner sees one example per feedback event: the offline logit `z` of the shown
-action plus indicator features for the action, and the action crossed with the channel,
-the placement and the journey stage, plus fatigue: how often this customer had already
-been shown this action when the decision was made (from the contact ledger, logged
-with the decision so learning sees exactly what serving saw). Fatigue is encoded as
-thresholds, `exposures>=1` ... `exposures>=EXPOSURE_CAP`, one weight each, so the
+action plus indicator features for the action, and the action crossed with what the
+world's `learner.crosses` names (retail: the channel, the placement and the journey
+stage; `LEARNER_CROSSES` are those it can cross with so far), plus fatigue: how often
+this customer had already been shown this action when the decision was made (from the
+contact ledger, logged with the decision so learning sees exactly what serving saw).
+Fatigue is encoded as thresholds, `exposures>=1` ... `exposures>=cap` (the world's
+`learner.exposure_cap`, `EXPOSURE_CAP` by default), one weight each, so the
 learner finds the shape of fatigue (linear, saturating, a first repeat that costs most)
 instead of being told it. The weight on `z` starts at 1, each threshold weight at a
 small negative prior (`EXPOSURE_PRIOR`: a repeat is a little less likely to convert;
 the data sets the rest) and everything else at 0, so before any feedback the corrected
 propensity of an action the customer has not seen equals the offline one.
 
-Optionally each action belongs to a group (its catalog category): one more indicator,
+Optionally each action belongs to a group (its catalog category, the world's
+`learner.group_by`): one more indicator,
 `g:<group>`, shared by the actions of the group, lets what is learned from one action
 carry over to its siblings. When a whole category falls out of favour (the simulator's
 drift), the learner then sees it from every action of the category at once instead of
@@ -31,12 +34,13 @@ impressions; with only positives the learner can only move up.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 from river import linear_model, optim
 
+from features.config import OneHot, World
 from features.schema import CHANNELS, JOURNEY_STAGES, PLACEMENTS
 
 OUTCOME_LABELS: dict[str, tuple[bool, float]] = {
@@ -53,7 +57,38 @@ _GROUP = "g:"
 EXPOSURE_CAP = 5
 #: Initial logit per prior exposure, before feedback says how strong fatigue really is.
 EXPOSURE_PRIOR = -0.05
-_EXPOSED = tuple(f"exposures>={k}" for k in range(1, EXPOSURE_CAP + 1))
+#: What the learner can cross the action with: the example's field -> its table's key prefix.
+LEARNER_CROSSES = {"channel": "c", "placement": "p", "journey_stage": "s"}
+#: Retail's crosses and their values, the default of a learner built without a world.
+RETAIL_TABLES: dict[str, Sequence[str]] = {
+    "channel": CHANNELS, "placement": PLACEMENTS, "journey_stage": JOURNEY_STAGES,
+}
+
+
+def _exposed(cap: int) -> tuple[str, ...]:
+    return tuple(f"exposures>={k}" for k in range(1, cap + 1))
+
+
+_EXPOSED = _exposed(EXPOSURE_CAP)
+
+
+def learner_tables(world: World) -> dict[str, list[str]]:
+    """The world's `learner.crosses`, each with the values laid out for it in advance.
+
+    Channel and placement are the world's; a customer feature's values are the
+    vocabulary the model one-hot encodes it with (values first seen in feedback get a
+    column when learned). A cross the learner cannot make yet is refused here, at start-up.
+    """
+    tables: dict[str, list[str]] = {}
+    for name in world.learner.crosses:
+        if name not in LEARNER_CROSSES:
+            raise ValueError(f"learner.crosses: the online learner crosses the action with "
+                             f"{', '.join(LEARNER_CROSSES)} only, not {name!r}")
+        vocabulary = {"channel": "channels", "placement": "placements"}.get(name) or next(
+            (e.vocabulary for e in world.model.customer if isinstance(e, OneHot) and e.feature == name),
+            None)
+        tables[name] = world.vocabulary(vocabulary) if vocabulary is not None else []
+    return tables
 
 
 @dataclass(frozen=True)
@@ -69,19 +104,23 @@ class LearningExample:
     exposures: float = 0.0
 
 
-def _features(e: LearningExample, group: str | None = None) -> dict[str, float]:
-    x = dict.fromkeys(_keys(e), 1.0)
+def _features(e: LearningExample, group: str | None = None, crosses: Sequence[str] | None = None,
+              exposed: tuple[str, ...] = _EXPOSED) -> dict[str, float]:
+    x = dict.fromkeys(_keys(e, crosses), 1.0)
     if group:
         x[_GROUP + group] = 1.0
     x[_Z] = e.offline_logit
-    for key in _EXPOSED[:int(min(e.exposures, EXPOSURE_CAP))]:
+    for key in exposed[:int(min(e.exposures, len(exposed)))]:
         x[key] = 1.0
     return x
 
 
-def _keys(e: LearningExample) -> tuple[str, str, str, str]:
+def _keys(e: LearningExample, crosses: Sequence[str] | None = None) -> tuple[str, ...]:
+    """The action's indicator, then the action crossed with each of `crosses` (None: retail's)."""
     a = e.action_id
-    return (f"a:{a}", f"a:{a}|c:{e.channel}", f"a:{a}|p:{e.placement}", f"a:{a}|s:{e.journey_stage}")
+    if crosses is None:
+        return (f"a:{a}", f"a:{a}|c:{e.channel}", f"a:{a}|p:{e.placement}", f"a:{a}|s:{e.journey_stage}")
+    return (f"a:{a}", *(f"a:{a}|{LEARNER_CROSSES[c]}:{getattr(e, c)}" for c in crosses))
 
 
 @dataclass
@@ -111,7 +150,7 @@ class OnlineWeights:
         """
         c = (self.z_weight - 1.0) * z + self.bias + self.action[rows]
         if exposures is not None:
-            c += self.fatigue[np.minimum(exposures, EXPOSURE_CAP)]
+            c += self.fatigue[np.minimum(exposures, len(self.fatigue) - 1)]
         for table, key in (
             (self.by_channel, channel), (self.by_placement, placement), (self.by_stage, stage)
         ):
@@ -138,13 +177,21 @@ class OnlineLearner:
 
     def __init__(self, action_ids: Sequence[str], learning_rate: float = 0.015,
                  exposure_prior: float = EXPOSURE_PRIOR,
-                 groups: Sequence[str | None] | None = None) -> None:
-        """`groups[i]`: the group (catalog category) of `action_ids[i]`, or None."""
+                 groups: Sequence[str | None] | None = None,
+                 tables: Mapping[str, Sequence[str]] = RETAIL_TABLES,
+                 exposure_cap: int = EXPOSURE_CAP) -> None:
+        """`groups[i]`: the group (catalog category) of `action_ids[i]`, or None.
+
+        `tables`: the crosses (`learner_tables(world)`), each with its known values.
+        """
         self.model = linear_model.LogisticRegression(
             optimizer=optim.SGD(learning_rate), intercept_lr=learning_rate / 5, l2=1e-5
         )
+        self._crosses = [c for c in LEARNER_CROSSES if c in tables]
+        self._crossed = [(c, LEARNER_CROSSES[c]) for c in self._crosses]
+        self._exposed = _exposed(exposure_cap)
         self.model._weights[_Z] = 1.0
-        for key in _EXPOSED:
+        for key in self._exposed:
             self.model._weights[key] = exposure_prior
         self._n = len(action_ids)
         self._group: dict[str, str] = {}
@@ -154,15 +201,13 @@ class OnlineLearner:
             self._group = {a: g for a, g in zip(action_ids, groups, strict=True) if g}
         self.updates = 0
         self.weights = OnlineWeights.neutral(self._n)
-        self.weights.fatigue = exposure_prior * np.arange(EXPOSURE_CAP + 1.0)
+        self.weights.fatigue = exposure_prior * np.arange(exposure_cap + 1.0)
         # Where publication puts each weight: one column per (table, context value), one
         # River key per action in it; values seen in feedback but not in the schema get
         # a column when first learned.
         self._action_ids = list(action_ids)
         self._columns: list[tuple[str, str]] = [("", "")] + [
-            (table, value)
-            for table, values in (("c", CHANNELS), ("p", PLACEMENTS), ("s", JOURNEY_STAGES))
-            for value in values
+            (LEARNER_CROSSES[cross], value) for cross in self._crosses for value in tables[cross]
         ]
         self._known_columns = set(self._columns)
         self._schema_columns = len(self._columns)
@@ -175,7 +220,7 @@ class OnlineLearner:
             [position.get(self._group.get(a, ""), len(position)) for a in self._action_ids],
             dtype=np.int64,
         )
-        self._scalar_keys = [_Z, *_EXPOSED]
+        self._scalar_keys = [_Z, *self._exposed]
 
     def learn(self, examples: Iterable[LearningExample]) -> int:
         """Learn a batch; returns how many examples were used (unknown outcomes skipped)."""
@@ -184,10 +229,11 @@ class OnlineLearner:
             label = OUTCOME_LABELS.get(e.outcome)
             if label is None:
                 continue
-            for column in (("c", e.channel), ("p", e.placement), ("s", e.journey_stage)):
+            for cross, table in self._crossed:
+                column = (table, getattr(e, cross))
                 if column not in self._known_columns:
                     self._add_column(column)
-            self.model.learn_one(_features(e, self._group.get(e.action_id)), label[0], w=label[1])
+            self.model.learn_one(self._features(e), label[0], w=label[1])
             n += 1
         self.updates += n
         return n
@@ -248,5 +294,7 @@ class OnlineLearner:
 
     def predict_proba(self, e: LearningExample) -> float:
         """River's own prediction for one example (tests compare it with the vector copy)."""
-        return float(self.model.predict_proba_one(
-            _features(e, self._group.get(e.action_id)))[True])
+        return float(self.model.predict_proba_one(self._features(e))[True])
+
+    def _features(self, e: LearningExample) -> dict[str, float]:
+        return _features(e, self._group.get(e.action_id), self._crosses, self._exposed)

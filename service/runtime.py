@@ -34,11 +34,11 @@ from service.engine import DecisionEngine
 from service.export_status import ExportStatus
 from service.feedback import FeedbackService
 from service.feedback_loop import FeedbackLoop
-from service.learner import EXPOSURE_PRIOR, OnlineLearner
+from service.learner import EXPOSURE_PRIOR, OnlineLearner, learner_tables
 from service.loop_lag import watch as watch_loop_lag
 from service.metrics import Metrics
 from service.model import OnnxScorer, resolve_model_dir
-from service.schemas import DecisionRequest
+from service.schemas import RequestModels, request_models
 from service.settings import Settings
 from service.snapshots import Snapshots, SnapshotStore
 from service.state import StateStore, stream_position
@@ -117,6 +117,7 @@ class Runtime:
     decision_log: DecisionLog
     action_cache: ActionFeatureCache
     world: World
+    requests: RequestModels
     snapshots: Snapshots | None = None
     export_status: ExportStatus | None = None
     closers: list[Any] = field(default_factory=list)
@@ -125,11 +126,13 @@ class Runtime:
     started_at: float = field(default_factory=time.time)
 
     @classmethod
-    def build(cls, settings: Settings, metrics: Metrics, world: World | None = None) -> Runtime:
+    def build(cls, settings: Settings, metrics: Metrics, world: World | None = None,
+              requests: RequestModels | None = None) -> Runtime:
         """Everything the service runs on, from `settings` (and the world they name, or
-        `world` when the caller already loaded it)."""
+        `world` when the caller already loaded it, with its `requests` models)."""
         world = world if world is not None else configured_world(settings.config)
-        catalog = load_catalog(settings.catalog_file)
+        requests = requests if requests is not None else request_models(world)
+        catalog = load_catalog(settings.catalog_file, world)
         scorer = OnnxScorer(
             resolve_model_dir(settings.models_dir, settings.model_name, settings.model_version),
             MODEL_COLUMNS,
@@ -165,11 +168,14 @@ class Runtime:
                 customer_reader = sqlite_customers
                 closers.append(sqlite_customers)
         # Offline-only serving means no online correction at all, fatigue prior included.
-        # Actions of one catalog category share a learned weight (see service/learner.py).
+        # Actions of one `learner.group_by` value (retail: the catalog category) share a
+        # learned weight (see service/learner.py).
+        group_by = world.learner.group_by
         learner = OnlineLearner(
             catalog.ids, settings.learning_rate,
             exposure_prior=EXPOSURE_PRIOR if settings.online_learning else 0.0,
-            groups=[a.category for a in catalog.actions],
+            groups=catalog.groups(group_by) if group_by is not None else None,
+            tables=learner_tables(world), exposure_cap=world.learner.exposure_cap,
         )
         contacts = ContactLedger(
             catalog.ids, settings.contact_window_seconds, settings.contact_suppress_seconds,
@@ -217,7 +223,7 @@ class Runtime:
                                        learn=settings.online_learning,
                                        read_interval=settings.learner_read_interval_seconds,
                                        snapshots=snapshots),
-            world=world, snapshots=snapshots, export_status=export_status,
+            world=world, requests=requests, snapshots=snapshots, export_status=export_status,
             decision_log=decision_log, action_cache=action_cache, closers=closers,
         )
 
@@ -240,7 +246,7 @@ class Runtime:
         if self.settings.folds_feedback:
             replayed = await self._replay_feedback()
             self.tasks.append(asyncio.create_task(self.feedback_loop.run(), name="feedback-loop"))
-        await self.engine.decide(DecisionRequest(channel="web", placement="home"), record=False)
+        await self.engine.decide(self.requests.warmup(), record=False)
         # Everything loaded so far lives as long as the process: move it out of the
         # collector's way, so full collections do not pause decisions for tens of ms.
         gc.collect()

@@ -1,17 +1,27 @@
-"""Request and response bodies of the HTTP API (pydantic; they generate /docs)."""
+"""Request and response bodies of the HTTP API (pydantic; they generate /docs).
+
+The decision request follows the world (`features/config.py`): `request_models(world)`
+builds, with pydantic's `create_model`, a `DecisionContext` with one field per declared
+context field and a `DecisionRequest` whose `channel` and `placement` are the world's,
+the placement allowed only on the channels the world lets it appear on. The app builds
+them once at start-up (`service/app.py`), so `/docs` shows the configured schema and
+requests are validated against it in the one JSON parse they get. `DecisionRequestBase`
+is their static base: the engine, the client and tools type against it. Feedback and
+the responses do not depend on the world and stay static.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, create_model, field_validator
 
-from features.schema import CHANNELS, JOURNEY_STAGES
-
-Channel = Literal["web", "app", "pos", "call_center", "email"]
-assert set(Channel.__args__) == set(CHANNELS)  # type: ignore[attr-defined]
+if TYPE_CHECKING:
+    from features.config import World
 
 Identifier = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:\-]+$")]
 
@@ -24,33 +34,99 @@ class Outcome(StrEnum):
     purchase = "purchase"
 
 
-class DecisionContext(BaseModel):
-    """Request-time features. Unknown keys are refused so typos do not pass silently."""
+class DecisionRequestBase(BaseModel):
+    """The fields every world's decision request has; `request_models` narrows
+    `channel`, `placement` and `context` to the world's."""
 
     model_config = ConfigDict(extra="forbid")
 
-    store_id: Identifier | None = None
-    basket: list[Identifier] = Field(default_factory=list, max_length=50,
-                                     description="Action/product ids already in the basket.")
-    device: Literal["mobile", "desktop", "tablet", "terminal"] | None = None
-    cart_value: float = Field(0.0, ge=0.0, le=1_000_000.0)
-    journey_stage: Literal[JOURNEY_STAGES] | None = Field(  # type: ignore[valid-type]
-        None, description="Overrides the customer's stored journey stage."
-    )
-
-
-class DecisionRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    #: channel -> the placements that may appear on it, in declaration order (set on
+    #: the world's model; empty here: the base checks nothing)
+    placements_by_channel: ClassVar[Mapping[str, tuple[str, ...]]] = {}
+    _placement_sets: ClassVar[Mapping[str, frozenset[str]]] = {}
 
     customer_id: Identifier | None = Field(None, description="Omit for anonymous requests.")
-    channel: Channel
-    placement: Identifier = Field("home", description="e.g. home, product, cart, checkout.")
-    context: DecisionContext = Field(default_factory=DecisionContext)
+    channel: str
+    placement: str
+    context: BaseModel
     candidates: list[Identifier] | None = Field(
         None, max_length=200, description="Restrict the decision to these action ids."
     )
     limit: int = Field(3, ge=1, le=20)
     explain: bool = False
+
+    @field_validator("placement", mode="after")
+    @classmethod
+    def _appears_on_the_channel(cls, placement: str, info: ValidationInfo) -> str:
+        channel: str = info.data.get("channel", "")
+        allowed = cls._placement_sets.get(channel)
+        if allowed is not None and placement not in allowed:
+            allowed_here = ", ".join(map(repr, cls.placements_by_channel[channel])) or "none"
+            raise ValueError(f"placement {placement!r} may not appear on channel {channel!r}: "
+                             f"its placements are {allowed_here}")
+        return placement
+
+
+@dataclass(frozen=True)
+class RequestModels:
+    """A world's request models (built once, by `request_models`)."""
+
+    context: type[BaseModel]
+    decision: type[DecisionRequestBase]
+
+    def warmup(self) -> DecisionRequestBase:
+        """A valid request: the first channel at its first placement, the context's defaults."""
+        channel, placements = next((c, ps) for c, ps in self.decision.placements_by_channel.items() if ps)
+        return self.decision.model_validate({"channel": channel, "placement": placements[0]})
+
+
+def _literal(values: list[str]) -> Any:
+    return Literal.__getitem__(tuple(values))  # type: ignore[attr-defined]
+
+
+def _context_field(world: World, name: str, spec: Any) -> tuple[Any, Any]:
+    """(annotation, FieldInfo) of one declared context field."""
+    description = spec.description or None
+    if spec.type == "category":
+        values = _literal(world.vocabulary(spec.vocabulary))
+        if spec.default is not None:
+            return values, Field(spec.default, description=description)
+        return values | None, Field(None, description=description)
+    if spec.type == "number":
+        return float, Field(spec.default, ge=spec.min, le=spec.max, description=description)
+    if spec.type == "id":
+        return Identifier | None, Field(None, description=description)
+    if spec.type == "id_list":
+        return list[Identifier], Field(default_factory=list, max_length=spec.max_items,
+                                       description=description)
+    raise ValueError(f"context.{name}: no request field for type {spec.type!r}")
+
+
+def request_models(world: World) -> RequestModels:
+    """The decision request of `world`, as pydantic models (no eval: `create_model`)."""
+    fields: dict[str, Any] = {name: _context_field(world, name, spec)
+                              for name, spec in world.context.items()}
+    context = create_model(
+        "DecisionContext", __config__=ConfigDict(extra="forbid"),
+        __doc__="Request-time features, as the world declares them. Unknown keys are "
+                "refused so typos do not pass silently.",
+        **fields,
+    )
+    placements = list(world.placements)
+    home = "home" if "home" in world.placements else ...
+    decision = create_model(
+        "DecisionRequest", __base__=DecisionRequestBase,
+        channel=(_literal(list(world.channels)), Field(description="The touchpoint.")),
+        placement=(_literal(placements), Field(
+            home, validate_default=True,
+            description="The slot on the channel; each may appear only on the channels "
+                        "the world lets it.")),
+        context=(context, Field(default_factory=context)),
+    )
+    by_channel = {c: tuple(p for p in placements if c in world.placements[p]) for c in world.channels}
+    decision.placements_by_channel = by_channel
+    decision._placement_sets = {c: frozenset(ps) for c, ps in by_channel.items()}
+    return RequestModels(context=context, decision=decision)
 
 
 class Explanation(BaseModel):

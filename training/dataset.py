@@ -175,9 +175,10 @@ def _split(basket: Any) -> list[str]:
 
 def catalog_categories(data_dir: Path) -> dict[str, int]:
     """Action id -> category index, from the catalog the service serves."""
+    from features.config import shipped_world
     from service.catalog import load_catalog
 
-    catalog = load_catalog(Path(data_dir) / "catalog.json")
+    catalog = load_catalog(Path(data_dir) / "catalog.json", shipped_world("retail"))
     return {a.action_id: CATEGORIES.index(a.category) for a in catalog.actions
             if a.category in CATEGORIES}
 

@@ -51,6 +51,7 @@ def generate(
     (`nextbest simulate` measures the decisions, as a share of the oracle's reward:
     docs/decision-quality.md).
     """
+    from features.config import shipped_world
     from service.catalog import load_catalog
 
     data_dir = Path(data_dir)
@@ -67,7 +68,7 @@ def generate(
         "context_weights": CONTEXT_WEIGHTS,
     }
     (data_dir / "catalog.json").write_text(json.dumps(catalog, indent=1))
-    load_catalog(data_dir / "catalog.json")  # validates
+    load_catalog(data_dir / "catalog.json", shipped_world("retail"))  # validates
     (demo / "world.json").write_text(json.dumps(world.to_json(), indent=1))
     steps.update()
 

@@ -27,6 +27,7 @@ from typing import Any, Protocol
 import numpy as np
 import pandas as pd
 
+from features.config import shipped_world
 from features.encoding import (
     MODEL_COLUMNS,
     ActionMatrix,
@@ -166,7 +167,7 @@ class OfflineModel:
 
     def __init__(self, data_dir: Path, models_dir: Path, customer_ids: list[str],
                  model_name: str = "nextbest-ranker", catalog: Catalog | None = None) -> None:
-        self.catalog = catalog or load_catalog(Path(data_dir) / "catalog.json")
+        self.catalog = catalog or load_catalog(Path(data_dir) / "catalog.json", shipped_world("retail"))
         self.scorer = OnnxScorer(resolve_model_dir(Path(models_dir), model_name, None),
                                  list(MODEL_COLUMNS))
         snapshot = FeatureSnapshot(data_dir)

@@ -13,7 +13,7 @@ from features import schema
 from features.config import WORLDS_DIR, World, WorldConfigError, load_world, shipped_world
 from features.encoding import MODEL_COLUMNS
 from service.learner import EXPOSURE_CAP, LearningExample, _keys
-from service.schemas import DecisionContext
+from service.schemas import request_models
 from training.world import SLOTS
 
 RETAIL = WORLDS_DIR / "retail.yaml"
@@ -55,7 +55,7 @@ def test_retail_encodes_into_todays_model_columns(retail: World) -> None:
 
 
 def test_retail_context_is_the_request_context(retail: World) -> None:
-    fields = DecisionContext.model_fields
+    fields = request_models(retail).context.model_fields
     assert list(retail.context) == list(fields)
     basket = retail.context["basket"]
     assert basket.type == "id_list" and basket.max_items == 50

@@ -102,9 +102,10 @@ async def test_customer_features_match_the_sdk(
 
 
 async def test_action_features_match_the_sdk(demo_redis: str, demo: DemoDirs) -> None:
+    from features.config import shipped_world
     from service.catalog import load_catalog
 
-    ids = load_catalog(demo.data_dir / "catalog.json").ids
+    ids = load_catalog(demo.data_dir / "catalog.json", shipped_world("retail")).ids
     client = aioredis.from_url(demo_redis)
     reader = RedisFeatureReader(client, EntityLayout.of(RETAIL, RETAIL.action_entity))
     rows = await reader.read_many(ids)

@@ -10,6 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 import service
+from features.config import shipped_world
 from service.app import create_app
 from service.catalog import load_catalog
 from service.settings import Settings
@@ -156,7 +157,7 @@ def test_dismissed_at_the_till_is_not_pushed_on_the_web(
 ) -> None:
     """The contact ledger follows the customer across channels, on both backends."""
     cart = {"channel": "web", "placement": "cart"}
-    catalog = load_catalog(backend_settings.catalog_file)
+    catalog = load_catalog(backend_settings.catalog_file, shipped_world("retail"))
     both = catalog.allowed("web", "cart") & catalog.allowed("pos", "checkout")
     assert both.any(), "no action is allowed on both pos and web in the demo catalog"
     target = catalog.ids[int(np.flatnonzero(both)[0])]
@@ -282,7 +283,7 @@ def test_a_new_replica_knows_the_stream_before_it_turns_ready(
     The replay is history, not learner lag: the lag histogram does not see it."""
     clear_service_state(demo_redis)
     settings = make_settings(demo, demo_redis)
-    catalog = load_catalog(settings.catalog_file)
+    catalog = load_catalog(settings.catalog_file, shipped_world("retail"))
     both = catalog.allowed("web", "cart") & catalog.allowed("pos", "checkout")
     target = catalog.ids[int(np.flatnonzero(both)[0])]
     others = [a for a in catalog.ids if a != target]
@@ -311,7 +312,7 @@ def test_a_new_replica_starts_from_the_snapshot_and_replays_only_the_rest(
 
     clear_service_state(demo_redis)
     settings = make_settings(demo, demo_redis, snapshot_seconds=0.2)
-    catalog = load_catalog(settings.catalog_file)
+    catalog = load_catalog(settings.catalog_file, shipped_world("retail"))
     on_web = np.flatnonzero(catalog.allowed("web", "cart"))
     early, late = catalog.ids[int(on_web[0])], catalog.ids[int(on_web[1])]
     before = [_stream_event(f"x{i:05d}", catalog.ids[i % len(catalog.ids)], "impression")

@@ -8,8 +8,11 @@ from typing import Any
 
 import pytest
 
+from features.config import World, shipped_world
 from features.schema import CATEGORIES
-from service.catalog import load_catalog
+from service.catalog import Catalog, load_catalog
+
+RETAIL = shipped_world("retail")
 
 
 def write(tmp_path: Path, *actions: dict[str, Any]) -> Path:
@@ -18,8 +21,12 @@ def write(tmp_path: Path, *actions: dict[str, Any]) -> Path:
     return path
 
 
+def load(path: Path, world: World = RETAIL) -> Catalog:
+    return load_catalog(path, world)
+
+
 def test_a_valid_catalog_loads(tmp_path: Path) -> None:
-    catalog = load_catalog(write(tmp_path, {"action_id": "p1", "category": CATEGORIES[1],
+    catalog = load(write(tmp_path, {"action_id": "p1", "category": CATEGORIES[1],
                                             "kind": "offer", "channels": ["pos"]}))
     assert catalog.ids == ["p1"] and catalog.kind == ["offer"]
 
@@ -28,7 +35,7 @@ def test_a_category_outside_the_vocabulary_names_the_action_and_the_field(tmp_pa
     path = write(tmp_path, {"action_id": "p1", "category": "electronics"},
                  {"action_id": "p2", "category": "toys"})
     with pytest.raises(ValueError) as caught:
-        load_catalog(path)
+        load(path)
     message = str(caught.value)
     assert str(path) in message
     assert "action 'p2' field 'category': 'toys' is not one of " + ", ".join(CATEGORIES) in message
@@ -42,12 +49,12 @@ def test_a_category_outside_the_vocabulary_names_the_action_and_the_field(tmp_pa
 def test_kind_and_channels_outside_their_vocabularies(tmp_path: Path, field: str, value: object,
                                                       shown: str) -> None:
     with pytest.raises(ValueError, match=f"action 'x9' field '{field}': {shown} is not one of"):
-        load_catalog(write(tmp_path, {"action_id": "x9", field: value}))
+        load(write(tmp_path, {"action_id": "x9", field: value}))
 
 
 def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
     with pytest.raises(ValueError) as caught:
-        load_catalog(write(tmp_path, {"action_id": "a", "category": "toys", "kind": "voucher"},
+        load(write(tmp_path, {"action_id": "a", "category": "toys", "kind": "voucher"},
                            {"action_id": "b", "category": "garden"}))
     message = str(caught.value)
     assert "'a' field 'kind'" in message and "'a' field 'category'" in message
@@ -56,5 +63,47 @@ def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
 
 def test_an_inactive_action_is_checked_too(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="action 'old' field 'category'"):
-        load_catalog(write(tmp_path, {"action_id": "new"},
+        load(write(tmp_path, {"action_id": "new"},
                            {"action_id": "old", "category": "toys", "active": False}))
+
+
+def test_placements_must_be_declared(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="action 'x9' field 'placements': 'kiosk' is not one of home, "):
+        load(write(tmp_path, {"action_id": "x9", "placements": ["home", "kiosk"]}))
+
+
+def test_left_out_kind_and_category_are_the_worlds_action_defaults(tmp_path: Path) -> None:
+    catalog = load(write(tmp_path, {"action_id": "p1"}))
+    assert (catalog.actions[0].kind, catalog.actions[0].category) == ("product", "electronics")
+
+
+def _world(**changes: object) -> World:
+    """Retail with its own vocabularies and encodings, as a configuration file would say."""
+    document = RETAIL.model_dump(mode="json")
+    document["vocabularies"]["categories"] = ["toys", "books"]
+    document["channels"] = [*document["channels"], "kiosk"]
+    document["placements"]["lobby"] = ["kiosk"]
+    for key, value in changes.items():
+        document["model"]["action"] = [
+            {**e, "unknown": value} if e.get("feature") == key else e
+            for e in document["model"]["action"]]
+    document["defaults"]["action"]["category"] = "toys"
+    return World.model_validate(document)
+
+
+def test_the_vocabularies_are_the_worlds(tmp_path: Path) -> None:
+    world = _world()
+    catalog = load(write(tmp_path, {"action_id": "k1", "category": "books", "channels": ["kiosk"],
+                                    "placements": ["lobby"]}), world)
+    assert catalog.actions[0].category == "books"
+    assert catalog.context_weight("kiosk").tolist() == [1.0]
+    with pytest.raises(ValueError, match="action 'e1' field 'category': 'electronics' is not one of toys, books"):
+        load(write(tmp_path, {"action_id": "e1", "category": "electronics"}), world)
+
+
+def test_an_encoding_that_maps_unknowns_to_other_accepts_them(tmp_path: Path) -> None:
+    world = _world(category="other")
+    catalog = load(write(tmp_path, {"action_id": "e1", "category": "electronics"}), world)
+    assert catalog.actions[0].category == "electronics"
+    with pytest.raises(ValueError, match="action 'e1' field 'kind': 'voucher'"):
+        load(write(tmp_path, {"action_id": "e1", "category": "electronics", "kind": "voucher"}), world)

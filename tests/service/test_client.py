@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
+from features.config import shipped_world
 from load_tests.processes import free_port
 from service.app import create_app
 from service.client import (
@@ -29,7 +30,7 @@ from service.client import (
     NextbestTransportError,
     SyncNextbestClient,
 )
-from service.schemas import DecisionRequest, DecisionResponse, FeedbackResponse, Outcome
+from service.schemas import DecisionResponse, FeedbackResponse, Outcome, request_models
 from tests.demo_fixtures import DemoDirs, serve_in_thread
 from tests.service.conftest import make_settings
 
@@ -140,7 +141,8 @@ async def test_a_pos_checkout_decision_takes_store_and_basket(nb: Client) -> Non
 async def test_decide_takes_a_request_dict_or_model(nb: Client) -> None:
     body = {"customer_id": KNOWN, "channel": "app", "placement": "home", "limit": 2}
     by_dict = await nb.decide(body)
-    by_model = await nb.decide(DecisionRequest.model_validate(body))
+    retail = request_models(shipped_world("retail")).decision
+    by_model = await nb.decide(retail.model_validate(body))
     assert len(by_dict.actions) == len(by_model.actions) == 2
     anonymous = await nb.decide(channel="web")
     assert anonymous.degraded == ["anonymous"] and len(anonymous.actions) == 3  # server default

@@ -86,8 +86,10 @@ def test_a_client_gone_before_its_body_gets_no_answer() -> None:
 
     from starlette.types import Message, Receive, Scope, Send
 
+    from features.config import shipped_world
     from service import api
     from service.app import FastRoutes
+    from service.schemas import request_models
 
     async def never_called(scope: Scope, receive: Receive, send: Send) -> None:
         raise AssertionError("FastAPI should not see a /v1 POST")
@@ -101,5 +103,6 @@ def test_a_client_gone_before_its_body_gets_no_answer() -> None:
         sent.append(message)
 
     scope = {"type": "http", "method": "POST", "path": "/v1/decisions", "headers": [], "state": {}}
-    asyncio.run(FastRoutes(never_called, api.HANDLERS, 1024)(scope, receive, send))
+    routes = FastRoutes(never_called, api.handlers(request_models(shipped_world("retail"))), 1024)
+    asyncio.run(routes(scope, receive, send))
     assert sent == []

@@ -3,7 +3,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from service.learner import LearningExample, OnlineLearner, OnlineWeights
+from features.config import World, shipped_world
+from service.learner import RETAIL_TABLES, LearningExample, OnlineLearner, OnlineWeights, learner_tables
 from service.model import sigmoid
 
 
@@ -143,3 +144,23 @@ def test_a_placement_outside_the_schema_is_published_too() -> None:
         z = np.array([-1.0])
         corr = w.correction(z, np.array([0]), "web", "kiosk", "purchase", np.array([exposures]))
         assert sigmoid(z + corr)[0] == pytest.approx(learner.predict_proba(e), rel=1e-9)
+
+
+def test_the_worlds_learner_section_sets_the_crosses_and_the_fatigue_cap() -> None:
+    retail = shipped_world("retail")
+    assert learner_tables(retail) == {k: list(v) for k, v in RETAIL_TABLES.items()}
+    document = retail.model_dump(mode="json")
+    document["learner"] = {"crosses": ["channel"], "group_by": None, "exposure_cap": 2}
+    world = World.model_validate(document)
+    learner = OnlineLearner(["a", "b"], tables=learner_tables(world),
+                            exposure_cap=world.learner.exposure_cap)
+    learner.learn([example("a", "accept", channel="pos")] * 5)
+    keys = set(learner.state().keys)
+    assert "a:a|c:pos" in keys and not any("|p:" in k or "|s:" in k for k in keys)
+    assert {k for k in keys if k.startswith("exposures")} == {"exposures>=1", "exposures>=2"}
+    weights = learner.publish()
+    assert len(weights.fatigue) == 3 and set(weights.by_channel) == set(world.channels)
+    assert not weights.by_placement and not weights.by_stage
+    document["learner"]["crosses"] = ["device"]
+    with pytest.raises(ValueError, match="learner.crosses: .* not 'device'"):
+        learner_tables(World.model_validate(document))

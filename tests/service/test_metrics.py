@@ -31,9 +31,9 @@ def _count(s: dict[str, list], name: str, **labels: str) -> float:
 
 def test_exposition_covers_requests_stages_feedback_and_models(client: TestClient) -> None:
     before = samples(client)
-    for channel in ("web", "pos"):
+    for channel, placement in (("web", "cart"), ("pos", "checkout")):
         d = client.post("/v1/decisions", json={"customer_id": "c00002", "channel": channel,
-                                               "placement": "checkout"}).json()
+                                               "placement": placement}).json()
         if d["actions"]:
             client.post("/v1/feedback", json={"decision_id": d["decision_id"],
                                               "action_id": d["actions"][0]["action_id"],

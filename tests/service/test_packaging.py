@@ -214,7 +214,7 @@ def test_the_client_imports_and_decides_with_httpx_and_pydantic_alone(service_ur
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
     assert Path(report["file"]).resolve() == ROOT / "service" / "client.py"
-    assert set(report["loaded"]) <= allowed and {"service", "features", "httpx"} <= set(report["loaded"])
+    assert set(report["loaded"]) <= allowed and {"service", "httpx"} <= set(report["loaded"])
     assert report["actions"] == [3, 3]
 
 

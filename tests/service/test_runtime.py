@@ -18,7 +18,7 @@ from features.config import World
 from service.customer_features import WITHOUT_CUSTOMER_FEATURES
 from service.metrics import Metrics
 from service.runtime import Runtime
-from service.schemas import DecisionRequest
+from service.schemas import request_models
 from tests.demo_fixtures import DemoDirs
 from tests.features.world_data import world_named
 from tests.service.conftest import make_settings
@@ -65,7 +65,9 @@ async def test_a_context_only_world_reads_no_customer_features(
         assert await customers.get("c00001") is WITHOUT_CUSTOMER_FEATURES
         assert await customers.get(None) is WITHOUT_CUSTOMER_FEATURES
         decision = await runtime.engine.decide(
-            DecisionRequest(channel="web", placement="home", customer_id="c00001"), record=False)
+            request_models(world).decision.model_validate(
+                {"channel": "web", "placement": "home", "customer_id": "c00001"}),
+            record=False)
         assert decision["actions"] and decision["degraded"] == []
     finally:
         await runtime.stop()

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from features.config import shipped_world
 from features.encoding import (
     MODEL_COLUMNS,
     encode_actions,
@@ -62,7 +63,7 @@ def test_features_are_joined_point_in_time(small_data_dir: Path, small_training_
 
 def _serving_row(data_dir: Path, row: pd.Series) -> np.ndarray:
     """What the service's encoder produces for this logged decision and its one candidate."""
-    catalog = load_catalog(data_dir / "catalog.json")
+    catalog = load_catalog(data_dir / "catalog.json", shipped_world("retail"))
     actions = pd.read_parquet(data_dir / "demo" / "actions.parquet")
     as_of = {a: _as_of(actions, ACTION_JOIN_KEY, a, row["event_timestamp"]) for a in catalog.ids}
     matrix = encode_actions({a: {f: s[f] for f in ACTION_FEATURES} for a, s in as_of.items()})

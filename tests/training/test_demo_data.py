@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from features.config import shipped_world
 from features.schema import action_features, customer_features
 from service.catalog import load_catalog
 from training.demo_data import generate
@@ -31,7 +32,7 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_catalog_is_valid(data_dir: Path) -> None:
-    catalog = load_catalog(data_dir / "catalog.json")
+    catalog = load_catalog(data_dir / "catalog.json", shipped_world("retail"))
     assert len(catalog) == 60
     assert {"product", "offer", "service"} == set(catalog.kind)
     assert len(catalog.candidates("pos", "checkout")) >= 4
@@ -55,7 +56,7 @@ def test_feature_files_have_the_schema_columns(data_dir: Path) -> None:
 
 def test_interactions_are_a_logged_uniform_policy(data_dir: Path) -> None:
     log = pd.read_parquet(data_dir / "demo" / "interactions.parquet")
-    catalog = load_catalog(data_dir / "catalog.json")
+    catalog = load_catalog(data_dir / "catalog.json", shipped_world("retail"))
     assert list(log.columns) == INTERACTION_COLUMNS
     assert len(log) == 2000 and log["decision_id"].is_unique
     assert log["event_timestamp"].is_monotonic_increasing
@@ -81,4 +82,4 @@ def test_world_json_rebuilds_the_ground_truth(data_dir: Path) -> None:
     saved = json.loads((data_dir / "demo" / "world.json").read_text())
     world = World.from_json(saved)
     assert len(world.customer_ids) == 200
-    assert world.action_ids == load_catalog(data_dir / "catalog.json").ids
+    assert world.action_ids == load_catalog(data_dir / "catalog.json", shipped_world("retail")).ids
