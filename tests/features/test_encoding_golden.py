@@ -60,6 +60,8 @@ def _encode() -> dict[str, Any]:
     frame = pd.DataFrame(recs)
     basket_categories = {a: CATEGORIES.index(r["category"]) for a, r in rows.items() if r.get("category") in CATEGORIES}
     out["training"] = encode_rows(frame, basket_categories)
+    from features.encoding import MODEL_COLUMNS
+    out["columns"] = np.array(MODEL_COLUMNS)
     return out
 
 
