@@ -6,9 +6,9 @@ Slowness is bounded by the reader's own client (the Redis client on the decision
 has a socket timeout of NEXTBEST_REDIS_TIMEOUT_SECONDS), not by `asyncio.wait_for`,
 which would cost a task per decision.
 
-Each read row is encoded once (`features.encoding.encode_customer`) and the encoded
+Each read row is encoded once (`Encoder.encode_customer`) and the encoded
 vector travels with it, so a cached customer costs no encoding either; a request that
-names a journey stage gets a copy with that stage (`with_journey_stage`).
+overrides a customer feature (a journey stage) gets a copy with it (`Encoder.with_context`).
 
 Reads are cached in-process for NEXTBEST_CUSTOMER_CACHE_SECONDS (a bounded LRU):
 features change only when a materialization writes them, so a busy customer costs one
@@ -36,7 +36,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from features.encoding import CustomerVector, encode_customer
+from features.encoding import CustomerVector, Encoder
 from features.online import FeatureRow, OnlineFeatureReader, Scalar
 
 log = logging.getLogger(__name__)
@@ -50,7 +50,7 @@ MAX_REFRESHES = 256
 class CustomerFeatures:
     values: dict[str, Scalar]
     degraded: tuple[str, ...]
-    vector: CustomerVector  # `values` encoded (schema defaults where missing)
+    vector: CustomerVector  # `values` encoded (the world's defaults where missing)
 
 
 @dataclass(frozen=True)
@@ -61,18 +61,17 @@ class _Read:
     vector: CustomerVector
 
 
-_DEFAULTS = encode_customer({})
-ANONYMOUS = CustomerFeatures({}, ("anonymous",), _DEFAULTS)
-UNAVAILABLE = CustomerFeatures({}, ("features_unavailable",), _DEFAULTS)
-UNKNOWN = CustomerFeatures({}, ("unknown_customer",), _DEFAULTS)
-
-
 class CustomerFeatureService:
     def __init__(
-        self, reader: OnlineFeatureReader, max_age_seconds: float,
+        self, reader: OnlineFeatureReader, encoder: Encoder, max_age_seconds: float,
         cache_seconds: float = 0.0, cache_size: int = 20_000, stale_seconds: float = 0.0,
     ) -> None:
         self._reader = reader
+        self._encoder = encoder
+        defaults = encoder.defaults
+        self.anonymous = CustomerFeatures({}, ("anonymous",), defaults)
+        self.unavailable = CustomerFeatures({}, ("features_unavailable",), defaults)
+        self.unknown = CustomerFeatures({}, ("unknown_customer",), defaults)
         self._max_age = max_age_seconds
         self._cache_seconds = cache_seconds
         self._cache_size = cache_size
@@ -85,22 +84,22 @@ class CustomerFeatureService:
 
     async def get(self, customer_id: str | None) -> CustomerFeatures:
         if customer_id is None:
-            return ANONYMOUS
+            return self.anonymous
         try:
             found = await self._read(customer_id)
         except Exception as exc:  # timeouts and connection errors alike: serve defaults
             self._failed(exc)
-            return UNAVAILABLE
+            return self.unavailable
         row = found.row
         if row is None:
-            return UNKNOWN
+            return self.unknown
         if time.time() - row.event_ts > self._max_age:
             return CustomerFeatures(row.values, ("stale_customer_features",), found.vector)
         return CustomerFeatures(row.values, (), found.vector)
 
     async def _read(self, customer_id: str) -> _Read:
         if self._cache_seconds <= 0:
-            return _encoded(await self._reader.read(customer_id))
+            return self._encoded(await self._reader.read(customer_id))
         cache = self._cache
         now = time.monotonic()
         hit = cache.get(customer_id)
@@ -111,7 +110,7 @@ class CustomerFeatureService:
                 if now >= expires:
                     self._refresh(customer_id)
                 return found
-        found = _encoded(await self._reader.read(customer_id))
+        found = self._encoded(await self._reader.read(customer_id))
         self._store(customer_id, found)
         return found
 
@@ -131,7 +130,7 @@ class CustomerFeatureService:
 
     async def _refresh_one(self, customer_id: str) -> None:
         try:
-            self._store(customer_id, _encoded(await self._reader.read(customer_id)))
+            self._store(customer_id, self._encoded(await self._reader.read(customer_id)))
         except Exception as exc:  # keep serving the stale entry; a later decision retries
             self._failed(exc)
         finally:
@@ -143,6 +142,11 @@ class CustomerFeatureService:
             log.warning("customer features unavailable (%d failed reads): %r", self._failures, exc)
             self._warned_at, self._failures = time.monotonic(), 0
 
+    def _encoded(self, row: FeatureRow | None) -> _Read:
+        if row is None:
+            return _Read(None, self._encoder.defaults)
+        return _Read(row, self._encoder.encode_customer(row.values))
+
     async def close(self) -> None:
         """Cancel the background refreshes still in flight (at shutdown)."""
         tasks = list(self._refreshing.values())
@@ -151,6 +155,3 @@ class CustomerFeatureService:
         await asyncio.gather(*tasks, return_exceptions=True)
         self._refreshing.clear()  # a task cancelled before it ran never reached its `finally`
 
-
-def _encoded(row: FeatureRow | None) -> _Read:
-    return _Read(row, encode_customer(row.values) if row is not None else _DEFAULTS)

@@ -9,11 +9,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from features.encoding import MODEL_COLUMNS
+from features.config import shipped_world
+from features.encoding import Encoder
 from service.errors import ModelError
 from service.manifest import MANIFEST_FILE, MODEL_FILE, versions
 from service.model import OnnxScorer, resolve_model_dir
 from tests.demo_fixtures import DemoDirs
+
+ENCODER = Encoder(shipped_world("retail"))
+MODEL_COLUMNS = ENCODER.columns
 
 
 @pytest.fixture

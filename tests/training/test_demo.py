@@ -6,7 +6,7 @@ import json
 import shutil
 from pathlib import Path
 
-from features.encoding import MODEL_COLUMNS
+from features.config import shipped_world
 from service.manifest import MANIFEST_FILE, read_manifest, versions
 from tests.demo_fixtures import DemoDirs
 from tests.service.conftest import make_settings
@@ -27,7 +27,7 @@ def test_a_model_on_other_columns_is_retrained_once(demo: DemoDirs, tmp_path: Pa
     prepare_demo(settings)
     after = versions(models_dir, name)
     assert after == [*before, before[-1] + 1]
-    assert read_manifest(models_dir / name / str(after[-1])).columns == MODEL_COLUMNS
+    assert read_manifest(models_dir / name / str(after[-1])).columns == shipped_world("retail").model_columns()
 
     prepare_demo(settings)  # current now: nothing to do
     assert versions(models_dir, name) == after
