@@ -1,10 +1,12 @@
-"""The demo world's preparation: a model trained on other input columns is replaced."""
+"""The demo world's preparation: a model trained on other input columns or encodings is replaced."""
 
 from __future__ import annotations
 
 import json
 import shutil
 from pathlib import Path
+
+import pytest
 
 from features.config import shipped_world
 from service.manifest import MANIFEST_FILE, read_manifest, versions
@@ -13,14 +15,18 @@ from tests.service.conftest import make_settings
 from training.demo import prepare_demo
 
 
-def test_a_model_on_other_columns_is_retrained_once(demo: DemoDirs, tmp_path: Path) -> None:
+@pytest.mark.parametrize("change", ["columns", "fingerprint"])
+def test_a_model_on_other_columns_is_retrained_once(demo: DemoDirs, tmp_path: Path, change: str) -> None:
     models_dir = tmp_path / "models"
     shutil.copytree(demo.models_dir, models_dir)
     settings = make_settings(DemoDirs(demo.data_dir, models_dir))
     name = settings.model_name
     old = models_dir / name / str(versions(models_dir, name)[-1]) / MANIFEST_FILE
     manifest = json.loads(old.read_text())
-    manifest["columns"] = manifest["columns"][:-1]  # as if trained before a column was added
+    if change == "columns":
+        manifest["columns"] = manifest["columns"][:-1]  # as if trained before a column was added
+    else:
+        manifest["encoding_fingerprint"] = "0" * 64  # as if trained before a vocabulary changed
     old.write_text(json.dumps(manifest))
     before = versions(models_dir, name)
 
