@@ -1,167 +1,70 @@
-"""Raw features -> the model's float32 input matrix, shared by training and serving.
+"""Raw features -> the model's float32 input matrix, compiled from the world's `model:` section.
 
-One encoder serves both sides so training and serving cannot drift. It works on blocks:
+One encoder serves training and serving so they cannot drift. `Encoder(world)` reads the
+declared encodings and crosses once, into positions, vocabulary indexes and gather tables,
+and then works on blocks in the world's column order:
 
-    [ customer block | context block | action block | cross features | basket block ]
+    [ customer block | context block | action block | crosses ]
 
 At decision time the customer and context blocks are one row each and are broadcast over
-the candidates; the action block is precomputed for the whole catalog and gathered by
-index; the cross features are numpy gathers. No per-candidate Python runs. Training
-passes one row per example for every block and gets the same columns.
+the candidates; the action block is encoded for the whole catalog ahead of time and
+gathered by index; every cross is a numpy gather over the candidates (the affinities
+index a per-customer table by the action's or the context's value code). No
+per-candidate Python runs, and nothing here names a feature of a particular world: the
+basket, the affinity prefixes and the features the crosses read all come from the
+declarations. Training passes one row per example for every block
+(`Encoder.encode_examples`) and gets the same columns.
+
+Unknown values: a one-hot with `unknown: other` sets its `<feature>=other` column, with
+`zeros` leaves the block all zero; either way the value's code is -1, which the crosses
+read as "no affinity, not in the basket". Missing features take `world.defaults`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from functools import cached_property
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 
-from features.schema import (
-    ACTION_DEFAULTS,
-    ACTION_KINDS,
-    CATEGORIES,
-    CHANNELS,
-    CUSTOMER_DEFAULTS,
-    DEVICES,
-    JOURNEY_STAGES,
-    PLACEMENTS,
-    SEGMENTS,
+from features.config import (
+    Affinity,
+    BasketHas,
+    BasketShare,
+    CategoryField,
+    Count,
+    Encoding,
+    IdListField,
+    InBasket,
+    NumberField,
+    Numeric,
+    OneHot,
+    World,
 )
 
-MAX_BASKET = 50
-#: log_category_affinity of an action without a known category (affinity 0) reads as this
-MIN_AFFINITY = 1e-3
-
-
-def _one_hot_names(prefix: str, values: Sequence[str]) -> list[str]:
-    return [f"{prefix}={v}" for v in values]
-
-
-CUSTOMER_COLUMNS = [
-    "log_recency_days", "log_frequency_90d", "log_monetary_90d", "price_sensitivity",
-    *_one_hot_names("segment", SEGMENTS),
-    *_one_hot_names("journey_stage", JOURNEY_STAGES),
-]
-CONTEXT_COLUMNS = [
-    *_one_hot_names("channel", CHANNELS),
-    *_one_hot_names("placement", PLACEMENTS),
-    *_one_hot_names("device", DEVICES),
-    "log_cart_value", "basket_size",
-]
-ACTION_COLUMNS = [
-    *_one_hot_names("kind", ACTION_KINDS),
-    *_one_hot_names("category", CATEGORIES),
-    "log_price", "margin", "discount", "popularity",
-]
-CROSS_COLUMNS = [
-    "category_affinity", "channel_affinity", "basket_category_share", "in_basket",
-    # the log of the first: preferences act multiplicatively on the odds, and a linear
-    # model over pairs (training/pairwise.py) cannot take the log itself
-    "log_category_affinity",
-]
-#: Which categories the basket holds: lets the model learn which categories go together
-#: (a basket with a phone makes a case more likely), which no single cross column carries.
-BASKET_COLUMNS = _one_hot_names("basket_has", CATEGORIES)
-
-#: The model's input columns, in order. Manifests record this list; the service refuses a
-#: model whose manifest disagrees.
-MODEL_COLUMNS = [*CUSTOMER_COLUMNS, *CONTEXT_COLUMNS, *ACTION_COLUMNS, *CROSS_COLUMNS, *BASKET_COLUMNS]
-
-_CHANNEL_INDEX = {c: i for i, c in enumerate(CHANNELS)}
-_STAGE_OFFSET = CUSTOMER_COLUMNS.index(f"journey_stage={JOURNEY_STAGES[0]}")
-_CATEGORY_INDEX = {c: i for i, c in enumerate(CATEGORIES)}
-_EMPTY_BASKET = np.zeros(len(BASKET_COLUMNS), dtype=np.float32)
-
-
-def _index(values: Sequence[str], value: Any) -> int:
-    try:
-        return values.index(value)
-    except ValueError:
-        return -1
-
-
-def _float(raw: Mapping[str, Any], name: str, defaults: Mapping[str, Any]) -> float:
-    value = raw.get(name)
-    if value is None:
-        value = defaults[name]
-    return float(value)
+#: the request fields every world has, besides its declared `context`
+REQUEST_FIELDS = ("channel", "placement")
 
 
 @dataclass(frozen=True)
 class CustomerVector:
-    """One customer's encoded block plus the affinities the cross features gather from."""
+    """One customer's encoded block, the affinity tables the crosses gather from, and the
+    customer's value of each string feature (after the request's overrides)."""
 
-    block: np.ndarray  # (len(CUSTOMER_COLUMNS),)
-    category_affinity: np.ndarray  # (len(CATEGORIES),)
-    channel_affinity: np.ndarray  # (len(CHANNELS),)
-    journey_stage: str
-    segment: str
-
-    @cached_property
-    def affinity_by_category_code(self) -> np.ndarray:
-        """`category_affinity` with a 0 appended: index -1 (unknown category) gives 0."""
-        return np.append(self.category_affinity, np.float32(0.0))
+    block: np.ndarray  # (customer columns,) float32
+    #: one per affinity table of the encoder: the value per vocabulary entry, then a 0 that
+    #: code -1 (an unknown value) reads
+    affinities: tuple[np.ndarray, ...]
+    labels: Mapping[str, str]
 
 
-def encode_customer(raw: Mapping[str, Any], journey_stage: str | None = None) -> CustomerVector:
-    """Encode one customer's raw features (missing ones take the schema's defaults).
+@dataclass(frozen=True)
+class ContextVector:
+    """The request's encoded block and the value codes the context affinities gather with."""
 
-    `journey_stage` from the request context, when given, overrides the stored stage.
-    """
-    d = CUSTOMER_DEFAULTS
-    block = np.zeros(len(CUSTOMER_COLUMNS), dtype=np.float32)
-    block[0] = np.log1p(max(_float(raw, "recency_days", d), 0.0))
-    block[1] = np.log1p(max(_float(raw, "frequency_90d", d), 0.0))
-    block[2] = np.log1p(max(_float(raw, "monetary_90d", d), 0.0))
-    block[3] = _float(raw, "price_sensitivity", d)
-    segment = str(raw.get("segment") or d["segment"])
-    stage = journey_stage or str(raw.get("journey_stage") or d["journey_stage"])
-    i = _index(SEGMENTS, segment)
-    if i >= 0:
-        block[4 + i] = 1.0
-    i = _index(JOURNEY_STAGES, stage)
-    if i >= 0:
-        block[_STAGE_OFFSET + i] = 1.0
-    cat = np.array([_float(raw, f"category_affinity_{c}", d) for c in CATEGORIES], np.float32)
-    chan = np.array([_float(raw, f"channel_affinity_{c}", d) for c in CHANNELS], np.float32)
-    return CustomerVector(block, cat, chan, stage, segment)
-
-
-def with_journey_stage(customer: CustomerVector, journey_stage: str | None) -> CustomerVector:
-    """`customer` with its journey stage replaced (None or the same stage: unchanged).
-
-    Equal to encoding the raw features again with that `journey_stage`, without doing so:
-    the service caches each customer's vector and a request's context may name the stage.
-    """
-    if not journey_stage or journey_stage == customer.journey_stage:
-        return customer
-    block = customer.block.copy()
-    block[_STAGE_OFFSET:_STAGE_OFFSET + len(JOURNEY_STAGES)] = 0.0
-    i = _index(JOURNEY_STAGES, journey_stage)
-    if i >= 0:
-        block[_STAGE_OFFSET + i] = 1.0
-    return CustomerVector(block, customer.category_affinity, customer.channel_affinity,
-                          journey_stage, customer.segment)
-
-
-def encode_context(
-    channel: str, placement: str, device: str | None, cart_value: float, basket_size: int
-) -> np.ndarray:
-    """Encode the request-time context (unknown placements and devices encode as all-zero)."""
-    block = np.zeros(len(CONTEXT_COLUMNS), dtype=np.float32)
-    offsets = (0, len(CHANNELS), len(CHANNELS) + len(PLACEMENTS))
-    for offset, values, value in zip(
-        offsets, (CHANNELS, PLACEMENTS, DEVICES), (channel, placement, device), strict=False
-    ):
-        i = _index(values, value)
-        if i >= 0:
-            block[offset + i] = 1.0
-    block[-2] = np.log1p(max(cart_value, 0.0))
-    block[-1] = min(basket_size, MAX_BASKET)
-    return block
+    block: np.ndarray  # (context columns,) float32
+    codes: tuple[int, ...]  # one per context feature an affinity reads (-1 unknown)
 
 
 @dataclass(frozen=True)
@@ -169,96 +72,495 @@ class ActionMatrix:
     """The encoded action block of a whole catalog, row i = action i."""
 
     ids: list[str]
-    block: np.ndarray  # (n_actions, len(ACTION_COLUMNS)) float32
-    category: np.ndarray  # (n_actions,) int, index into CATEGORIES (-1 unknown)
-    kind: np.ndarray  # (n_actions,) int, index into ACTION_KINDS (-1 unknown)
+    block: np.ndarray  # (n_actions, action columns) float32
+    features: tuple[str, ...]  # the one-hot encoded action features, in `codes` order
+    codes: tuple[np.ndarray, ...]  # per feature: (n_actions,) int64 index into its vocabulary, -1 unknown
 
     @property
     def index(self) -> dict[str, int]:
         return {a: i for i, a in enumerate(self.ids)}
 
-
-def encode_actions(rows: Mapping[str, Mapping[str, Any]]) -> ActionMatrix:
-    """Encode every action's raw features; called at start-up and on cache refresh."""
-    ids = list(rows)
-    block = np.zeros((len(ids), len(ACTION_COLUMNS)), dtype=np.float32)
-    category = np.full(len(ids), -1, dtype=np.int64)
-    kind = np.full(len(ids), -1, dtype=np.int64)
-    n_kinds = len(ACTION_KINDS)
-    for r, action_id in enumerate(ids):
-        raw = rows[action_id]
-        k = _index(ACTION_KINDS, raw.get("kind") or ACTION_DEFAULTS["kind"])
-        c = _index(CATEGORIES, raw.get("category") or ACTION_DEFAULTS["category"])
-        kind[r], category[r] = k, c
-        if k >= 0:
-            block[r, k] = 1.0
-        if c >= 0:
-            block[r, n_kinds + c] = 1.0
-        tail = n_kinds + len(CATEGORIES)
-        block[r, tail] = np.log1p(max(_float(raw, "price", ACTION_DEFAULTS), 0.0))
-        block[r, tail + 1] = _float(raw, "margin", ACTION_DEFAULTS)
-        block[r, tail + 2] = _float(raw, "discount", ACTION_DEFAULTS)
-        block[r, tail + 3] = _float(raw, "popularity", ACTION_DEFAULTS)
-    return ActionMatrix(ids, block, category, kind)
+    def code(self, feature: str) -> np.ndarray:
+        """Each action's value code of a one-hot encoded action `feature` (-1 unknown)."""
+        return self.codes[self.features.index(feature)]
 
 
-def assemble(
-    customer_block: np.ndarray,
-    context_block: np.ndarray,
-    action_block: np.ndarray,
-    category_affinity: np.ndarray,
-    channel_affinity: np.ndarray | float,
-    basket_category_share: np.ndarray | float,
-    in_basket: np.ndarray | float,
-    basket_block: np.ndarray,
-) -> np.ndarray:
-    """Stack the blocks into the model input; customer/context/basket rows broadcast over actions.
-
-    A scalar cross feature is the same for every action (as the channel affinity is).
-    """
-    n = action_block.shape[0]
-    out = np.empty((n, len(MODEL_COLUMNS)), dtype=np.float32)
-    a = len(CUSTOMER_COLUMNS)
-    b = a + len(CONTEXT_COLUMNS)
-    c = b + len(ACTION_COLUMNS)
-    out[:, :a] = customer_block
-    out[:, a:b] = context_block
-    out[:, b:c] = action_block
-    out[:, c] = category_affinity
-    out[:, c + 1] = channel_affinity
-    out[:, c + 2] = basket_category_share
-    out[:, c + 3] = in_basket
-    out[:, c + 4] = np.log(np.maximum(category_affinity, MIN_AFFINITY))
-    out[:, c + len(CROSS_COLUMNS):] = basket_block
-    return out
+# --- the compiled form -------------------------------------------------------------------
+@dataclass(frozen=True)
+class _OneHot:
+    feature: str
+    offset: int
+    index: dict[str, int]
+    width: int
+    other: int  # position of the `=other` column, -1 without one
 
 
-def encode_candidates(
-    customer: CustomerVector,
-    context_block: np.ndarray,
-    channel: str,
-    actions: ActionMatrix,
-    candidate_rows: np.ndarray,
-    basket_rows: np.ndarray,
-) -> np.ndarray:
-    """The model input for one decision: one row per candidate, vectorised."""
-    cats = actions.category[candidate_rows]
-    cat_aff = customer.affinity_by_category_code[cats]
-    ch = _CHANNEL_INDEX.get(channel, -1)
-    chan_aff = customer.channel_affinity[ch] if ch >= 0 else 0.0
-    share: np.ndarray | float
-    in_basket: np.ndarray | float
-    if basket_rows.size:
-        basket_cats = actions.category[basket_rows]
-        per_category = np.bincount(basket_cats[basket_cats >= 0], minlength=len(CATEGORIES))
-        share = np.where(cats >= 0, per_category[np.maximum(cats, 0)] / basket_rows.size, 0.0)
-        in_basket_mask = np.zeros(len(actions.ids), dtype=bool)
-        in_basket_mask[basket_rows] = True
-        in_basket = in_basket_mask[candidate_rows].astype(np.float32)
-        basket_block = (per_category > 0).astype(np.float32)
-    else:
-        share, in_basket, basket_block = 0.0, 0.0, _EMPTY_BASKET
-    return assemble(
-        customer.block, context_block, actions.block[candidate_rows],
-        cat_aff, chan_aff, share, in_basket, basket_block,
-    )
+@dataclass(frozen=True)
+class _Numeric:
+    feature: str
+    position: int
+    clip_min: float | None
+    clip_max: float | None
+    log1p: bool
+
+    def encode(self, value: float) -> float:
+        if self.clip_min is not None:
+            value = max(value, self.clip_min)
+        if self.clip_max is not None:
+            value = min(value, self.clip_max)
+        return float(np.log1p(value)) if self.log1p else value
+
+
+@dataclass(frozen=True)
+class _Count:
+    feature: str
+    position: int
+    clip_max: int
+
+
+@dataclass(frozen=True)
+class _Block:
+    width: int
+    numerics: tuple[_Numeric, ...]
+    one_hots: tuple[_OneHot, ...]
+    counts: tuple[_Count, ...]
+
+    def features(self) -> set[str]:
+        return ({n.feature for n in self.numerics} | {h.feature for h in self.one_hots}
+                | {k.feature for k in self.counts})
+
+    def one_hot_of(self, feature: str) -> _OneHot | None:
+        return next((h for h in self.one_hots if h.feature == feature), None)
+
+
+def _compile_block(world: World, encodings: Sequence[Encoding]) -> _Block:
+    numerics: list[_Numeric] = []
+    one_hots: list[_OneHot] = []
+    counts: list[_Count] = []
+    position = 0
+    for encoding in encodings:
+        width = len(encoding.columns(world))
+        if isinstance(encoding, Numeric):
+            numerics.append(_Numeric(encoding.feature, position, encoding.clip_min,
+                                     encoding.clip_max, encoding.transform == "log1p"))
+        elif isinstance(encoding, OneHot):
+            values = world.vocabulary(encoding.vocabulary)
+            other = position + len(values) if encoding.unknown == "other" else -1
+            one_hots.append(_OneHot(encoding.feature, position, {v: i for i, v in enumerate(values)},
+                                    width, other))
+        elif isinstance(encoding, Count):
+            counts.append(_Count(encoding.feature, position, encoding.clip_max))
+        position += width
+    return _Block(position, tuple(numerics), tuple(one_hots), tuple(counts))
+
+
+def _set_one_hot(block: np.ndarray, h: _OneHot, value: Any) -> int:
+    """Set `value`'s column of one-hot `h` in `block`; its code (-1 unknown)."""
+    i = h.index.get(value, -1) if isinstance(value, str) else -1
+    if i >= 0:
+        block[h.offset + i] = 1.0
+    elif h.other >= 0:
+        block[h.other] = 1.0
+    return i
+
+
+def _read(ctx: Any, name: str) -> Any:
+    """A request context field by its declared name: the request model's attribute, or a key."""
+    if isinstance(ctx, Mapping):
+        return ctx.get(name)
+    return getattr(ctx, name, None)
+
+
+# crosses: (kind, column position, table or feature index, extra)
+_AFFINITY_ACTION, _AFFINITY_CONTEXT, _SHARE, _IN_BASKET, _HAS = range(5)
+
+
+@dataclass(frozen=True)
+class _Cross:
+    kind: int
+    position: int
+    width: int
+    table: int = -1  # affinity: the customer's table
+    code: int = -1  # affinity of an action feature: its code column; of the context: its code
+    log_floor: float | None = None  # affinity with `log`: the floor
+    basket_feature: int = -1  # share / has: index into the encoder's basket features
+
+
+class Encoder:
+    """The world's encoding, compiled once; see the module docstring."""
+
+    def __init__(self, world: World) -> None:
+        self.world = world
+        model = world.model
+        self.columns: list[str] = world.model_columns()
+        self._customer = _compile_block(world, model.customer)
+        self._context = _compile_block(world, model.context)
+        self._action = _compile_block(world, model.action)
+        a = self._customer.width
+        b = a + self._context.width
+        c = b + self._action.width
+        self._offsets = (a, b, c)
+
+        customer_entity = world.customer_entity
+        customer_features = world.features_of(customer_entity)
+        self._customer_defaults: Mapping[str, Any] = world.defaults.get(customer_entity or "", {})
+        self._action_defaults: Mapping[str, Any] = world.defaults.get(world.action_entity, {})
+        self._labels = tuple(f for f, t in customer_features.items() if t == "string")
+
+        context_defaults: dict[str, Any] = {}
+        for name, spec in world.context.items():
+            if isinstance(spec, CategoryField | NumberField):
+                context_defaults[name] = spec.default
+        self._context_defaults = context_defaults
+        #: context field -> (the customer feature it overrides, that feature's one-hot or None)
+        self._overrides = tuple(
+            (name, spec.overrides, self._customer.one_hot_of(spec.overrides))
+            for name, spec in world.context.items()
+            if isinstance(spec, CategoryField) and spec.overrides is not None
+        )
+
+        self.action_features = tuple(h.feature for h in self._action.one_hots)
+        tables: list[tuple[str, str]] = []  # (prefix, vocabulary)
+        self._context_code_features: list[_OneHot] = []
+        basket_features: list[int] = []
+        baskets: set[str] = set()
+        crosses: list[_Cross] = []
+        position = c
+        for cross in model.crosses:
+            width = len(world._cross_columns(cross))
+            if isinstance(cross, Affinity):
+                floor = cross.floor if cross.log else None
+                if cross.of == "action":
+                    vocabulary = self._action_vocabulary(cross.feature)
+                    key = (cross.prefix, vocabulary)
+                    if key not in tables:
+                        tables.append(key)
+                    crosses.append(_Cross(_AFFINITY_ACTION, position, width, tables.index(key),
+                                          self.action_features.index(cross.feature), floor))
+                else:
+                    vocabulary = self._context_vocabulary(cross.feature)
+                    key = (cross.prefix, vocabulary)
+                    if key not in tables:
+                        tables.append(key)
+                    values = world.vocabulary(vocabulary)
+                    self._context_code_features.append(
+                        _OneHot(cross.feature, 0, {v: i for i, v in enumerate(values)}, 0, -1))
+                    crosses.append(_Cross(_AFFINITY_CONTEXT, position, width, tables.index(key),
+                                          len(self._context_code_features) - 1, floor))
+            elif isinstance(cross, BasketShare | BasketHas):
+                baskets.add(cross.basket)
+                k = self.action_features.index(self._coded(cross.feature))
+                if k not in basket_features:
+                    basket_features.append(k)
+                kind = _SHARE if isinstance(cross, BasketShare) else _HAS
+                crosses.append(_Cross(kind, position, width, code=k,
+                                      basket_feature=basket_features.index(k)))
+            elif isinstance(cross, InBasket):
+                baskets.add(cross.basket)
+                crosses.append(_Cross(_IN_BASKET, position, width))
+            position += width
+        if len(baskets) > 1:
+            raise ValueError(f"model.crosses read {len(baskets)} baskets ({sorted(baskets)}); "
+                             "the encoder supports one")
+        #: the id_list context field the basket crosses read (None: no basket cross)
+        self.basket: str | None = next(iter(baskets), None)
+        if self.basket is not None:
+            assert isinstance(world.context[self.basket], IdListField)
+        self._tables = tuple((prefix, tuple(f"{prefix}{v}" for v in world.vocabulary(vocabulary)))
+                             for prefix, vocabulary in tables)
+        self._basket_features = tuple(basket_features)
+        self._basket_widths = tuple(len(self._action.one_hots[k].index) for k in basket_features)
+        self._crosses = tuple(crosses)
+        self._empty_context_codes = tuple(-1 for _ in self._context_code_features)
+        read = self._context.features() | {h.feature for h in self._context_code_features}
+        #: (context field, its default) of every field the context block or a cross reads
+        self._context_reads = tuple((name, context_defaults.get(name)) for name in world.context
+                                    if name in read)
+        #: the action code columns the crosses gather over the candidates
+        self._gathered = tuple(sorted({x.code for x in crosses
+                                       if x.kind in (_AFFINITY_ACTION, _SHARE)}))
+        self.defaults = self.encode_customer({})
+        self.encoding: dict[str, Any] = self._describe()
+
+    def _describe(self) -> dict[str, Any]:
+        """What the encoding depends on, as plain JSON: the `model:` section's blocks and
+        crosses, the vocabularies and context fields they read, the defaults of the
+        features they read. Manifests record it (and its fingerprint); a change to any of
+        it changes what a column means."""
+        world = self.world
+        model = world.model.model_dump(mode="json", exclude={"feature_service"})
+        vocabularies = sorted({
+            *(e.vocabulary for block in (world.model.customer, world.model.context, world.model.action)
+              for e in block if isinstance(e, OneHot)),
+            *(self._action_vocabulary(x.feature) for x in world.model.crosses
+              if isinstance(x, BasketHas | BasketShare) or (isinstance(x, Affinity) and x.of == "action")),
+            *(self._context_vocabulary(x.feature) for x in world.model.crosses
+              if isinstance(x, Affinity) and x.of == "context"),
+        })
+        read_customer = self._customer.features() | {f for _, features in self._tables for f in features}
+        read_action = self._action.features()
+        defaults = {
+            "customer": {f: v for f, v in self._customer_defaults.items() if f in read_customer},
+            "action": {f: v for f, v in self._action_defaults.items() if f in read_action},
+        }
+        fields = {name for name, _ in self._context_reads} | {name for name, _, _ in self._overrides}
+        if self.basket is not None:
+            fields.add(self.basket)
+        return {
+            **model,
+            "vocabularies": {name: world.vocabulary(name) for name in vocabularies},
+            "context_fields": {name: world.context[name].model_dump(mode="json", exclude={"description"})
+                               for name in world.context if name in fields},
+            "defaults": defaults,
+        }
+
+    # -- vocabularies the crosses index ----------------------------------------------------
+    def _coded(self, feature: str) -> str:
+        if feature not in self.action_features:
+            raise ValueError(f"no one_hot encoding of action feature {feature!r} names its vocabulary")
+        return feature
+
+    def _action_vocabulary(self, feature: str) -> str:
+        for encoding in self.world.model.action:
+            if isinstance(encoding, OneHot) and encoding.feature == self._coded(feature):
+                return encoding.vocabulary
+        raise AssertionError(feature)
+
+    def _context_vocabulary(self, feature: str) -> str:
+        for encoding in self.world.model.context:
+            if isinstance(encoding, OneHot) and encoding.feature == feature:
+                return encoding.vocabulary
+        if feature == "channel":
+            return "channels"
+        if feature == "placement":
+            return "placements"
+        spec = self.world.context.get(feature)
+        if isinstance(spec, CategoryField):
+            return spec.vocabulary
+        raise ValueError(f"context feature {feature!r} has no vocabulary to take an affinity over")
+
+    # -- customers ------------------------------------------------------------------------
+    def encode_customer(self, raw: Mapping[str, Any], ctx: Any = None) -> CustomerVector:
+        """Encode one customer's raw features (missing ones take the world's defaults).
+
+        `ctx`, when given, is the request context: a field that `overrides` a customer
+        feature replaces it when the request names it.
+        """
+        d = self._customer_defaults
+        spec = self._customer
+        block = np.zeros(spec.width, dtype=np.float32)
+        for n in spec.numerics:
+            block[n.position] = n.encode(_number(raw, n.feature, d))
+        for h in spec.one_hots:
+            _set_one_hot(block, h, raw.get(h.feature) or d.get(h.feature))
+        for k in spec.counts:
+            block[k.position] = min(_length(raw.get(k.feature)), k.clip_max)
+        tables = tuple(
+            np.array([*(_number(raw, f, d) for f in features), 0.0], dtype=np.float32)
+            for _, features in self._tables
+        )
+        labels = {}
+        for f in self._labels:
+            value = raw.get(f) or d.get(f)
+            labels[f] = "" if value is None else str(value)
+        customer = CustomerVector(block, tables, labels)
+        return customer if ctx is None else self.with_context(customer, ctx)
+
+    def with_context(self, customer: CustomerVector, ctx: Any) -> CustomerVector:
+        """`customer` with the request's overriding fields applied (none named: unchanged).
+
+        Equal to encoding the raw features again with `ctx`, without doing so: the service
+        caches each customer's vector and a request's context may name, say, a stage.
+        """
+        block: np.ndarray | None = None
+        labels: dict[str, str] | None = None
+        for name, feature, h in self._overrides:
+            value = _read(ctx, name)
+            if not value or value == customer.labels.get(feature):
+                continue
+            if labels is None:
+                labels = dict(customer.labels)
+            labels[feature] = value
+            if h is not None:
+                if block is None:
+                    block = customer.block.copy()
+                block[h.offset:h.offset + h.width] = 0.0
+                _set_one_hot(block, h, value)
+        if labels is None:
+            return customer
+        return replace(customer, block=customer.block if block is None else block, labels=labels)
+
+    # -- the request ----------------------------------------------------------------------
+    def encode_context(self, channel: str, placement: str, ctx: Any) -> ContextVector:
+        """Encode the request: its channel, placement and context fields (read by name)."""
+        values: dict[str, Any] = {"channel": channel, "placement": placement}
+        mapping = isinstance(ctx, Mapping)
+        for name, default in self._context_reads:
+            value = ctx.get(name) if mapping else getattr(ctx, name, None)
+            values[name] = default if value is None else value
+        spec = self._context
+        block = np.zeros(spec.width, dtype=np.float32)
+        for h in spec.one_hots:
+            value = values[h.feature]
+            i = h.index.get(value, -1) if isinstance(value, str) else -1
+            if i >= 0:
+                block[h.offset + i] = 1.0
+            elif h.other >= 0:
+                block[h.other] = 1.0
+        for n in spec.numerics:
+            value = values[n.feature]
+            block[n.position] = n.encode(float(value if value is not None else 0.0))
+        for k in spec.counts:
+            block[k.position] = min(_length(values[k.feature]), k.clip_max)
+        if not self._context_code_features:
+            return ContextVector(block, self._empty_context_codes)
+        return ContextVector(block, tuple(h.index.get(values[h.feature], -1)
+                                          for h in self._context_code_features))
+
+    # -- actions --------------------------------------------------------------------------
+    def encode_actions(self, rows: Mapping[str, Mapping[str, Any]]) -> ActionMatrix:
+        """Encode every action's raw features; called at start-up and on cache refresh."""
+        ids = list(rows)
+        spec = self._action
+        d = self._action_defaults
+        block = np.zeros((len(ids), spec.width), dtype=np.float32)
+        codes = [np.full(len(ids), -1, dtype=np.int64) for _ in spec.one_hots]
+        for r, action_id in enumerate(ids):
+            raw = rows[action_id]
+            row = block[r]
+            for j, h in enumerate(spec.one_hots):
+                codes[j][r] = _set_one_hot(row, h, raw.get(h.feature) or d.get(h.feature))
+            for n in spec.numerics:
+                row[n.position] = n.encode(_number(raw, n.feature, d))
+            for k in spec.counts:
+                row[k.position] = min(_length(raw.get(k.feature)), k.clip_max)
+        return ActionMatrix(ids, block, self.action_features, tuple(codes))
+
+    # -- the model input ------------------------------------------------------------------
+    def encode_candidates(
+        self,
+        customer: CustomerVector,
+        context: ContextVector,
+        actions: ActionMatrix,
+        candidate_rows: np.ndarray,
+        basket_rows: np.ndarray,
+    ) -> np.ndarray:
+        """The model input for one decision: one row per candidate, vectorised.
+
+        `basket_rows` are the catalog rows of the basket's items (ids the catalog does not
+        know dropped).
+        """
+        a, b, c = self._offsets
+        out = np.empty((len(candidate_rows), len(self.columns)), dtype=np.float32)
+        out[:, :a] = customer.block
+        out[:, a:b] = context.block
+        out[:, b:c] = actions.block[candidate_rows]
+        codes: dict[int, np.ndarray] = {k: actions.codes[k][candidate_rows] for k in self._gathered}
+        counts: list[np.ndarray | None] = [None] * len(self._basket_features)
+        size = basket_rows.size
+        if size:
+            for i, k in enumerate(self._basket_features):
+                held = actions.codes[k][basket_rows]
+                counts[i] = np.bincount(held[held >= 0], minlength=self._basket_widths[i])
+        for x in self._crosses:
+            p = x.position
+            if x.kind == _AFFINITY_ACTION:
+                value = customer.affinities[x.table][codes[x.code]]
+            elif x.kind == _AFFINITY_CONTEXT:
+                value = customer.affinities[x.table][context.codes[x.code]]
+            elif x.kind == _IN_BASKET:
+                if size:
+                    mask = np.zeros(len(actions.ids), dtype=bool)
+                    mask[basket_rows] = True
+                    out[:, p] = mask[candidate_rows]
+                else:
+                    out[:, p] = 0.0
+                continue
+            else:
+                per_value = counts[x.basket_feature]
+                if x.kind == _HAS:
+                    out[:, p:p + x.width] = 0.0 if per_value is None else per_value > 0
+                elif per_value is None:
+                    out[:, p] = 0.0
+                else:
+                    cats = codes[x.code]
+                    out[:, p] = np.where(cats >= 0, per_value[np.maximum(cats, 0)] / size, 0.0)
+                continue
+            out[:, p] = value if x.log_floor is None else np.log(np.maximum(value, x.log_floor))
+        return out
+
+    def encode_decision(
+        self, customer: CustomerVector, channel: str, placement: str, ctx: Any,
+        actions: ActionMatrix, candidate_rows: np.ndarray, basket_rows: np.ndarray,
+    ) -> tuple[CustomerVector, np.ndarray]:
+        """One decision's features: the customer as the request sees it (its overrides
+        applied) and the model input over the candidates."""
+        customer = self.with_context(customer, ctx)
+        context = self.encode_context(channel, placement, ctx)
+        return customer, self.encode_candidates(customer, context, actions, candidate_rows, basket_rows)
+
+    def encode_examples(
+        self,
+        customers: Sequence[CustomerVector],
+        contexts: Sequence[ContextVector],
+        actions: ActionMatrix,
+        catalog: ActionMatrix,
+        basket_rows: Sequence[np.ndarray],
+        catalog_rows: np.ndarray,
+    ) -> np.ndarray:
+        """The model input for training: row i = (customers[i], contexts[i], actions row i).
+
+        The basket crosses read the `catalog` (what the service reads them from):
+        `basket_rows[i]` are example i's basket items as catalog rows, `catalog_rows[i]`
+        the catalog row of its action (-1 none). Equal, row by row, to `encode_candidates`.
+        """
+        n = len(actions.ids)
+        a, b, c = self._offsets
+        rows = np.arange(n)
+        out = np.empty((n, len(self.columns)), dtype=np.float32)
+        out[:, :a] = np.stack([x.block for x in customers]) if a else 0.0
+        out[:, a:b] = np.stack([x.block for x in contexts]) if b > a else 0.0
+        out[:, b:c] = actions.block
+        tables = [np.stack([x.affinities[t] for x in customers]) for t in range(len(self._tables))]
+        context_codes = np.array([x.codes for x in contexts], dtype=np.int64).reshape(n, -1)
+        sizes = np.array([r.size for r in basket_rows], dtype=np.int64)
+        counts = [np.zeros((n, w), dtype=np.int64) for w in self._basket_widths]
+        in_basket = np.zeros(n, dtype=np.float32)
+        for i, held_rows in enumerate(basket_rows):
+            if not held_rows.size:
+                continue
+            for j, k in enumerate(self._basket_features):
+                held = catalog.codes[k][held_rows]
+                counts[j][i] = np.bincount(held[held >= 0], minlength=self._basket_widths[j])
+            in_basket[i] = catalog_rows[i] >= 0 and bool(np.any(held_rows == catalog_rows[i]))
+        for x in self._crosses:
+            p = x.position
+            if x.kind == _AFFINITY_ACTION:
+                value = tables[x.table][rows, actions.codes[x.code]]
+            elif x.kind == _AFFINITY_CONTEXT:
+                value = tables[x.table][rows, context_codes[:, x.code]]
+            elif x.kind == _IN_BASKET:
+                out[:, p] = in_basket
+                continue
+            elif x.kind == _HAS:
+                out[:, p:p + x.width] = counts[x.basket_feature] > 0
+                continue
+            else:
+                cats = actions.codes[x.code]
+                held = counts[x.basket_feature][rows, np.maximum(cats, 0)]
+                share = np.divide(held, sizes, out=np.zeros(n), where=sizes > 0)
+                out[:, p] = np.where(cats >= 0, share, 0.0)
+                continue
+            out[:, p] = value if x.log_floor is None else np.log(np.maximum(value, x.log_floor))
+        return out
+
+
+def _number(raw: Mapping[str, Any], name: str, defaults: Mapping[str, Any]) -> float:
+    value = raw.get(name)
+    if value is None:
+        value = defaults.get(name, 0.0)
+    return float(value)
+
+
+def _length(value: Any) -> int:
+    return len(value) if isinstance(value, list | tuple) else 0

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 from fastapi import FastAPI
 
-from features.encoding import MODEL_COLUMNS
+from features.config import shipped_world
 from service import api
 from service.app import create_app as create_service_app
 from service.runtime import Runtime
@@ -49,7 +49,7 @@ _FEEDBACK = {"accepted": 1, "rejected": []}
 
 @functools.cache
 def _matrix(rows: int) -> np.ndarray:
-    return np.random.default_rng(rows).random((rows, len(MODEL_COLUMNS)), dtype=np.float32)
+    return np.random.default_rng(rows).random((rows, len(shipped_world("retail").model_columns())), dtype=np.float32)
 
 
 def handlers(layer: str) -> Callable[[RequestModels], dict[str, api.Handler]]:

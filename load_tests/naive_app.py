@@ -33,7 +33,7 @@ from fastapi.responses import JSONResponse
 from river import linear_model, optim
 
 from features.config import shipped_world
-from features.encoding import encode_actions, encode_candidates, encode_context, encode_customer
+from features.encoding import Encoder
 from features.schema import ACTION_JOIN_KEY, ACTION_VIEWS, CUSTOMER_JOIN_KEY, CUSTOMER_VIEWS
 from service.catalog import load_catalog
 from service.learner import OUTCOME_LABELS
@@ -71,6 +71,7 @@ class NaiveRanker:
         self.model = linear_model.LogisticRegression(optimizer=optim.SGD(0.05), intercept_lr=0.01)
         self.model._weights["z"] = 1.0
         self.lock = threading.Lock()
+        self.encoder = Encoder(shipped_world("retail"))
         self.decisions: OrderedDict[str, dict[str, Any]] = OrderedDict()
 
     def _features(self, action_id: str, channel: str, placement: str, stage: str, z: float) -> dict[str, float]:
@@ -95,12 +96,10 @@ class NaiveRanker:
             features=ACTION_REFS, entity_rows=[{ACTION_JOIN_KEY: a} for a in ids]
         ).to_dict()
         rows = {a: {f: got[f][i] for f in _ACTION_FEATURES} for i, a in enumerate(ids)}
-        matrix = encode_actions(rows)
-        cv = encode_customer(customer, ctx.journey_stage)
-        context_block = encode_context(req.channel, req.placement, ctx.device, ctx.cart_value,
-                                       len(ctx.basket))
-        x = encode_candidates(cv, context_block, req.channel, matrix,
-                              np.arange(len(candidates)), np.arange(len(candidates), len(ids)))
+        matrix = self.encoder.encode_actions(rows)
+        cv, x = self.encoder.encode_decision(
+            self.encoder.encode_customer(customer), req.channel, req.placement, req.context, matrix,
+            np.arange(len(candidates)), np.arange(len(candidates), len(ids)))
         probs = self.session.run([self.manifest.output_name], {self.manifest.input_name: x})[0]
         p_offline = np.clip(probs[:, 1], 1e-6, 1 - 1e-6)
 
@@ -108,7 +107,7 @@ class NaiveRanker:
         scored = []
         for i, action_id in enumerate(candidates):
             z = math.log(p_offline[i] / (1 - p_offline[i]))
-            x_online = self._features(action_id, req.channel, req.placement, cv.journey_stage, z)
+            x_online = self._features(action_id, req.channel, req.placement, cv.labels["journey_stage"], z)
             propensity = self.model.predict_proba_one(x_online)[True]
             row = self.catalog.index[action_id]
             value = float(self.catalog.value[row])
@@ -119,7 +118,7 @@ class NaiveRanker:
         shown = scored[: req.limit]
         with self.lock:
             self.decisions[decision_id] = {
-                "channel": req.channel, "placement": req.placement, "stage": cv.journey_stage,
+                "channel": req.channel, "placement": req.placement, "stage": cv.labels["journey_stage"],
                 "z": {a: z for _, a, _, _, z in shown},
             }
             while len(self.decisions) > _MAX_DECISIONS:

@@ -11,7 +11,7 @@ import asyncio
 import logging
 import time
 
-from features.encoding import ActionMatrix, encode_actions
+from features.encoding import ActionMatrix, Encoder
 from features.online import OnlineFeatureReader, Scalar
 from service.catalog import Catalog
 
@@ -19,8 +19,10 @@ log = logging.getLogger(__name__)
 
 
 class ActionFeatureCache:
-    def __init__(self, reader: OnlineFeatureReader, catalog: Catalog, refresh_seconds: float) -> None:
+    def __init__(self, reader: OnlineFeatureReader, catalog: Catalog, encoder: Encoder,
+                 refresh_seconds: float) -> None:
         self._reader = reader
+        self._encoder = encoder
         self._catalog = catalog
         self._refresh = refresh_seconds
         self.matrix: ActionMatrix | None = None
@@ -36,10 +38,11 @@ class ActionFeatureCache:
         raw: dict[str, dict[str, Scalar]] = {}
         for a in self._catalog.actions:
             values = dict(rows[a.action_id].values) if a.action_id in rows else {}
-            values.setdefault("kind", a.kind)
-            values.setdefault("category", a.category)
+            for feature in self._encoder.action_features:  # the catalog's own, where the store has none
+                if hasattr(a, feature):
+                    values.setdefault(feature, getattr(a, feature))
             raw[a.action_id] = values
-        self.matrix = encode_actions(raw)
+        self.matrix = self._encoder.encode_actions(raw)
         self.loaded_at = time.time()
         return self.matrix
 

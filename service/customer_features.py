@@ -8,9 +8,9 @@ Slowness is bounded by the reader's own client (the Redis client on the decision
 has a socket timeout of NEXTBEST_REDIS_TIMEOUT_SECONDS), not by `asyncio.wait_for`,
 which would cost a task per decision.
 
-Each read row is encoded once (`features.encoding.encode_customer`) and the encoded
+Each read row is encoded once (`Encoder.encode_customer`) and the encoded
 vector travels with it, so a cached customer costs no encoding either; a request that
-names a journey stage gets a copy with that stage (`with_journey_stage`).
+overrides a customer feature (a journey stage) gets a copy with it (`Encoder.with_context`).
 
 Reads are cached in-process for NEXTBEST_CUSTOMER_CACHE_SECONDS (a bounded LRU):
 features change only when a materialization writes them, so a busy customer costs one
@@ -38,7 +38,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from features.encoding import CustomerVector, encode_customer
+from features.encoding import CustomerVector, Encoder
 from features.online import FeatureRow, OnlineFeatureReader, Scalar
 
 log = logging.getLogger(__name__)
@@ -52,7 +52,7 @@ MAX_REFRESHES = 256
 class CustomerFeatures:
     values: dict[str, Scalar]
     degraded: tuple[str, ...]
-    vector: CustomerVector  # `values` encoded (schema defaults where missing)
+    vector: CustomerVector  # `values` encoded (the world's defaults where missing)
 
 
 @dataclass(frozen=True)
@@ -63,20 +63,19 @@ class _Read:
     vector: CustomerVector
 
 
-_DEFAULTS = encode_customer({})
-ANONYMOUS = CustomerFeatures({}, ("anonymous",), _DEFAULTS)
-UNAVAILABLE = CustomerFeatures({}, ("features_unavailable",), _DEFAULTS)
-UNKNOWN = CustomerFeatures({}, ("unknown_customer",), _DEFAULTS)
-#: every decision of a world without customer features
-WITHOUT_CUSTOMER_FEATURES = CustomerFeatures({}, (), _DEFAULTS)
-
-
 class CustomerFeatureService:
     def __init__(
-        self, reader: OnlineFeatureReader | None, max_age_seconds: float,
+        self, reader: OnlineFeatureReader | None, encoder: Encoder, max_age_seconds: float,
         cache_seconds: float = 0.0, cache_size: int = 20_000, stale_seconds: float = 0.0,
     ) -> None:
         self._reader = reader
+        self._encoder = encoder
+        defaults = encoder.defaults
+        self.anonymous = CustomerFeatures({}, ("anonymous",), defaults)
+        self.unavailable = CustomerFeatures({}, ("features_unavailable",), defaults)
+        self.unknown = CustomerFeatures({}, ("unknown_customer",), defaults)
+        #: every decision of a world without customer features (`reader` None)
+        self.without_customer_features = CustomerFeatures({}, (), defaults)
         self._max_age = max_age_seconds
         self._cache_seconds = cache_seconds
         self._cache_size = cache_size
@@ -89,17 +88,17 @@ class CustomerFeatureService:
 
     async def get(self, customer_id: str | None) -> CustomerFeatures:
         if self._reader is None:
-            return WITHOUT_CUSTOMER_FEATURES
+            return self.without_customer_features
         if customer_id is None:
-            return ANONYMOUS
+            return self.anonymous
         try:
             found = await self._read(customer_id)
         except Exception as exc:  # timeouts and connection errors alike: serve defaults
             self._failed(exc)
-            return UNAVAILABLE
+            return self.unavailable
         row = found.row
         if row is None:
-            return UNKNOWN
+            return self.unknown
         if time.time() - row.event_ts > self._max_age:
             return CustomerFeatures(row.values, ("stale_customer_features",), found.vector)
         return CustomerFeatures(row.values, (), found.vector)
@@ -123,7 +122,7 @@ class CustomerFeatureService:
 
     async def _fetch(self, customer_id: str) -> _Read:
         assert self._reader is not None  # `get` answers without a read when there is none
-        return _encoded(await self._reader.read(customer_id))
+        return self._encoded(await self._reader.read(customer_id))
 
     def _store(self, customer_id: str, found: _Read) -> None:
         cache = self._cache
@@ -153,6 +152,11 @@ class CustomerFeatureService:
             log.warning("customer features unavailable (%d failed reads): %r", self._failures, exc)
             self._warned_at, self._failures = time.monotonic(), 0
 
+    def _encoded(self, row: FeatureRow | None) -> _Read:
+        if row is None:
+            return _Read(None, self._encoder.defaults)
+        return _Read(row, self._encoder.encode_customer(row.values))
+
     async def close(self) -> None:
         """Cancel the background refreshes still in flight (at shutdown)."""
         tasks = list(self._refreshing.values())
@@ -161,6 +165,3 @@ class CustomerFeatureService:
         await asyncio.gather(*tasks, return_exceptions=True)
         self._refreshing.clear()  # a task cancelled before it ran never reached its `finally`
 
-
-def _encoded(row: FeatureRow | None) -> _Read:
-    return _Read(row, encode_customer(row.values) if row is not None else _DEFAULTS)

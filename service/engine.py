@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from features.encoding import encode_candidates, encode_context, with_journey_stage
+from features.encoding import Encoder
 from service.action_features import ActionFeatureCache
 from service.arbitration import arbitrate
 from service.catalog import Catalog
@@ -40,6 +40,7 @@ class DecisionEngine:
     eligibility: Eligibility
     log: DecisionLog
     metrics: Metrics
+    encoder: Encoder
     epsilon: float
     rng: np.random.Generator
     contacts: ContactLedger | None = None
@@ -83,11 +84,8 @@ class DecisionEngine:
             stage.done("contacts")
 
             customer = await self.customers.get(req.customer_id)
-            cv = with_journey_stage(customer.vector, ctx.journey_stage)
-            context_block = encode_context(
-                req.channel, req.placement, ctx.device, ctx.cart_value, len(ctx.basket)
-            )
-            x = encode_candidates(cv, context_block, req.channel, matrix, rows, basket_rows)
+            cv, x = self.encoder.encode_decision(
+                customer.vector, req.channel, req.placement, ctx, matrix, rows, basket_rows)
             degraded = list(customer.degraded)
             stage.done("features")
 
@@ -95,7 +93,7 @@ class DecisionEngine:
             stage.done("offline")
 
             correction = self.learner.weights.correction(
-                z, rows, req.channel, req.placement, cv.journey_stage, exposures
+                z, rows, req.channel, req.placement, cv.labels.get("journey_stage", ""), exposures
             )
             propensity = sigmoid(z + correction)
             stage.done("online")
@@ -157,8 +155,8 @@ class DecisionEngine:
                 "customer_id": req.customer_id,
                 "channel": req.channel,
                 "placement": req.placement,
-                "journey_stage": cv.journey_stage,
-                "segment": cv.segment,
+                "journey_stage": cv.labels.get("journey_stage"),
+                "segment": cv.labels.get("segment"),
                 "context": ctx.model_dump(exclude_defaults=True),
                 "model": versions["offline"],
                 "candidates": [ids[r] for r in rows.tolist()],

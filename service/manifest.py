@@ -6,14 +6,17 @@ Layout of the registry on disk (`models/` by default):
     models/<name>/<version>/manifest.json
 
 Versions are positive integers; the newest is served unless one is pinned. The manifest
-records the input columns in order, the FeatureService the model was trained on, the
-training metrics and the sha256 of the ONNX file, which the service checks at load.
+records the input columns in order, what they were encoded from (the world's encodings,
+the vocabularies and defaults they read) with its fingerprint, the FeatureService the
+model was trained on, the training metrics and the sha256 of the ONNX file, which the
+service checks at load.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -36,9 +39,39 @@ class ModelManifest(BaseModel):
         None, description="Output with the raw logit [n, 1], when the model has one "
         "(pairwise and tree models); the service then reads it instead of the probabilities."
     )
+    encoding_fingerprint: str | None = Field(
+        None, description="sha256 of `encoding` (`encoding_fingerprint`); None: a model "
+        "trained before manifests recorded it")
+    encoding: dict[str, Any] | None = Field(
+        None, description="What the input columns were encoded from (`Encoder.encoding`).")
     sha256: str
     metrics: dict[str, float] = Field(default_factory=dict)
     training: dict[str, Any] = Field(default_factory=dict)
+
+
+def encoding_fingerprint(encoding: Mapping[str, Any]) -> str:
+    """sha256 of the canonical JSON (sorted keys, no spaces) of an encoding description."""
+    canonical = json.dumps(encoding, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def encoding_differences(trained: Mapping[str, Any], served: Mapping[str, Any]) -> list[str]:
+    """The keys (`customer.3`, `vocabularies.segments`, `defaults.customer.recency_days`)
+    whose value differs between two encoding descriptions."""
+    out: list[str] = []
+
+    def walk(a: Any, b: Any, key: str) -> None:
+        if isinstance(a, Mapping) and isinstance(b, Mapping):
+            for k in [*a, *(k for k in b if k not in a)]:
+                walk(a.get(k), b.get(k), f"{key}.{k}" if key else str(k))
+        elif isinstance(a, list) and isinstance(b, list) and key.count(".") < 1:
+            for i in range(max(len(a), len(b))):
+                walk(a[i] if i < len(a) else None, b[i] if i < len(b) else None, f"{key}.{i}")
+        elif a != b:
+            out.append(key)
+
+    walk(trained, served, "")
+    return out
 
 
 def sha256_file(path: Path) -> str:

@@ -1,20 +1,33 @@
 """The offline model: an ONNX Runtime session loaded only through its manifest.
 
 Loading checks the sha256 recorded in the manifest, the input name, width and dtype,
-and that the manifest's columns are exactly the columns the service's encoder produces;
-any mismatch refuses the model with a message that says what is wrong.
+that the manifest's columns are exactly the columns the service's encoder produces, and
+that they were encoded as the service encodes them (the encoding fingerprint: the same
+column names over another vocabulary, default or clip mean other inputs); any mismatch
+refuses the model with a message that says what is wrong. A manifest from before the
+fingerprint is served when its columns match, with a warning.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
 
 from service.errors import ModelError
-from service.manifest import MODEL_FILE, ModelManifest, read_manifest, sha256_file, versions
+from service.manifest import (
+    MODEL_FILE,
+    ModelManifest,
+    encoding_differences,
+    encoding_fingerprint,
+    read_manifest,
+    sha256_file,
+    versions,
+)
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +54,10 @@ def resolve_model_dir(models_dir: Path, name: str, version: str | None) -> Path:
 class OnnxScorer:
     """Propensity of acceptance for a float32 matrix [n_candidates x n_columns]."""
 
-    def __init__(self, directory: Path, expected_columns: list[str]) -> None:
+    def __init__(self, directory: Path, expected_columns: list[str],
+                 encoding: Mapping[str, Any] | None = None) -> None:
+        """`encoding`: what the service encodes its columns from (`Encoder.encoding`);
+        a model trained on another encoding is refused (None: not checked)."""
         try:
             manifest = read_manifest(directory)
         except (OSError, ValueError) as exc:
@@ -56,13 +72,12 @@ class OnnxScorer:
                 "the file was changed or corrupted"
             )
         if manifest.columns != expected_columns:
-            missing = [c for c in expected_columns if c not in manifest.columns]
-            extra = [c for c in manifest.columns if c not in expected_columns]
             raise ModelError(
                 f"model {manifest.name} v{manifest.version} was trained on other input "
-                f"columns than this service encodes (missing {missing}, unexpected {extra}, "
-                "or a different order)"
+                f"columns than this service encodes: {column_differences(manifest.columns, expected_columns)}"
             )
+        if encoding is not None:
+            _check_encoding(manifest, encoding)
         options = ort.SessionOptions()
         options.intra_op_num_threads = 1
         options.inter_op_num_threads = 1
@@ -115,6 +130,39 @@ class OnnxScorer:
         z = self._session.run(self._logit, {self._input: x})[0][:, 0].astype(np.float64)
         # np.minimum/np.maximum in place: np.clip's Python wrapper costs more than the work
         return np.minimum(np.maximum(z, -_MAX_LOGIT, out=z), _MAX_LOGIT, out=z)
+
+
+def column_differences(trained: list[str], served: list[str]) -> str:
+    """`missing [...]; extra [...]; reordered [...]`: what the service encodes and the model
+    lacks, what the model has and the service does not encode, and the shared columns at
+    another position."""
+    missing = [c for c in served if c not in trained]
+    extra = [c for c in trained if c not in served]
+    shared_trained = [c for c in trained if c in served]
+    shared_served = [c for c in served if c in trained]
+    reordered = [c for c, d in zip(shared_trained, shared_served, strict=True) if c != d]
+    parts = [f"{name} {columns}" for name, columns in
+             (("missing", missing), ("extra", extra), ("reordered", reordered)) if columns]
+    return "; ".join(parts)
+
+
+def _check_encoding(manifest: ModelManifest, encoding: Mapping[str, Any]) -> None:
+    label = f"model {manifest.name} v{manifest.version}"
+    if manifest.encoding_fingerprint is None:
+        log.warning("%s records no encoding fingerprint (trained before manifests had one); "
+                    "its columns match this service's, so it is served: retrain to be sure "
+                    "it was encoded as the service encodes", label)
+        return
+    if manifest.encoding_fingerprint == encoding_fingerprint(encoding):
+        return
+    if manifest.encoding is None:
+        detail = "the manifest does not record the encodings themselves"
+    else:
+        detail = "differing: " + ", ".join(encoding_differences(manifest.encoding, encoding))
+    raise ModelError(
+        f"{label} was trained on other encodings than this service's world declares, for the "
+        f"same columns ({detail}): retrain it (`nextbest train`) on this world"
+    )
 
 
 def logit(p: np.ndarray) -> np.ndarray:

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from features.config import World, configured_world
-from features.encoding import MODEL_COLUMNS
+from features.encoding import Encoder
 from features.online import (
     EntityLayout,
     OnlineFeatureReader,
@@ -133,9 +133,10 @@ class Runtime:
         world = world if world is not None else configured_world(settings.config)
         requests = requests if requests is not None else request_models(world)
         catalog = load_catalog(settings.catalog_file, world)
+        encoder = Encoder(world)
         scorer = OnnxScorer(
             resolve_model_dir(settings.models_dir, settings.model_name, settings.model_version),
-            MODEL_COLUMNS,
+            encoder.columns, encoder.encoding,
         )
         # A world without a customer entity reads no customer features at all.
         customers = (EntityLayout.of(world, world.customer_entity)
@@ -193,9 +194,9 @@ class Runtime:
             state, linger_seconds=settings.decision_log_linger_seconds,
             recent=settings.recent_decisions, ttl_seconds=settings.decision_ttl_seconds,
         )
-        action_cache = ActionFeatureCache(action_reader, catalog, settings.action_refresh_seconds)
+        action_cache = ActionFeatureCache(action_reader, catalog, encoder, settings.action_refresh_seconds)
         customer_features = CustomerFeatureService(
-            customer_reader, settings.customer_max_age_seconds, settings.customer_cache_seconds,
+            customer_reader, encoder, settings.customer_max_age_seconds, settings.customer_cache_seconds,
             settings.customer_cache_size, stale_seconds=settings.customer_cache_stale_seconds,
         )
         closers.insert(0, customer_features)  # its background reads stop before the clients close
@@ -208,6 +209,7 @@ class Runtime:
             eligibility=Eligibility(catalog),
             log=decision_log,
             metrics=metrics,
+            encoder=encoder,
             epsilon=settings.epsilon,
             explore_top=settings.explore_top,
             rng=np.random.default_rng(settings.seed),

@@ -3,9 +3,10 @@
 Features come from Feast's offline store through the SAME FeatureService the service
 reads online (the world's `model.feature_service`), with a point-in-time join: each decision sees
 the customer and action features as they were when it was made, never later values.
-The rows are then encoded with `features/encoding.py`, the encoder the service uses; the
-cross features are computed the way `encode_candidates` computes them, vectorised over
-rows instead of over candidates (tests/training/test_dataset.py proves the parity).
+The rows are then encoded with `features/encoding.py`, the encoder the service uses
+(`Encoder.encode_examples`: the cross features computed as `encode_candidates` computes
+them, over rows instead of over candidates; tests/training/test_dataset.py proves the
+parity).
 """
 
 from __future__ import annotations
@@ -18,22 +19,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from features.config import World, configured_world
-from features.encoding import (
-    BASKET_COLUMNS,
-    CONTEXT_COLUMNS,
-    MODEL_COLUMNS,
-    assemble,
-    encode_actions,
-    encode_context,
-    encode_customer,
-)
+from features.config import IdListField, World, configured_world
+from features.encoding import ActionMatrix, Encoder
 from features.schema import (
     ACTION_JOIN_KEY,
-    CATEGORIES,
-    CHANNELS,
-    action_features,
-    customer_features,
 )
 
 log = logging.getLogger(__name__)
@@ -47,7 +36,7 @@ CONTEXT_RENAMES = {"journey_stage": "context_journey_stage"}
 class TrainingSet:
     """Encoded examples in time order, with what off-policy evaluation needs."""
 
-    X: np.ndarray  # (n, len(MODEL_COLUMNS)) float32
+    X: np.ndarray  # (n, len(encoder.columns)) float32
     y: np.ndarray  # (n,) int 0/1
     propensity: np.ndarray  # (n,) logging policy's probability of the logged action
     reward: np.ndarray  # (n,) label x value
@@ -113,58 +102,50 @@ def _records(frame: pd.DataFrame, names: list[str]) -> list[dict[str, Any]]:
     return sub.where(sub.notna(), None).to_dict("records")
 
 
-def encode_rows(frame: pd.DataFrame, basket_categories: dict[str, int]) -> np.ndarray:
+def encode_rows(frame: pd.DataFrame, catalog: ActionMatrix, encoder: Encoder) -> np.ndarray:
     """Encode joined rows: one example = one (decision, logged action).
 
-    `basket_categories` maps action id -> index into CATEGORIES (the catalog's
-    categories, as the service's ActionMatrix has them); basket ids it does not know are
-    skipped for the cross features, exactly as the service drops unknown basket ids.
+    `catalog` is the catalog's action matrix, as the service's ActionFeatureCache holds
+    it: the basket crosses read the basket's items from it, and basket ids it does not
+    know are skipped, exactly as the service drops unknown basket ids.
     """
     n = len(frame)
     if n == 0:
         raise ValueError("no interactions to encode")
-    customer_names = [f for _, f, _ in customer_features()]
-    context_stage = frame["context_journey_stage"]
-    stages = context_stage.where(context_stage.notna(), None).tolist()
+    world = encoder.world
+    contexts = _context_records(frame, world)
     customers = [
-        encode_customer(raw, stage or None)
-        for raw, stage in zip(_records(frame, customer_names), stages, strict=True)
+        encoder.encode_customer(raw, ctx)
+        for raw, ctx in zip(_records(frame, list(world.features_of(world.customer_entity))),
+                            contexts, strict=True)
     ]
-    customer_block = np.stack([c.block for c in customers])
-    category_affinity = np.stack([c.category_affinity for c in customers])
-    channel_affinity = np.stack([c.channel_affinity for c in customers])
+    context_vectors = [
+        encoder.encode_context(channel, placement, ctx)
+        for channel, placement, ctx in zip(frame["channel"], frame["placement"], contexts, strict=True)
+    ]
+    actions = encoder.encode_actions(
+        dict(enumerate(_records(frame, list(world.features_of(world.action_entity))))))  # type: ignore[arg-type]
+    index = catalog.index
+    no_basket = np.zeros(0, np.int64)
+    baskets = [np.array([index[b] for b in ctx[encoder.basket] if b in index], np.int64)
+               if encoder.basket is not None else no_basket for ctx in contexts]
+    catalog_rows = np.array([index.get(a, -1) for a in frame[ACTION_JOIN_KEY]], np.int64)
+    return encoder.encode_examples(customers, context_vectors, actions, catalog, baskets, catalog_rows)
 
-    baskets = [_split(b) for b in frame["basket"].tolist()]
-    context_block = np.zeros((n, len(CONTEXT_COLUMNS)), np.float32)
-    for i, (channel, placement, device, cart_value, basket) in enumerate(zip(
-        frame["channel"], frame["placement"], frame["device"], frame["cart_value"], baskets,
-        strict=True,
-    )):
-        context_block[i] = encode_context(
-            channel, placement, device if isinstance(device, str) else None,
-            float(cart_value), len(basket),
-        )
 
-    action_names = [f for _, f, _ in action_features()]
-    actions = encode_actions(dict(enumerate(_records(frame, action_names))))  # type: ignore[arg-type]
-    cats = actions.category
-    rows = np.arange(n)
-    cat_aff = np.where(cats >= 0, category_affinity[rows, np.maximum(cats, 0)], 0.0)
-    ch = np.array([CHANNELS.index(c) if c in CHANNELS else -1 for c in frame["channel"]])
-    chan_aff = np.where(ch >= 0, channel_affinity[rows, np.maximum(ch, 0)], 0.0)
-
-    share = np.zeros(n, np.float32)
-    in_basket = np.zeros(n, np.float32)
-    basket_block = np.zeros((n, len(BASKET_COLUMNS)), np.float32)
-    for i, (action_id, basket) in enumerate(zip(frame[ACTION_JOIN_KEY], baskets, strict=True)):
-        known = [b for b in basket if b in basket_categories]
-        if known:
-            basket_cats = np.array([basket_categories[b] for b in known])
-            share[i] = (cats[i] == basket_cats).mean()
-            in_basket[i] = float(action_id in known)
-            basket_block[i, basket_cats[basket_cats >= 0]] = 1.0
-    return assemble(customer_block, context_block, actions.block, cat_aff, chan_aff, share,
-                    in_basket, basket_block)
+def _context_records(frame: pd.DataFrame, world: World) -> list[dict[str, Any]]:
+    """Each row's request context by the world's field names (missing values as None)."""
+    columns = {name: CONTEXT_RENAMES.get(name, name) for name in world.context}
+    present = {name: column for name, column in columns.items() if column in frame.columns}
+    records = _records(frame, list(present.values()))
+    out = []
+    for record in records:
+        ctx: dict[str, Any] = {name: record[column] for name, column in present.items()}
+        for name, spec in world.context.items():
+            if isinstance(spec, IdListField):
+                ctx[name] = _split(ctx.get(name))
+        out.append(ctx)
+    return out
 
 
 def _split(basket: Any) -> list[str]:
@@ -173,32 +154,38 @@ def _split(basket: Any) -> list[str]:
     return [b for b in basket.split(",") if b]
 
 
-def catalog_categories(data_dir: Path) -> dict[str, int]:
-    """Action id -> category index, from the catalog the service serves."""
-    from features.config import shipped_world
+def catalog_actions(data_dir: Path, encoder: Encoder, world: World) -> ActionMatrix:
+    """The catalog the service serves, encoded from what the catalog says of each action
+    (the service's action cache reads the same values when the online store has none)."""
     from service.catalog import load_catalog
 
-    catalog = load_catalog(Path(data_dir) / "catalog.json", shipped_world("retail"))
-    return {a.action_id: CATEGORIES.index(a.category) for a in catalog.actions
-            if a.category in CATEGORIES}
+    catalog = load_catalog(Path(data_dir) / "catalog.json", world)
+    return encoder.encode_actions({
+        a.action_id: {f: getattr(a, f) for f in encoder.action_features if hasattr(a, f)}
+        for a in catalog.actions
+    })
 
 
 def build_training_set(
     data_dir: Path, redis_url: str | None = None, interactions: pd.DataFrame | None = None,
     world: World | None = None,
+    encoder: Encoder | None = None,
 ) -> TrainingSet:
     """Logged decisions, joined point-in-time and encoded, in time order.
 
     `interactions` defaults to the demo log of `data_dir`; exported service logs with the
-    same columns (see training/demo_data.py) can be passed instead. `world`'s
-    FeatureService gives the features (None: the shipped default world).
+    same columns (see training/demo_data.py) can be passed instead. `world` (None: the
+    shipped default world) gives the FeatureService the features come from; `encoder`
+    defaults to the world's.
     """
+    world = world if world is not None else configured_world(None)
+    if encoder is None:
+        encoder = Encoder(world)
     if interactions is None:
         interactions = load_interactions(data_dir)
     interactions = interactions.sort_values("event_timestamp", kind="stable")
     frame = historical_features(data_dir, interactions, redis_url, world)
-    X = encode_rows(frame, catalog_categories(data_dir))
-    assert X.shape[1] == len(MODEL_COLUMNS)
+    X = encode_rows(frame, catalog_actions(data_dir, encoder, world), encoder)
     return TrainingSet(
         X=X,
         y=frame["label"].to_numpy(np.int64),

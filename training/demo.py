@@ -11,9 +11,9 @@ import logging
 import time
 
 from features.config import configured_world
-from features.encoding import MODEL_COLUMNS
+from features.encoding import Encoder
 from features.store import apply_and_materialize
-from service.manifest import read_manifest, versions
+from service.manifest import ModelManifest, encoding_fingerprint, read_manifest, versions
 from service.settings import Settings
 from training.demo_data import generate
 from training.train import train
@@ -23,7 +23,8 @@ log = logging.getLogger("nextbest")
 
 def prepare_demo(settings: Settings, force: bool = False) -> None:
     """Generate demo data, load the online store and train a model, where missing (a model
-    trained on other input columns than this encoder's counts as missing)."""
+    trained on other input columns or encodings than the configured world's counts as
+    missing; one from before manifests recorded the encoding does not, when its columns match)."""
     data_dir = settings.data_dir
     if force or not (settings.catalog_file.is_file() and (data_dir / "demo").is_dir()):
         log.info("generating demo data in %s", data_dir)
@@ -38,9 +39,20 @@ def prepare_demo(settings: Settings, force: bool = False) -> None:
         log.info("materialized in %.1f s", time.perf_counter() - t)
     found = versions(settings.models_dir, settings.model_name)
     newest = settings.models_dir / settings.model_name / str(found[-1]) if found else None
-    stale = newest is not None and read_manifest(newest).columns != MODEL_COLUMNS
+    world = configured_world(settings.config)
+    encoder = Encoder(world)
+    stale = newest is not None and _stale(read_manifest(newest), encoder)
     if stale:
-        log.info("the newest model was trained on other input columns: training a new version")
+        log.info("the newest model was trained on other input columns or encodings: "
+                 "training a new version")
     if force or stale or not found:
         log.info("training the demo model into %s", settings.models_dir)
-        train(data_dir, settings.models_dir, settings.model_name, redis_url=settings.redis_url)
+        train(data_dir, settings.models_dir, settings.model_name, redis_url=settings.redis_url,
+              world=world)
+
+
+def _stale(manifest: ModelManifest, encoder: Encoder) -> bool:
+    if manifest.columns != encoder.columns:
+        return True
+    trained = manifest.encoding_fingerprint
+    return trained is not None and trained != encoding_fingerprint(encoder.encoding)

@@ -27,15 +27,8 @@ from typing import Any, Protocol
 import numpy as np
 import pandas as pd
 
-from features.config import shipped_world
-from features.encoding import (
-    MODEL_COLUMNS,
-    ActionMatrix,
-    encode_actions,
-    encode_candidates,
-    encode_context,
-    encode_customer,
-)
+from features.config import configured_world
+from features.encoding import ActionMatrix, Encoder
 from features.schema import ACTION_JOIN_KEY, CATEGORIES, CHANNELS, CUSTOMER_JOIN_KEY
 from service.catalog import Catalog, load_catalog
 from service.model import OnnxScorer, resolve_model_dir
@@ -167,12 +160,14 @@ class OfflineModel:
 
     def __init__(self, data_dir: Path, models_dir: Path, customer_ids: list[str],
                  model_name: str = "nextbest-ranker", catalog: Catalog | None = None) -> None:
-        self.catalog = catalog or load_catalog(Path(data_dir) / "catalog.json", shipped_world("retail"))
+        world = configured_world(None)  # the demo world the simulator plays
+        self.catalog = catalog or load_catalog(Path(data_dir) / "catalog.json", world)
+        self.encoder = Encoder(world)
         self.scorer = OnnxScorer(resolve_model_dir(Path(models_dir), model_name, None),
-                                 list(MODEL_COLUMNS))
+                                 self.encoder.columns, self.encoder.encoding)
         snapshot = FeatureSnapshot(data_dir)
         self._customers = [snapshot.customers.get(c, {}) for c in customer_ids]
-        self._actions: ActionMatrix = encode_actions(
+        self._actions: ActionMatrix = self.encoder.encode_actions(
             {a: snapshot.actions.get(a, {}) for a in self.catalog.ids})
 
     def propensity(self, scenario: Scenario, step: int, stage: str, rows: np.ndarray) -> np.ndarray:
@@ -180,10 +175,12 @@ class OfflineModel:
         c = int(scenario.customers[step])
         channel, placement = str(scenario.channels[step]), str(scenario.placements[step])
         basket = scenario.basket_rows(step)
-        cv = encode_customer(self._customers[c], stage)
-        ctx = encode_context(channel, placement, str(scenario.devices[step]),
-                             float(scenario.cart_values[step]), len(basket))
-        x = encode_candidates(cv, ctx, channel, self._actions, rows, basket)
+        ids = self.catalog.ids
+        ctx = {"journey_stage": stage, "device": str(scenario.devices[step]),
+               "cart_value": float(scenario.cart_values[step]),
+               "basket": [ids[r] for r in basket.tolist()]}
+        _, x = self.encoder.encode_decision(self.encoder.encode_customer(self._customers[c]),
+                                            channel, placement, ctx, self._actions, rows, basket)
         return self.scorer.predict(x)
 
     def priority(self, scenario: Scenario, step: int, stage: str, rows: np.ndarray) -> np.ndarray:

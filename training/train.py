@@ -7,7 +7,7 @@ would leak each customer's later snapshots into the past.
 
 The default learner is `pairwise` (`training/pairwise.py`: a logistic regression on the
 columns and their pairwise products); `hgb` (gradient-boosted trees) and `logreg` remain.
-The ONNX graph has one float32 input `input` [None, len(MODEL_COLUMNS)], the output
+The ONNX graph has one float32 input `input` [None, len(columns)], the output
 `probabilities` [None, 2] (zipmap off) and, for pairwise and hgb, a `logit` [None, 1]
 output, which is what the service fetches. The export is verified against the fitted
 model's predict_proba on the holdout before it is registered.
@@ -32,9 +32,10 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from tqdm import tqdm
 
-from features.encoding import MODEL_COLUMNS
+from features.config import World, configured_world
+from features.encoding import Encoder
 from features.schema import FEATURE_SERVICE
-from service.manifest import ModelManifest, write_model
+from service.manifest import ModelManifest, encoding_fingerprint, write_model
 from training.dataset import TrainingSet, build_training_set
 from training.onnx_logit import LOGIT_NAME, with_logit_output
 from training.pairwise import PairwiseLogistic
@@ -152,14 +153,21 @@ def train(
     redis_url: str | None = None,
     algorithm: str = "pairwise",
     progress: bool = True,
+    world: World | None = None,
 ) -> tuple[Path, ModelManifest]:
-    """Train on the logged decisions of `data_dir` and register a new model version."""
+    """Train on the logged decisions of `data_dir` and register a new model version.
+
+    `world` (default: the default shipped world) declares the encoding; the manifest
+    records it and its fingerprint, which the service checks against its own world.
+    """
     started = time.perf_counter()
+    world = world if world is not None else configured_world(None)
+    encoder = Encoder(world)
     estimator = make_estimator(algorithm)
     steps = tqdm(total=5, desc=f"train {name}", disable=not progress, unit="step")
 
     steps.set_postfix_str("point-in-time join")
-    data = build_training_set(Path(data_dir), redis_url)
+    data = build_training_set(Path(data_dir), redis_url, world=world, encoder=encoder)
     cut = time_split(data)
     X_train, y_train, X_hold, y_hold = data.X[:cut], data.y[:cut], data.X[cut:], data.y[cut:]
     log.info("training set: %d train, %d holdout, base rate %.4f", cut, len(y_hold), data.y.mean())
@@ -170,7 +178,7 @@ def train(
     steps.update()
 
     steps.set_postfix_str("export ONNX")
-    onnx_bytes, logit_name = to_onnx(estimator, len(MODEL_COLUMNS))
+    onnx_bytes, logit_name = to_onnx(estimator, len(encoder.columns))
     steps.update()
 
     steps.set_postfix_str("verify + evaluate")
@@ -188,7 +196,9 @@ def train(
         created_at=datetime.now(UTC).isoformat(timespec="seconds"),
         algorithm=algorithm,
         feature_service=FEATURE_SERVICE,
-        columns=list(MODEL_COLUMNS),
+        columns=list(encoder.columns),
+        encoding_fingerprint=encoding_fingerprint(encoder.encoding),
+        encoding=encoder.encoding,
         input_name=INPUT_NAME,
         output_name=OUTPUT_NAME,
         logit_name=logit_name,

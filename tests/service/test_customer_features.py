@@ -9,10 +9,13 @@ from collections.abc import Sequence
 import numpy as np
 import pytest
 
-from features.encoding import encode_customer
+from features.config import shipped_world
+from features.encoding import Encoder
 from features.online import FeatureRow
 from service import customer_features
 from service.customer_features import CustomerFeatureService
+
+ENCODER = Encoder(shipped_world("retail"))
 
 
 def fresh() -> FeatureRow:
@@ -59,7 +62,7 @@ def test_degraded_flags() -> None:
     old = FeatureRow({"segment": "value"}, event_ts=time.time() - 100)
     row = fresh()
     reader = FakeReader({"c1": row, "c2": old})
-    service = CustomerFeatureService(reader, max_age_seconds=50)
+    service = CustomerFeatureService(reader, ENCODER, max_age_seconds=50)
     assert get(service, None).degraded == ("anonymous",)
     assert get(service, "c1").degraded == () and get(service, "c1").values == row.values
     assert get(service, "c2").degraded == ("stale_customer_features",)
@@ -70,19 +73,19 @@ def test_degraded_flags() -> None:
 
 def test_features_come_encoded_with_defaults_where_missing() -> None:
     row = FeatureRow({"segment": "vip", "recency_days": 4.0}, event_ts=time.time())
-    service = CustomerFeatureService(FakeReader({"c1": row}), max_age_seconds=50, cache_seconds=5)
+    service = CustomerFeatureService(FakeReader({"c1": row}), ENCODER, max_age_seconds=50, cache_seconds=5)
     for _ in range(2):  # read, then cached
         got = get(service, "c1").vector
-        np.testing.assert_array_equal(got.block, encode_customer(row.values).block)
-        assert got.segment == "vip"
+        np.testing.assert_array_equal(got.block, ENCODER.encode_customer(row.values).block)
+        assert got.labels["segment"] == "vip"
     for customer_id in (None, "nobody"):
-        np.testing.assert_array_equal(get(service, customer_id).vector.block, encode_customer({}).block)
+        np.testing.assert_array_equal(get(service, customer_id).vector.block, ENCODER.encode_customer({}).block)
 
 
 def test_without_cache_every_decision_reads_the_store() -> None:
     row = fresh()
     reader = FakeReader({"c1": row})
-    service = CustomerFeatureService(reader, max_age_seconds=50, cache_seconds=0)
+    service = CustomerFeatureService(reader, ENCODER, max_age_seconds=50, cache_seconds=0)
     for _ in range(3):
         get(service, "c1")
     assert reader.reads == ["c1"] * 3
@@ -91,7 +94,7 @@ def test_without_cache_every_decision_reads_the_store() -> None:
 def test_cache_reuses_rows_and_misses_until_expiry(clock: Clock) -> None:
     row = fresh()
     reader = FakeReader({"c1": row})
-    service = CustomerFeatureService(reader, max_age_seconds=50, cache_seconds=5, stale_seconds=0)
+    service = CustomerFeatureService(reader, ENCODER, max_age_seconds=50, cache_seconds=5, stale_seconds=0)
     assert get(service, "c1").degraded == ()
     assert get(service, "nobody").degraded == ("unknown_customer",)
     clock.now += 4.9
@@ -106,7 +109,7 @@ def test_cache_reuses_rows_and_misses_until_expiry(clock: Clock) -> None:
 
 def test_cache_judges_staleness_at_every_decision(clock: Clock, monkeypatch: pytest.MonkeyPatch) -> None:
     reader = FakeReader({"c1": FeatureRow({"segment": "value"}, event_ts=1000.0)})
-    service = CustomerFeatureService(reader, max_age_seconds=50, cache_seconds=60)
+    service = CustomerFeatureService(reader, ENCODER, max_age_seconds=50, cache_seconds=60)
     monkeypatch.setattr(customer_features.time, "time", lambda: 1040.0)
     assert get(service, "c1").degraded == ()
     monkeypatch.setattr(customer_features.time, "time", lambda: 1060.0)
@@ -117,7 +120,7 @@ def test_cache_judges_staleness_at_every_decision(clock: Clock, monkeypatch: pyt
 def test_failed_reads_are_not_cached(clock: Clock) -> None:
     row = fresh()
     reader = FakeReader({"c1": row})
-    service = CustomerFeatureService(reader, max_age_seconds=50, cache_seconds=5)
+    service = CustomerFeatureService(reader, ENCODER, max_age_seconds=50, cache_seconds=5)
     reader.fail = True
     assert get(service, "c1").degraded == ("features_unavailable",)
     reader.fail = False
@@ -128,7 +131,7 @@ def test_failed_reads_are_not_cached(clock: Clock) -> None:
 def test_cache_is_a_bounded_lru(clock: Clock) -> None:
     row = fresh()
     reader = FakeReader({"a": row, "b": row, "c": row})
-    service = CustomerFeatureService(reader, max_age_seconds=50, cache_seconds=60, cache_size=2)
+    service = CustomerFeatureService(reader, ENCODER, max_age_seconds=50, cache_seconds=60, cache_size=2)
     for customer in ("a", "b", "a", "c"):  # "b" is the least recently used when "c" comes
         get(service, customer)
     assert reader.reads == ["a", "b", "c"]
@@ -157,7 +160,7 @@ class GatedReader(FakeReader):
 def test_an_expired_entry_is_served_while_one_background_read_refreshes_it(clock: Clock) -> None:
     old, new = FeatureRow({"segment": "value"}, time.time()), FeatureRow({"segment": "vip"}, time.time())
     reader = GatedReader({"c1": old})
-    service = CustomerFeatureService(reader, max_age_seconds=50, cache_seconds=5, stale_seconds=5)
+    service = CustomerFeatureService(reader, ENCODER, max_age_seconds=50, cache_seconds=5, stale_seconds=5)
 
     async def scenario() -> None:
         reader.gate.set()
@@ -181,7 +184,7 @@ def test_an_expired_entry_is_served_while_one_background_read_refreshes_it(clock
 def test_past_the_stale_window_a_decision_waits_for_the_store(clock: Clock) -> None:
     old, new = FeatureRow({"segment": "value"}, time.time()), FeatureRow({"segment": "vip"}, time.time())
     reader = FakeReader({"c1": old})
-    service = CustomerFeatureService(reader, max_age_seconds=50, cache_seconds=5, stale_seconds=5)
+    service = CustomerFeatureService(reader, ENCODER, max_age_seconds=50, cache_seconds=5, stale_seconds=5)
     assert get(service, "c1").values == old.values
     reader.rows["c1"] = new
     clock.now += 10.0
@@ -192,7 +195,7 @@ def test_past_the_stale_window_a_decision_waits_for_the_store(clock: Clock) -> N
 def test_a_failed_refresh_keeps_the_stale_entry_and_a_later_decision_retries(clock: Clock) -> None:
     row = fresh()
     reader = FakeReader({"c1": row})
-    service = CustomerFeatureService(reader, max_age_seconds=50, cache_seconds=5, stale_seconds=5)
+    service = CustomerFeatureService(reader, ENCODER, max_age_seconds=50, cache_seconds=5, stale_seconds=5)
 
     async def scenario() -> None:
         await service.get("c1")
@@ -217,7 +220,7 @@ def test_refreshes_in_flight_are_bounded_and_cancelled_on_close(
     monkeypatch.setattr(customer_features, "MAX_REFRESHES", 2)
     rows = {c: fresh() for c in ("a", "b", "c")}
     reader = GatedReader(rows)
-    service = CustomerFeatureService(reader, max_age_seconds=50, cache_seconds=5, stale_seconds=5)
+    service = CustomerFeatureService(reader, ENCODER, max_age_seconds=50, cache_seconds=5, stale_seconds=5)
 
     async def scenario() -> None:
         reader.gate.set()

@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import copy
 import json
+import logging
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from features.encoding import MODEL_COLUMNS
+from features.config import shipped_world
+from features.encoding import Encoder
 from service.errors import ModelError
-from service.manifest import MANIFEST_FILE, MODEL_FILE, versions
-from service.model import OnnxScorer, resolve_model_dir
+from service.manifest import MANIFEST_FILE, MODEL_FILE, encoding_fingerprint, versions
+from service.model import OnnxScorer, column_differences, resolve_model_dir
 from tests.demo_fixtures import DemoDirs
+
+ENCODER = Encoder(shipped_world("retail"))
+MODEL_COLUMNS = ENCODER.columns
 
 
 @pytest.fixture
@@ -83,3 +89,36 @@ def test_newest_version_is_served(model_copy: Path) -> None:
     shutil.copytree(model_copy, root / "2")
     assert versions(root.parent, "nextbest-ranker") == [1, 2]
     assert resolve_model_dir(root.parent, "nextbest-ranker", None).name == "2"
+
+
+def test_the_trained_manifest_records_the_worlds_encoding(model_copy: Path) -> None:
+    scorer = OnnxScorer(model_copy, MODEL_COLUMNS, ENCODER.encoding)
+    assert scorer.manifest.encoding == ENCODER.encoding
+    assert scorer.manifest.encoding_fingerprint == encoding_fingerprint(ENCODER.encoding)
+
+
+def test_refuses_other_encodings_of_the_same_columns_naming_them(model_copy: Path) -> None:
+    served = copy.deepcopy(ENCODER.encoding)
+    served["customer"][0]["clip_max"] = 365.0
+    served["defaults"]["customer"]["recency_days"] = 10.0
+    with pytest.raises(ModelError, match="other encodings") as caught:
+        OnnxScorer(model_copy, MODEL_COLUMNS, served)
+    assert "customer.0.clip_max" in str(caught.value)
+    assert "defaults.customer.recency_days" in str(caught.value)
+
+
+def test_a_manifest_without_a_fingerprint_loads_when_its_columns_match(
+        model_copy: Path, caplog: pytest.LogCaptureFixture) -> None:
+    manifest = json.loads((model_copy / MANIFEST_FILE).read_text())
+    del manifest["encoding_fingerprint"], manifest["encoding"]
+    (model_copy / MANIFEST_FILE).write_text(json.dumps(manifest))
+    with caplog.at_level(logging.WARNING, logger="service.model"):
+        OnnxScorer(model_copy, MODEL_COLUMNS, ENCODER.encoding)
+    assert "no encoding fingerprint" in caplog.text
+    with pytest.raises(ModelError, match="other input columns"):
+        OnnxScorer(model_copy, [*MODEL_COLUMNS[1:], MODEL_COLUMNS[0]], ENCODER.encoding)
+
+
+def test_column_differences_name_missing_extra_and_reordered() -> None:
+    assert column_differences(["a", "b", "c"], ["a", "c", "b", "d"]) == "missing ['d']; reordered ['b', 'c']"
+    assert column_differences(["a", "x"], ["a"]) == "extra ['x']"

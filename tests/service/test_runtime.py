@@ -15,7 +15,6 @@ import pytest
 import redis
 
 from features.config import World
-from service.customer_features import WITHOUT_CUSTOMER_FEATURES
 from service.metrics import Metrics
 from service.runtime import Runtime
 from service.schemas import request_models
@@ -62,8 +61,9 @@ async def test_a_context_only_world_reads_no_customer_features(
         await runtime.start()
         assert runtime.action_cache.missing == []  # every action read from the world's project
         customers = runtime.engine.customers
-        assert await customers.get("c00001") is WITHOUT_CUSTOMER_FEATURES
-        assert await customers.get(None) is WITHOUT_CUSTOMER_FEATURES
+        assert await customers.get("c00001") is customers.without_customer_features
+        assert await customers.get(None) is customers.without_customer_features
+        assert customers.without_customer_features.degraded == ()
         decision = await runtime.engine.decide(
             request_models(world).decision.model_validate(
                 {"channel": "web", "placement": "home", "customer_id": "c00001"}),

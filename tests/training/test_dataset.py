@@ -8,16 +8,12 @@ import numpy as np
 import pandas as pd
 
 from features.config import shipped_world
-from features.encoding import (
-    MODEL_COLUMNS,
-    encode_actions,
-    encode_candidates,
-    encode_context,
-    encode_customer,
-)
+from features.encoding import Encoder
 from features.schema import ACTION_JOIN_KEY, CUSTOMER_JOIN_KEY, action_features, customer_features
 from service.catalog import load_catalog
 
+ENCODER = Encoder(shipped_world("retail"))
+MODEL_COLUMNS = ENCODER.columns
 CUSTOMER_FEATURES = [f for _, f, _ in customer_features()]
 ACTION_FEATURES = [f for _, f, _ in action_features()]
 
@@ -66,17 +62,16 @@ def _serving_row(data_dir: Path, row: pd.Series) -> np.ndarray:
     catalog = load_catalog(data_dir / "catalog.json", shipped_world("retail"))
     actions = pd.read_parquet(data_dir / "demo" / "actions.parquet")
     as_of = {a: _as_of(actions, ACTION_JOIN_KEY, a, row["event_timestamp"]) for a in catalog.ids}
-    matrix = encode_actions({a: {f: s[f] for f in ACTION_FEATURES} for a, s in as_of.items()})
+    matrix = ENCODER.encode_actions({a: {f: s[f] for f in ACTION_FEATURES} for a, s in as_of.items()})
     basket = [b for b in row["basket"].split(",") if b]
-    customer = encode_customer({f: row[f] for f in CUSTOMER_FEATURES},
-                               row["context_journey_stage"])
-    context = encode_context(row["channel"], row["placement"], row["device"],
-                             float(row["cart_value"]), len(basket))
-    return encode_candidates(
-        customer, context, row["channel"], matrix,
-        np.array([matrix.index[row[ACTION_JOIN_KEY]]]),
+    ctx = {"device": row["device"], "cart_value": float(row["cart_value"]), "basket": basket,
+           "journey_stage": row["context_journey_stage"]}
+    _, x = ENCODER.encode_decision(
+        ENCODER.encode_customer({f: row[f] for f in CUSTOMER_FEATURES}), row["channel"],
+        row["placement"], ctx, matrix, np.array([matrix.index[row[ACTION_JOIN_KEY]]]),
         np.array([matrix.index[b] for b in basket], dtype=np.int64),
-    )[0]
+    )
+    return x[0]
 
 
 def test_training_rows_equal_the_serving_encoding(small_data_dir: Path, small_training_set) -> None:  # type: ignore[no-untyped-def]

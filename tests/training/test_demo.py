@@ -1,4 +1,4 @@
-"""The demo world's preparation: a model trained on other input columns is replaced."""
+"""The demo world's preparation: a model trained on other input columns or encodings is replaced."""
 
 from __future__ import annotations
 
@@ -6,28 +6,34 @@ import json
 import shutil
 from pathlib import Path
 
-from features.encoding import MODEL_COLUMNS
+import pytest
+
+from features.config import shipped_world
 from service.manifest import MANIFEST_FILE, read_manifest, versions
 from tests.demo_fixtures import DemoDirs
 from tests.service.conftest import make_settings
 from training.demo import prepare_demo
 
 
-def test_a_model_on_other_columns_is_retrained_once(demo: DemoDirs, tmp_path: Path) -> None:
+@pytest.mark.parametrize("change", ["columns", "fingerprint"])
+def test_a_model_on_other_columns_is_retrained_once(demo: DemoDirs, tmp_path: Path, change: str) -> None:
     models_dir = tmp_path / "models"
     shutil.copytree(demo.models_dir, models_dir)
     settings = make_settings(DemoDirs(demo.data_dir, models_dir))
     name = settings.model_name
     old = models_dir / name / str(versions(models_dir, name)[-1]) / MANIFEST_FILE
     manifest = json.loads(old.read_text())
-    manifest["columns"] = manifest["columns"][:-1]  # as if trained before a column was added
+    if change == "columns":
+        manifest["columns"] = manifest["columns"][:-1]  # as if trained before a column was added
+    else:
+        manifest["encoding_fingerprint"] = "0" * 64  # as if trained before a vocabulary changed
     old.write_text(json.dumps(manifest))
     before = versions(models_dir, name)
 
     prepare_demo(settings)
     after = versions(models_dir, name)
     assert after == [*before, before[-1] + 1]
-    assert read_manifest(models_dir / name / str(after[-1])).columns == MODEL_COLUMNS
+    assert read_manifest(models_dir / name / str(after[-1])).columns == shipped_world("retail").model_columns()
 
     prepare_demo(settings)  # current now: nothing to do
     assert versions(models_dir, name) == after

@@ -8,7 +8,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from features.encoding import MODEL_COLUMNS
+from features.config import shipped_world
 from features.schema import FEATURE_SERVICE
 from service.manifest import MODEL_FILE, read_manifest, sha256_file
 from training.train import make_estimator, onnx_probabilities, time_split, to_onnx, train
@@ -25,7 +25,7 @@ def test_train_registers_a_verified_model(registered) -> None:  # type: ignore[n
     assert read_manifest(directory) == manifest
     assert manifest.version == "1" and manifest.algorithm == "pairwise"
     assert manifest.sha256 == sha256_file(directory / MODEL_FILE)
-    assert manifest.columns == MODEL_COLUMNS
+    assert manifest.columns == shipped_world("retail").model_columns()
     assert manifest.feature_service == FEATURE_SERVICE
     assert (manifest.input_name, manifest.output_name) == ("input", "probabilities")
     assert manifest.logit_name == "logit"
@@ -44,7 +44,7 @@ def test_the_onnx_file_serves_like_the_service_reads_it(registered, small_traini
     session = ort.InferenceSession(str(directory / MODEL_FILE), options,
                                    providers=["CPUExecutionProvider"])
     (inp,) = session.get_inputs()
-    assert inp.name == "input" and inp.shape[1] == len(MODEL_COLUMNS)
+    assert inp.name == "input" and inp.shape[1] == len(shipped_world("retail").model_columns())
     assert "probabilities" in [o.name for o in session.get_outputs()]
     (proba,) = session.run(["probabilities"], {"input": small_training_set.X[:50]})
     assert proba.shape == (50, 2) and proba.dtype == np.float32
@@ -56,7 +56,7 @@ def test_onnx_export_matches_scikit_learn(algorithm: str, small_training_set) ->
     data = small_training_set
     cut = time_split(data)
     model = make_estimator(algorithm).fit(data.X[:cut], data.y[:cut])
-    onnx_bytes, logit_name = to_onnx(model, len(MODEL_COLUMNS))
+    onnx_bytes, logit_name = to_onnx(model, len(shipped_world("retail").model_columns()))
     expected = model.predict_proba(data.X[cut:])[:, 1]
     np.testing.assert_allclose(onnx_probabilities(onnx_bytes, data.X[cut:]), expected, atol=1e-4)
     if algorithm == "logreg":
