@@ -98,6 +98,8 @@ def _feature_service(store: Any, world: World, data_dir: Path) -> Any:
 
 def _records(frame: pd.DataFrame, names: list[str]) -> list[dict[str, Any]]:
     """Rows as dicts with missing values as None (the encoder's 'use the default')."""
+    if not names:  # a world without customer features: an empty row per example
+        return [{} for _ in range(len(frame))]
     sub = frame[names].astype(object)
     return sub.where(sub.notna(), None).to_dict("records")
 

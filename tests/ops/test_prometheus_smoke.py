@@ -25,7 +25,9 @@ from tests.ops.conftest import ROOT
 READY_TIMEOUT = 600.0
 QUERY = ('histogram_quantile(0.99, sum by (le) '
          '(rate(nextbest_http_request_duration_seconds_bucket{endpoint="/v1/decisions"}[30s])))')
-CHANNELS = ("web", "app", "pos", "call_center", "email")
+#: channel -> a placement the retail world lets it appear on (features/worlds/retail.yaml)
+SLOTS = {"web": "home", "app": "home", "pos": "checkout", "call_center": "service", "email": "inbox"}
+CHANNELS = tuple(SLOTS)
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:
@@ -119,8 +121,9 @@ def query(prometheus_url: str, promql: str) -> list[dict[str, object]]:
 
 
 def decide(client: httpx.Client, i: int) -> None:
-    body = {"customer_id": f"c{i % 200:05d}", "channel": CHANNELS[i % len(CHANNELS)],
-            "placement": "home", "context": {"device": "mobile"}, "limit": 3}
+    channel = CHANNELS[i % len(CHANNELS)]
+    body = {"customer_id": f"c{i % 200:05d}", "channel": channel,
+            "placement": SLOTS[channel], "context": {"device": "mobile"}, "limit": 3}
     response = client.post("/v1/decisions", json=body)
     assert response.status_code == 200, response.text
 

@@ -1,9 +1,10 @@
 """service/runtime.py: the readers follow the world (tests/features/test_parity.py proves
 the readers themselves against Feast's SDK).
 
-The engine still encodes with the retail encoder (features/encoding.py), so the
-context-only world is served here with the demo's model; what this checks is that such
-a world reads its action features from its own Feast project and no customer features.
+The context-only world is served with a model trained for it on the demo's logged
+decisions (its columns have no customer block); what this checks is that such a world
+reads its action features from its own Feast project, no customer features, and
+decides.
 """
 
 from __future__ import annotations
@@ -38,7 +39,8 @@ def _context_only_store(demo: DemoDirs, root: Path, redis_url: str | None) -> tu
     data_dir = root / "var"
     (data_dir / "demo").mkdir(parents=True)
     shutil.copy(demo.data_dir / "catalog.json", data_dir / "catalog.json")
-    shutil.copy(demo.data_dir / "demo" / "actions.parquet", data_dir / "demo" / "actions.parquet")
+    for name in ("actions.parquet", "interactions.parquet"):
+        shutil.copy(demo.data_dir / "demo" / name, data_dir / "demo" / name)
     apply_and_materialize(world, data_dir, redis_url)
     return world, data_dir
 
@@ -54,7 +56,12 @@ async def test_a_context_only_world_reads_no_customer_features(
         client.flushdb()
         client.close()
     world, data_dir = _context_only_store(demo, tmp_path, url)
-    settings = make_settings(DemoDirs(data_dir, demo.models_dir), url, online_learning=False,
+    from training.train import train
+
+    models = tmp_path / "models"
+    _, manifest = train(data_dir, models, progress=False, world=world)
+    assert not any(c.startswith(("segment=", "log_recency")) for c in manifest.columns)
+    settings = make_settings(DemoDirs(data_dir, models), url, online_learning=False,
                              contact_policy=False)
     runtime = Runtime.build(settings, Metrics(), world)
     try:

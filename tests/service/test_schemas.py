@@ -22,8 +22,9 @@ from tests.service.conftest import make_settings
 def kiosk_document() -> dict[str, Any]:
     """Retail with a `kiosk` channel, its `lobby` placement and a `weather` context field.
 
-    The model's channel one-hot keeps retail's five channels (a vocabulary of its own),
-    so the model's input columns stay retail's and the demo's model serves it.
+    The model's channel one-hot keeps retail's five channels (a vocabulary of its own);
+    its placement one-hot gains `lobby`, so the service needs a model trained for this
+    world (`kiosk_client` trains one on the demo's data).
     """
     document: dict[str, Any] = yaml.safe_load((WORLDS_DIR / "retail.yaml").read_text())
     document["channels"].append("kiosk")
@@ -86,10 +87,26 @@ def test_the_warmup_request_is_valid_for_the_world(kiosk: RequestModels) -> None
 
 @pytest.fixture(scope="module")
 def kiosk_client(demo: DemoDirs, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
-    path: Path = tmp_path_factory.mktemp("world") / "kiosk.yaml"
+    from training.train import train
+
+    root = tmp_path_factory.mktemp("world")
+    path: Path = root / "kiosk.yaml"
     path.write_text(yaml.safe_dump(kiosk_document(), sort_keys=False))
-    with TestClient(create_app(make_settings(demo, config=path))) as c:
+    models = root / "models"
+    train(demo.data_dir, models, progress=False, world=World.model_validate(kiosk_document()))
+    with TestClient(create_app(make_settings(DemoDirs(demo.data_dir, models), config=path))) as c:
         yield c
+
+
+def test_the_demo_model_is_refused_for_a_world_it_was_not_trained_for(
+        demo: DemoDirs, tmp_path: Path) -> None:
+    from service.errors import ModelError
+
+    path = tmp_path / "kiosk.yaml"
+    path.write_text(yaml.safe_dump(kiosk_document(), sort_keys=False))
+    with pytest.raises(ModelError, match=r"missing \['placement=lobby'\]"), \
+            TestClient(create_app(make_settings(demo, config=path))):
+        pass
 
 
 def test_openapi_shows_the_configured_request(kiosk_client: TestClient) -> None:
