@@ -22,6 +22,7 @@ read as "no affinity, not in the basket". Missing features take `world.defaults`
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -85,6 +86,11 @@ class ActionMatrix:
         return self.codes[self.features.index(feature)]
 
 
+#: combinations of categorical context values whose encoded block is kept (validated
+#: requests only name declared values, so this bounds what an odd world could hold)
+MAX_CONTEXT_TEMPLATES = 4096
+
+
 # --- the compiled form -------------------------------------------------------------------
 @dataclass(frozen=True)
 class _OneHot:
@@ -108,7 +114,7 @@ class _Numeric:
             value = max(value, self.clip_min)
         if self.clip_max is not None:
             value = min(value, self.clip_max)
-        return float(np.log1p(value)) if self.log1p else value
+        return math.log1p(value) if self.log1p else value
 
 
 @dataclass(frozen=True)
@@ -279,6 +285,11 @@ class Encoder:
         #: the action code columns the crosses gather over the candidates
         self._gathered = tuple(sorted({x.code for x in crosses
                                        if x.kind in (_AFFINITY_ACTION, _SHARE)}))
+        #: the categorical values a context block depends on, in a fixed order
+        self._context_keys = tuple(dict.fromkeys(
+            [h.feature for h in self._context.one_hots]
+            + [h.feature for h in self._context_code_features]))
+        self._context_templates: dict[tuple[Any, ...], ContextVector] = {}
         self.defaults = self.encode_customer({})
         self.encoding: dict[str, Any] = self._describe()
 
@@ -392,26 +403,40 @@ class Encoder:
 
     # -- the request ----------------------------------------------------------------------
     def encode_context(self, channel: str, placement: str, ctx: Any) -> ContextVector:
-        """Encode the request: its channel, placement and context fields (read by name)."""
-        values: dict[str, Any] = {"channel": channel, "placement": placement}
+        """Encode the request: its channel, placement and context fields (read by name).
+
+        The one-hot part and the affinity codes depend only on the categorical values,
+        of which a world has few combinations: they are built once per combination
+        (`_context_template`) and copied; the numbers and counts are set per request.
+        """
         mapping = isinstance(ctx, Mapping)
+        values: dict[str, Any] = {"channel": channel, "placement": placement}
         for name, default in self._context_reads:
             value = ctx.get(name) if mapping else getattr(ctx, name, None)
             values[name] = default if value is None else value
-        spec = self._context
-        block = np.zeros(spec.width, dtype=np.float32)
-        for h in spec.one_hots:
-            value = values[h.feature]
-            i = h.index.get(value, -1) if isinstance(value, str) else -1
-            if i >= 0:
-                block[h.offset + i] = 1.0
-            elif h.other >= 0:
-                block[h.other] = 1.0
-        for n in spec.numerics:
+        key = tuple(values[name] for name in self._context_keys)
+        try:
+            template = self._context_templates.get(key)
+        except TypeError:  # a one-hot over a value that is not hashable: nothing to reuse
+            template = self._context_template(values)
+        else:
+            if template is None:
+                template = self._context_template(values)
+                if len(self._context_templates) < MAX_CONTEXT_TEMPLATES:
+                    self._context_templates[key] = template
+        block = template.block.copy()
+        for n in self._context.numerics:
             value = values[n.feature]
             block[n.position] = n.encode(float(value if value is not None else 0.0))
-        for k in spec.counts:
+        for k in self._context.counts:
             block[k.position] = min(_length(values[k.feature]), k.clip_max)
+        return ContextVector(block, template.codes)
+
+    def _context_template(self, values: Mapping[str, Any]) -> ContextVector:
+        """The one-hot columns and affinity codes of one combination of categorical values."""
+        block = np.zeros(self._context.width, dtype=np.float32)
+        for h in self._context.one_hots:
+            _set_one_hot(block, h, values[h.feature])
         if not self._context_code_features:
             return ContextVector(block, self._empty_context_codes)
         return ContextVector(block, tuple(h.index.get(values[h.feature], -1)

@@ -181,3 +181,12 @@ def test_the_encoding_description_names_what_the_columns_depend_on() -> None:
     assert encoding["defaults"]["customer"]["recency_days"] == 30.0
     assert "store_id" not in encoding["context_fields"]
     assert copy.deepcopy(encoding) == Encoder(shipped_world("retail")).encoding
+
+
+def test_a_context_block_reused_for_the_same_categories_is_not_shared() -> None:
+    first = ENCODER.encode_context("pos", "checkout", _context(device="terminal", cart_value=10.0))
+    second = ENCODER.encode_context("pos", "checkout", _context(device="terminal", cart_value=99.0))
+    assert first.block is not second.block
+    column = ENCODER.columns.index("log_cart_value") - ENCODER.columns.index("channel=web")
+    assert first.block[column] != second.block[column]
+    assert (first.block != second.block).sum() == 1  # only the number differs
