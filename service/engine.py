@@ -68,7 +68,8 @@ class DecisionEngine:
             rows = self.eligibility.candidates(req.channel, req.placement, req.candidates)
             stage.done("candidates")
 
-            basket_rows = self.eligibility.basket_rows(ctx.basket)
+            basket = getattr(ctx, self.encoder.basket) if self.encoder.basket else ()
+            basket_rows = self.eligibility.basket_rows(basket)
             rows = self.eligibility.filter(rows, basket_rows)
             stage.done("eligibility")
 

@@ -38,7 +38,8 @@ def retail_plus() -> dict[str, Any]:
 
 
 def context_only() -> dict[str, Any]:
-    """Retail without customers: no customer entity, views, encodings or crosses of them."""
+    """Retail without customers and without a basket: no customer entity, views,
+    encodings or crosses of them, no basket field, count or crosses."""
     world = _retail()
     world["world"], world["project"] = "context_only", "nextbest_context"
     del world["entities"]["customer"], world["customer_entity"], world["defaults"]["customer"]
@@ -46,7 +47,10 @@ def context_only() -> dict[str, Any]:
         del world["feature_views"][view]
     del world["context"]["journey_stage"]["overrides"]
     world["model"]["customer"] = []
-    world["model"]["crosses"] = [c for c in world["model"]["crosses"] if c["cross"] != "affinity"]
+    world["model"]["crosses"] = [c for c in world["model"]["crosses"]
+                                 if c["cross"] != "affinity" and "basket" not in c]
+    del world["context"]["basket"]
+    world["model"]["context"] = [e for e in world["model"]["context"] if e["feature"] != "basket"]
     return world
 
 

@@ -1,10 +1,10 @@
 """service/runtime.py: the readers follow the world (tests/features/test_parity.py proves
 the readers themselves against Feast's SDK).
 
-The context-only world is served with a model trained for it on the demo's logged
-decisions (its columns have no customer block); what this checks is that such a world
-reads its action features from its own Feast project, no customer features, and
-decides.
+The context-only world (no customers, no basket) is served with a model trained for it
+on the demo's logged decisions (its columns have no customer block and no basket
+columns); what this checks is that such a world reads its action features from its own
+Feast project, no customer features, and decides.
 """
 
 from __future__ import annotations
