@@ -189,6 +189,11 @@ class Model(Strict):
     action: list[Encoding]
     crosses: list[Cross]
 
+    def one_hot(self, block: Literal["customer", "context", "action"], feature: str) -> OneHot | None:
+        """The one-hot encoding of `feature` in `block`, if the block one-hot encodes it."""
+        return next((e for e in getattr(self, block) if isinstance(e, OneHot) and e.feature == feature),
+                    None)
+
 
 class Learner(Strict):
     """The online learner's indicators: the action, and the action crossed with these."""
@@ -237,15 +242,15 @@ class World(Strict):
 
     def _cross_columns(self, cross: Cross) -> list[str]:
         if isinstance(cross, BasketHas):
-            action_feature_vocab = self._vocabulary_of_action_feature(cross.feature)
+            action_feature_vocab = self.action_vocabulary(cross.feature)
             return [f"{cross.column}={v}" for v in self.vocabulary(action_feature_vocab)]
         return [cross.column]
 
-    def _vocabulary_of_action_feature(self, feature: str) -> str:
-        for encoding in self.model.action:
-            if isinstance(encoding, OneHot) and encoding.feature == feature:
-                return encoding.vocabulary
-        raise ValueError(f"no one_hot encoding of action feature {feature!r} names its vocabulary")
+    def action_vocabulary(self, feature: str) -> str:
+        encoding = self.model.one_hot("action", feature)
+        if encoding is None:
+            raise ValueError(f"no one_hot encoding of action feature {feature!r} names its vocabulary")
+        return encoding.vocabulary
 
     def model_columns(self) -> list[str]:
         """The model's input columns, in order (what a manifest records)."""

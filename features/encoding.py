@@ -217,7 +217,6 @@ class Encoder:
         for name, spec in world.context.items():
             if isinstance(spec, CategoryField | NumberField):
                 context_defaults[name] = spec.default
-        self._context_defaults = context_defaults
         #: context field -> (the customer feature it overrides, that feature's one-hot or None)
         self._overrides = tuple(
             (name, spec.overrides, self._customer.one_hot_of(spec.overrides))
@@ -237,7 +236,7 @@ class Encoder:
             if isinstance(cross, Affinity):
                 floor = cross.floor if cross.log else None
                 if cross.of == "action":
-                    vocabulary = self._action_vocabulary(cross.feature)
+                    vocabulary = world.action_vocabulary(cross.feature)
                     key = (cross.prefix, vocabulary)
                     if key not in tables:
                         tables.append(key)
@@ -303,7 +302,7 @@ class Encoder:
         vocabularies = sorted({
             *(e.vocabulary for block in (world.model.customer, world.model.context, world.model.action)
               for e in block if isinstance(e, OneHot)),
-            *(self._action_vocabulary(x.feature) for x in world.model.crosses
+            *(world.action_vocabulary(x.feature) for x in world.model.crosses
               if isinstance(x, BasketHas | BasketShare) or (isinstance(x, Affinity) and x.of == "action")),
             *(self._context_vocabulary(x.feature) for x in world.model.crosses
               if isinstance(x, Affinity) and x.of == "context"),
@@ -331,16 +330,10 @@ class Encoder:
             raise ValueError(f"no one_hot encoding of action feature {feature!r} names its vocabulary")
         return feature
 
-    def _action_vocabulary(self, feature: str) -> str:
-        for encoding in self.world.model.action:
-            if isinstance(encoding, OneHot) and encoding.feature == self._coded(feature):
-                return encoding.vocabulary
-        raise AssertionError(feature)
-
     def _context_vocabulary(self, feature: str) -> str:
-        for encoding in self.world.model.context:
-            if isinstance(encoding, OneHot) and encoding.feature == feature:
-                return encoding.vocabulary
+        encoding = self.world.model.one_hot("context", feature)
+        if encoding is not None:
+            return encoding.vocabulary
         if feature == "channel":
             return "channels"
         if feature == "placement":

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 from pydantic import BaseModel, Field
 
-from features.config import OneHot, World
+from features.config import World
 
 
 class Action(BaseModel):
@@ -53,10 +53,10 @@ def vocabularies(world: World) -> dict[str, list[str]]:
     """Catalog field -> the values the world allows in it (a field absent: any value)."""
     checked: dict[str, list[str]] = {"channels": list(world.channels),
                                      "placements": list(world.placements)}
-    for encoding in world.model.action:
-        if (isinstance(encoding, OneHot) and encoding.feature in ENCODED_FIELDS
-                and encoding.unknown == "zeros"):
-            checked[encoding.feature] = world.vocabulary(encoding.vocabulary)
+    for field in ENCODED_FIELDS:
+        encoding = world.model.one_hot("action", field)
+        if encoding is not None and encoding.unknown == "zeros":
+            checked[field] = world.vocabulary(encoding.vocabulary)
     return checked
 
 

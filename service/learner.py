@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from river import linear_model, optim
 
-from features.config import OneHot, World
+from features.config import World
 from features.schema import CHANNELS, JOURNEY_STAGES, PLACEMENTS
 
 OUTCOME_LABELS: dict[str, tuple[bool, float]] = {
@@ -84,9 +84,9 @@ def learner_tables(world: World) -> dict[str, list[str]]:
         if name not in LEARNER_CROSSES:
             raise ValueError(f"learner.crosses: the online learner crosses the action with "
                              f"{', '.join(LEARNER_CROSSES)} only, not {name!r}")
-        vocabulary = {"channel": "channels", "placement": "placements"}.get(name) or next(
-            (e.vocabulary for e in world.model.customer if isinstance(e, OneHot) and e.feature == name),
-            None)
+        encoding = world.model.one_hot("customer", name)
+        vocabulary = {"channel": "channels", "placement": "placements"}.get(name) or (
+            encoding.vocabulary if encoding is not None else None)
         tables[name] = world.vocabulary(vocabulary) if vocabulary is not None else []
     return tables
 
@@ -104,8 +104,8 @@ class LearningExample:
     exposures: float = 0.0
 
 
-def _features(e: LearningExample, group: str | None = None, crosses: Sequence[str] | None = None,
-              exposed: tuple[str, ...] = _EXPOSED) -> dict[str, float]:
+def _features(e: LearningExample, group: str | None, crosses: Sequence[str],
+              exposed: tuple[str, ...]) -> dict[str, float]:
     x = dict.fromkeys(_keys(e, crosses), 1.0)
     if group:
         x[_GROUP + group] = 1.0
@@ -115,11 +115,9 @@ def _features(e: LearningExample, group: str | None = None, crosses: Sequence[st
     return x
 
 
-def _keys(e: LearningExample, crosses: Sequence[str] | None = None) -> tuple[str, ...]:
-    """The action's indicator, then the action crossed with each of `crosses` (None: retail's)."""
+def _keys(e: LearningExample, crosses: Sequence[str]) -> tuple[str, ...]:
+    """The action's indicator, then the action crossed with each of `crosses`."""
     a = e.action_id
-    if crosses is None:
-        return (f"a:{a}", f"a:{a}|c:{e.channel}", f"a:{a}|p:{e.placement}", f"a:{a}|s:{e.journey_stage}")
     return (f"a:{a}", *(f"a:{a}|{LEARNER_CROSSES[c]}:{getattr(e, c)}" for c in crosses))
 
 

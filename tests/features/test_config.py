@@ -67,7 +67,7 @@ def test_retail_context_is_the_request_context(retail: World) -> None:
 def test_retail_learner_crosses_are_the_learners(retail: World) -> None:
     example = LearningExample(action_id="a1", channel="web", placement="home",
                               journey_stage="purchase", offline_logit=0.0, outcome="accept")
-    keys = _keys(example)
+    keys = _keys(example, retail.learner.crosses)
     # the learner's keys are the action alone, then the action crossed with each of these
     assert keys == ("a:a1", "a:a1|c:web", "a:a1|p:home", "a:a1|s:purchase")
     assert retail.learner.crosses == ["channel", "placement", "journey_stage"]
