@@ -209,7 +209,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         directory, manifest = train(
             settings.data_dir, settings.models_dir, settings.model_name,
             redis_url=settings.redis_url, algorithm=args.algorithm,
-            world=configured_world(settings.config),
+            world=world,
         )
         print(f"registered {manifest.name} v{manifest.version} in {directory}: {manifest.metrics}")
     elif args.command == "materialize":

@@ -26,6 +26,7 @@ def prepare_demo(settings: Settings, force: bool = False) -> None:
     trained on other input columns or encodings than the configured world's counts as
     missing; one from before manifests recorded the encoding does not, when its columns match)."""
     data_dir = settings.data_dir
+    world = configured_world(settings.config)
     if force or not (settings.catalog_file.is_file() and (data_dir / "demo").is_dir()):
         log.info("generating demo data in %s", data_dir)
         generate(data_dir)
@@ -34,12 +35,10 @@ def prepare_demo(settings: Settings, force: bool = False) -> None:
         target = "Redis" if settings.redis_url else "SQLite"
         log.info("feast apply + materialize into the %s online store", target)
         t = time.perf_counter()
-        apply_and_materialize(configured_world(settings.config), data_dir, settings.redis_url,
-                              settings.redis_cluster)
+        apply_and_materialize(world, data_dir, settings.redis_url, settings.redis_cluster)
         log.info("materialized in %.1f s", time.perf_counter() - t)
     found = versions(settings.models_dir, settings.model_name)
     newest = settings.models_dir / settings.model_name / str(found[-1]) if found else None
-    world = configured_world(settings.config)
     encoder = Encoder(world)
     stale = newest is not None and _stale(read_manifest(newest), encoder)
     if stale:
