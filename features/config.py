@@ -377,6 +377,24 @@ def shipped_world(name: str) -> World:
     return load_world(WORLDS_DIR / f"{name}.yaml")
 
 
+#: Under the data dir: the Feast sources (one Parquet file per entity with feature views)
+#: and the logged interactions the model is trained on. `nextbest load` writes them from a
+#: user's own files; the demo generators write them for the shipped worlds.
+SOURCES_DIR = "sources"
+INTERACTIONS_FILE = "interactions.parquet"
+
+
+def source_path(data_dir: Path, entity: str) -> Path:
+    """Where the rows of `entity`'s feature views live: `<data_dir>/sources/<entity>s.parquet`
+    (absolute: Feast resolves relative paths against its repository, not the caller)."""
+    return Path(data_dir).resolve() / SOURCES_DIR / f"{entity}s.parquet"
+
+
+def interactions_path(data_dir: Path) -> Path:
+    """The logged interactions training reads: `<data_dir>/sources/interactions.parquet`."""
+    return Path(data_dir) / SOURCES_DIR / INTERACTIONS_FILE
+
+
 #: The world served when no configuration file is named (NEXTBEST_CONFIG unset).
 DEFAULT_WORLD = "retail"
 

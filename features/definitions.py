@@ -9,9 +9,10 @@ written to the online store are the names the service reads (`features/online.py
 takes its layouts from the same world) and the model's manifest names the same
 FeatureService. A world without a customer entity simply has no customer views.
 
-Each entity's rows are read from `<data_dir>/demo/<entity>s.parquet` (`source_path`):
+Each entity's rows are read from `<data_dir>/sources/<entity>s.parquet` (`source_path`):
 the join key, `event_timestamp`, `created` and one column per feature of the entity's
-views; for the retail world these are the demo generator's files.
+views; the demo generators write them for the shipped worlds, `nextbest load` from a
+user's own files.
 
 Two ways in:
 - `feast -c features apply` (CLI users): Feast imports this module as `definitions` and
@@ -46,7 +47,7 @@ from feast import Entity, FeatureService, FeatureView, Field, FileSource, Projec
 from feast.feast_object import FeastObject  # noqa: E402
 from feast.types import Float32, Int64, PrimitiveFeastType, String  # noqa: E402
 
-from features.config import FeatureType, World, configured_world  # noqa: E402
+from features.config import FeatureType, World, configured_world, source_path  # noqa: E402
 
 #: The Feast type of each feature type a world may declare.
 DTYPES: dict[FeatureType, PrimitiveFeastType] = {
@@ -81,13 +82,8 @@ def world_from_env() -> World:
     return configured_world(Path(path) if path else None)
 
 
-def source_path(data_dir: Path, entity: str) -> Path:
-    """Where the rows of `entity`'s feature views live: `<data_dir>/demo/<entity>s.parquet`."""
-    return Path(data_dir).resolve() / "demo" / f"{entity}s.parquet"
-
-
 def build(world: World, data_dir: Path) -> Definitions:
-    """The repository's objects for `world`, with sources under `<data_dir>/demo/`."""
+    """The repository's objects for `world`, with sources under `<data_dir>/sources/`."""
     used = [e for e in world.entities if world.views_of(e)]
     entities = {
         name: Entity(

@@ -39,7 +39,9 @@ def customer_ids(data_dir: Path) -> list[str]:
     """The demo's known customer ids, sorted."""
     import pandas as pd
 
-    ids = pd.read_parquet(data_dir / "demo" / "customers.parquet", columns=["customer_id"])
+    from features.config import source_path
+
+    ids = pd.read_parquet(source_path(data_dir, "customer"), columns=["customer_id"])
     return sorted(ids["customer_id"].unique().tolist())
 
 

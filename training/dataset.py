@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from features.config import IdListField, World, configured_world
+from features.config import IdListField, World, configured_world, interactions_path
 from features.encoding import ActionMatrix, Encoder
 from features.schema import (
     ACTION_JOIN_KEY,
@@ -27,7 +27,6 @@ from features.schema import (
 
 log = logging.getLogger(__name__)
 
-INTERACTIONS_FILE = Path("demo") / "interactions.parquet"
 #: interaction-log column -> its name in the joined frame (where the feature keeps its own)
 CONTEXT_RENAMES = {"journey_stage": "context_journey_stage"}
 
@@ -48,7 +47,7 @@ class TrainingSet:
 
 
 def load_interactions(data_dir: Path) -> pd.DataFrame:
-    return pd.read_parquet(Path(data_dir) / INTERACTIONS_FILE)
+    return pd.read_parquet(interactions_path(data_dir))
 
 
 def historical_features(

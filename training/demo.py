@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 
-from features.config import configured_world
+from features.config import configured_world, interactions_path
 from features.encoding import Encoder
 from features.store import apply_and_materialize
 from service.manifest import ModelManifest, encoding_fingerprint, read_manifest, versions
@@ -27,7 +27,7 @@ def prepare_demo(settings: Settings, force: bool = False) -> None:
     missing; one from before manifests recorded the encoding does not, when its columns match)."""
     data_dir = settings.data_dir
     world = configured_world(settings.config)
-    if force or not (settings.catalog_file.is_file() and (data_dir / "demo").is_dir()):
+    if force or not (settings.catalog_file.is_file() and interactions_path(data_dir).is_file()):
         log.info("generating demo data in %s", data_dir)
         generate(data_dir)
     online_db = data_dir / "feast" / "online.db"

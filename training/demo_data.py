@@ -2,11 +2,11 @@
 
 Writes, under `data_dir`:
 
-    catalog.json                 the action catalog (service/catalog.py format)
-    demo/customers.parquet       weekly customer feature snapshots (Feast FileSource)
-    demo/actions.parquet         weekly action feature snapshots (Feast FileSource)
-    demo/interactions.parquet    logged decisions of a uniform-random logging policy
-    demo/world.json              what rebuilds the hidden ground truth (training/world.py)
+    catalog.json                  the action catalog (service/catalog.py format)
+    sources/customers.parquet     weekly customer feature snapshots (Feast FileSource)
+    sources/actions.parquet       weekly action feature snapshots (Feast FileSource)
+    sources/interactions.parquet  logged decisions of a uniform-random logging policy
+    demo/world.json               what rebuilds the hidden ground truth (training/world.py)
 
 Features are kept as weekly HISTORY, not one row per entity, so the training set built
 with Feast's point-in-time join sees the features as they were at decision time, and the
@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
+from features.config import SOURCES_DIR, interactions_path, source_path
 from features.schema import ACTION_JOIN_KEY, CATEGORIES, CUSTOMER_JOIN_KEY, JOURNEY_STAGES
 from training.world import CHANNEL_DEVICES, CONTEXT_WEIGHTS, SLOTS, World, sample_rows
 
@@ -57,6 +58,8 @@ def generate(
     data_dir = Path(data_dir)
     demo = data_dir / "demo"
     demo.mkdir(parents=True, exist_ok=True)
+    sources = data_dir / SOURCES_DIR
+    sources.mkdir(parents=True, exist_ok=True)
     now = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
     steps = tqdm(total=5, desc="demo data", disable=not progress, unit="step")
 
@@ -78,14 +81,14 @@ def generate(
             CUSTOMER_JOIN_KEY, world.customer_ids, ts, world.observe_customers(rng, k)))
         action_frames.append(_snapshot(ACTION_JOIN_KEY, world.action_ids, ts,
                                        world.observe_actions(rng)))
-    pd.concat(customer_frames, ignore_index=True).to_parquet(demo / "customers.parquet")
+    pd.concat(customer_frames, ignore_index=True).to_parquet(source_path(data_dir, "customer"))
     steps.update()
-    pd.concat(action_frames, ignore_index=True).to_parquet(demo / "actions.parquet")
+    pd.concat(action_frames, ignore_index=True).to_parquet(source_path(data_dir, "action"))
     steps.update()
 
     interactions = simulate_logging_policy(world, rng, n_interactions)
     steps.update()
-    interactions.to_parquet(demo / "interactions.parquet")
+    interactions.to_parquet(interactions_path(data_dir))
     steps.update()
     steps.close()
 

@@ -27,7 +27,7 @@ from typing import Any, Protocol
 import numpy as np
 import pandas as pd
 
-from features.config import configured_world
+from features.config import configured_world, source_path
 from features.encoding import ActionMatrix, Encoder
 from features.schema import ACTION_JOIN_KEY, CATEGORIES, CHANNELS, CUSTOMER_JOIN_KEY
 from service.catalog import Catalog, load_catalog
@@ -113,15 +113,14 @@ class ContextFreeThompson:
 class FeatureSnapshot:
     """The customer and action features the online store serves (the latest snapshot).
 
-    Read from the demo parquet files the online store was materialized from, so the
+    Read from the source files the online store was materialized from, so the
     offline baseline sees exactly what the service reads, without importing Feast.
     """
 
     def __init__(self, data_dir: Path) -> None:
-        self.customers = _latest(pd.read_parquet(Path(data_dir) / "demo" / "customers.parquet"),
+        self.customers = _latest(pd.read_parquet(source_path(data_dir, "customer")),
                                  CUSTOMER_JOIN_KEY)
-        self.actions = _latest(pd.read_parquet(Path(data_dir) / "demo" / "actions.parquet"),
-                               ACTION_JOIN_KEY)
+        self.actions = _latest(pd.read_parquet(source_path(data_dir, "action")), ACTION_JOIN_KEY)
 
 
 def _latest(frame: pd.DataFrame, key: str) -> dict[str, dict[str, Any]]:

@@ -223,7 +223,7 @@ def _training_info(
     world_file = Path(data_dir) / "demo" / "world.json"
     return {
         "data_dir": str(Path(data_dir).resolve()),
-        "source": "demo/interactions.parquet + Feast get_historical_features",
+        "source": "sources/interactions.parquet + Feast get_historical_features",
         "n_examples": len(data),
         "first_event": str(ts[0]) if len(ts) else None,
         "holdout_from": str(ts[cut]),

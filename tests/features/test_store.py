@@ -97,8 +97,8 @@ def test_apply_and_materialize_serves_the_latest_generated_values(tmp_path: Path
     service = store.get_feature_service(FEATURE_SERVICE)
     assert {p.name for p in service.feature_view_projections} == {
         "customer_profile", "customer_affinity", "action_attributes"}
-    customers = pd.read_parquet(data_dir / "demo" / "customers.parquet")
-    actions = pd.read_parquet(data_dir / "demo" / "actions.parquet")
+    customers = pd.read_parquet(data_dir / "sources" / "customers.parquet")
+    actions = pd.read_parquet(data_dir / "sources" / "actions.parquet")
     online = store.get_online_features(
         features=service,
         entity_rows=[{CUSTOMER_JOIN_KEY: "c00042", ACTION_JOIN_KEY: "o003"}],
@@ -133,14 +133,15 @@ def test_importing_feast_leaves_prometheus_client_in_single_process_mode() -> No
 
 
 def test_definitions_follow_the_world(tmp_path: Path) -> None:
-    from features.definitions import DTYPES, build, source_path
+    from features.config import source_path
+    from features.definitions import DTYPES, build
 
     world = world_named(tmp_path, "retail_plus")
     repository = build(world, tmp_path)
     assert [e.name for e in repository.entities] == ["customer", "action"]
     assert [e.join_key for e in repository.entities] == ["customer_id", "action_id"]
     assert [s.path for s in repository.sources] == [
-        str(source_path(tmp_path, "customer")), str(tmp_path.resolve() / "demo" / "actions.parquet")]
+        str(source_path(tmp_path, "customer")), str(tmp_path.resolve() / "sources" / "actions.parquet")]
     assert list(repository.views) == list(world.feature_views)
     profile = {f.name: f.dtype for f in repository.views["customer_profile"].schema}
     assert profile["loyalty_points"] == DTYPES["int"] and profile["segment"] == DTYPES["string"]

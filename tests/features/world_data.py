@@ -79,7 +79,7 @@ def write_sources(world: World, data_dir: Path, n: int = 5, seed: int = 0) -> di
 
     Returns entity -> its frame; the recent rows are the ones materialization must serve.
     """
-    from features.definitions import source_path
+    from features.config import source_path
 
     rng = np.random.default_rng(seed)
     now = datetime.now(UTC).replace(microsecond=0)

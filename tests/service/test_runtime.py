@@ -37,10 +37,10 @@ def _context_only_store(demo: DemoDirs, root: Path, redis_url: str | None) -> tu
 
     world = world_named(root, "context_only")
     data_dir = root / "var"
-    (data_dir / "demo").mkdir(parents=True)
+    (data_dir / "sources").mkdir(parents=True)
     shutil.copy(demo.data_dir / "catalog.json", data_dir / "catalog.json")
     for name in ("actions.parquet", "interactions.parquet"):
-        shutil.copy(demo.data_dir / "demo" / name, data_dir / "demo" / name)
+        shutil.copy(demo.data_dir / "sources" / name, data_dir / "sources" / name)
     apply_and_materialize(world, data_dir, redis_url)
     return world, data_dir
 

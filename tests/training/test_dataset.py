@@ -34,7 +34,7 @@ def test_shapes_and_order(small_training_set) -> None:  # type: ignore[no-untype
 
 
 def test_request_context_is_kept_apart_from_features(small_data_dir: Path, small_training_set) -> None:  # type: ignore[no-untyped-def]
-    logged = pd.read_parquet(small_data_dir / "demo" / "interactions.parquet")
+    logged = pd.read_parquet(small_data_dir / "sources" / "interactions.parquet")
     frame = small_training_set.frame
     assert list(frame["decision_id"]) == list(logged.sort_values("event_timestamp")["decision_id"])
     by_id = logged.set_index("decision_id")["journey_stage"]
@@ -44,8 +44,8 @@ def test_request_context_is_kept_apart_from_features(small_data_dir: Path, small
 
 
 def test_features_are_joined_point_in_time(small_data_dir: Path, small_training_set) -> None:  # type: ignore[no-untyped-def]
-    customers = pd.read_parquet(small_data_dir / "demo" / "customers.parquet")
-    actions = pd.read_parquet(small_data_dir / "demo" / "actions.parquet")
+    customers = pd.read_parquet(small_data_dir / "sources" / "customers.parquet")
+    actions = pd.read_parquet(small_data_dir / "sources" / "actions.parquet")
     frame = small_training_set.frame
     for i in np.linspace(0, len(frame) - 1, 15).astype(int):
         row = frame.iloc[i]
@@ -60,7 +60,7 @@ def test_features_are_joined_point_in_time(small_data_dir: Path, small_training_
 def _serving_row(data_dir: Path, row: pd.Series) -> np.ndarray:
     """What the service's encoder produces for this logged decision and its one candidate."""
     catalog = load_catalog(data_dir / "catalog.json", shipped_world("retail"))
-    actions = pd.read_parquet(data_dir / "demo" / "actions.parquet")
+    actions = pd.read_parquet(data_dir / "sources" / "actions.parquet")
     as_of = {a: _as_of(actions, ACTION_JOIN_KEY, a, row["event_timestamp"]) for a in catalog.ids}
     matrix = ENCODER.encode_actions({a: {f: s[f] for f in ACTION_FEATURES} for a, s in as_of.items()})
     basket = [b for b in row["basket"].split(",") if b]

@@ -41,8 +41,8 @@ def test_catalog_is_valid(data_dir: Path) -> None:
 
 
 def test_feature_files_have_the_schema_columns(data_dir: Path) -> None:
-    customers = pd.read_parquet(data_dir / "demo" / "customers.parquet")
-    actions = pd.read_parquet(data_dir / "demo" / "actions.parquet")
+    customers = pd.read_parquet(data_dir / "sources" / "customers.parquet")
+    actions = pd.read_parquet(data_dir / "sources" / "actions.parquet")
     assert list(customers.columns) == CUSTOMER_COLUMNS
     assert list(actions.columns) == ACTION_COLUMNS
     for frame in (customers, actions):
@@ -55,12 +55,12 @@ def test_feature_files_have_the_schema_columns(data_dir: Path) -> None:
 
 
 def test_interactions_are_a_logged_uniform_policy(data_dir: Path) -> None:
-    log = pd.read_parquet(data_dir / "demo" / "interactions.parquet")
+    log = pd.read_parquet(data_dir / "sources" / "interactions.parquet")
     catalog = load_catalog(data_dir / "catalog.json", shipped_world("retail"))
     assert list(log.columns) == INTERACTION_COLUMNS
     assert len(log) == 2000 and log["decision_id"].is_unique
     assert log["event_timestamp"].is_monotonic_increasing
-    customers = pd.read_parquet(data_dir / "demo" / "customers.parquet")
+    customers = pd.read_parquet(data_dir / "sources" / "customers.parquet")
     assert log["event_timestamp"].min() > customers["event_timestamp"].min()
     assert set(log["label"].unique()) <= {0, 1}
     assert 0.01 < log["label"].mean() < 0.2
