@@ -166,7 +166,7 @@ def export_feedback_table() -> str:
     return _schema_table("feedback")
 
 
-CLI_COMMANDS = ("demo", "serve", "train", "materialize", "export", "bench", "simulate", "evaluate")
+CLI_COMMANDS = ("demo", "serve", "load", "train", "materialize", "export", "bench", "simulate", "evaluate")
 
 
 def cli_help() -> str:

@@ -1,4 +1,4 @@
-"""The `nextbest` command line: demo, serve, train, materialize, export, bench, simulate, evaluate.
+"""The `nextbest` command line: demo, serve, load, train, materialize, export, bench, simulate, evaluate.
 
 The top of the project: it imports the rest, nothing imports it. Heavy imports (Feast,
 scikit-learn) happen inside the commands that need them, so `nextbest serve` does not
@@ -13,10 +13,12 @@ import argparse
 import importlib.util
 import sys
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from features.config import World
     from service.settings import Settings
 
 #: command -> extra -> modules the command imports from that extra (representative ones,
@@ -30,6 +32,7 @@ NEEDS: dict[str, dict[str, tuple[str, ...]]] = {
     "train": {"server": ("pydantic_settings", "feast", "sklearn", "skl2onnx", "onnxruntime")},
     "materialize": {"server": ("pydantic_settings", "feast")},
     "export": {"server": ("pydantic_settings", "redis", "orjson", "pyarrow", "tqdm")},
+    "load": {"server": ("pydantic_settings", "pandas", "pyarrow")},
     "simulate": {"server": ("numpy", "pandas", "onnxruntime", "sklearn"), "bench": ("matplotlib",)},
     "bench": {"server": ("fastapi", "uvicorn", "feast", "onnxruntime", "river", "sklearn"), "bench": ("matplotlib",)},
     "evaluate": {"server": ("numpy",)},
@@ -94,6 +97,34 @@ def _export(settings: Settings, out: Path | None, streams: str, chunk: int, prog
     return 0
 
 
+def _load(settings: Settings, world: World, args: argparse.Namespace) -> int:
+    """Run `nextbest load`; 2 (after the error on stderr) when a file does not fit the world."""
+    from training.load import LoadError, load
+
+    files = {entity: path for entity, path in ((world.customer_entity, args.customers),
+                                               (world.action_entity, args.actions))
+             if path is not None and entity is not None}
+    if args.customers is not None and world.customer_entity is None:
+        print(f"nextbest load: the {world.world} world has no customer entity: drop --customers",
+              file=sys.stderr)
+        return 2
+    if not files and args.interactions is None and args.catalog is None:
+        print("nextbest load: give at least one of --customers, --actions, --interactions, "
+              "--catalog", file=sys.stderr)
+        return 2
+    try:
+        result = load(world, settings.data_dir, files=files, interactions=args.interactions,
+                      catalog=args.catalog, as_of=args.as_of, catalog_file=settings.catalog_file)
+    except LoadError as exc:
+        print(f"nextbest load: {exc}", file=sys.stderr)
+        return 2
+    for line in result.summary():
+        print(line)
+    for warning in result.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    return 0
+
+
 def _serve(settings: Settings, host: str, port: int) -> None:
     import uvicorn
 
@@ -105,6 +136,14 @@ def _serve(settings: Settings, host: str, port: int) -> None:
         create_app(settings), host=host, port=port, loop="uvloop", http="httptools",
         workers=1, access_log=False, log_config=None, lifespan="on",
     )
+
+
+def _timestamp(text: str) -> datetime:
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO time: {text!r}") from None
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
 def _positive(text: str) -> int:
@@ -149,6 +188,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         p.add_argument("--port", type=int, default=8000)
         if name == "demo":
             p.add_argument("--force", action="store_true", help="regenerate everything")
+    p = sub.add_parser("load", help="check your own customer, action and interaction files "
+                       "(CSV or Parquet) against the world and write them into the data dir")
+    p.add_argument("--customers", type=Path, help="the customer entity's feature rows")
+    p.add_argument("--actions", type=Path, help="the action entity's feature rows (and, without "
+                   "--catalog, the catalog's columns)")
+    p.add_argument("--interactions", type=Path, help="the logged decisions to train on")
+    p.add_argument("--catalog", type=Path, help="a catalog JSON file (default: derived from --actions)")
+    p.add_argument("--as-of", type=_timestamp, default=None,
+                   help="ISO time stamping entity rows that have no event_timestamp column")
     p = sub.add_parser("train", help="train a model on the data dir and register it")
     p.add_argument("--algorithm", choices=("pairwise", "hgb", "logreg"), default="pairwise")
     p = sub.add_parser("materialize", help="feast apply + materialize into the online store")
@@ -220,6 +268,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             incremental=args.incremental,
         )
         print("materialized")
+    elif args.command == "load":
+        return _load(settings, world, args)
     elif args.command == "export":
         return _export(settings, args.out, args.stream, args.chunk, not args.no_progress)
     return 0
