@@ -23,8 +23,9 @@ from typing import Any
 
 import numpy as np
 
+from features.config import shipped_world
 from service.feedback_loop import FeedbackLoop
-from service.learner import OnlineLearner
+from service.learner import OnlineLearner, learner_tables
 from service.metrics import Metrics
 from service.settings import Settings
 from service.state.redis_store import RedisState
@@ -62,6 +63,7 @@ async def _run(redis_url: str, action_ids: list[str], n: int, rate: int, seconds
 
     client = aioredis.from_url(redis_url)
     await client.flushdb()
+    tables = learner_tables(shipped_world("retail"))  # the demo's events are retail's
     # As in the service: a pool's client would take a connection per concurrent append
     # (hundreds when the producer falls behind on a slow machine, which lost connections)
     writer = RespConnection(redis_url, retry_on_disconnect=True)
@@ -75,7 +77,7 @@ async def _run(redis_url: str, action_ids: list[str], n: int, rate: int, seconds
         for i in range(0, n, 1000):
             await state.append_feedback(events[i:i + 1000])
         metrics = Metrics()
-        loop = FeedbackLoop(state, OnlineLearner(action_ids), metrics, read_interval=READ_INTERVAL)
+        loop = FeedbackLoop(state, OnlineLearner(action_ids, tables), metrics, read_interval=READ_INTERVAL)
         t = time.perf_counter()
         task = asyncio.create_task(loop.run())
         while loop.learned < n:
@@ -89,7 +91,7 @@ async def _run(redis_url: str, action_ids: list[str], n: int, rate: int, seconds
         metrics = Metrics()
         recorder = _LagRecorder()
         metrics.learner_lag = recorder  # type: ignore[assignment]
-        learner = OnlineLearner(action_ids)
+        learner = OnlineLearner(action_ids, tables)
         loop = FeedbackLoop(state, learner, metrics, read_interval=READ_INTERVAL)
         task = asyncio.create_task(loop.run())
         await asyncio.sleep(0.2)

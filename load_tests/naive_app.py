@@ -34,7 +34,6 @@ from river import linear_model, optim
 
 from features.config import shipped_world
 from features.encoding import Encoder
-from features.schema import ACTION_JOIN_KEY, ACTION_VIEWS, CUSTOMER_JOIN_KEY, CUSTOMER_VIEWS
 from service.catalog import load_catalog
 from service.learner import OUTCOME_LABELS
 from service.manifest import MODEL_FILE, read_manifest
@@ -47,9 +46,13 @@ if TYPE_CHECKING:
 else:
     DecisionRequest = request_models(shipped_world("retail")).decision
 
-CUSTOMER_REFS = [f"{view}:{f}" for view, fs in CUSTOMER_VIEWS.items() for f, _ in fs]
-ACTION_REFS = [f"{view}:{f}" for view, fs in ACTION_VIEWS.items() for f, _ in fs]
-_ACTION_FEATURES = [f for fs in ACTION_VIEWS.values() for f, _ in fs]
+_RETAIL = shipped_world("retail")
+CUSTOMER_JOIN_KEY = _RETAIL.join_key("customer")
+ACTION_JOIN_KEY = _RETAIL.join_key(_RETAIL.action_entity)
+CUSTOMER_REFS = [f"{view}:{f}" for view, fs in _RETAIL.views_of("customer").items() for f, _ in fs]
+ACTION_REFS = [f"{view}:{f}" for view, fs in _RETAIL.views_of(_RETAIL.action_entity).items()
+               for f, _ in fs]
+_ACTION_FEATURES = list(_RETAIL.features_of(_RETAIL.action_entity))
 _MAX_DECISIONS = 200_000
 
 

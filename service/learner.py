@@ -41,7 +41,6 @@ import numpy as np
 from river import linear_model, optim
 
 from features.config import World
-from features.schema import CHANNELS, JOURNEY_STAGES, PLACEMENTS
 
 OUTCOME_LABELS: dict[str, tuple[bool, float]] = {
     "impression": (False, 1.0),
@@ -59,10 +58,6 @@ EXPOSURE_CAP = 5
 EXPOSURE_PRIOR = -0.05
 #: What the learner can cross the action with: the example's field -> its table's key prefix.
 LEARNER_CROSSES = {"channel": "c", "placement": "p", "journey_stage": "s"}
-#: Retail's crosses and their values, the default of a learner built without a world.
-RETAIL_TABLES: dict[str, Sequence[str]] = {
-    "channel": CHANNELS, "placement": PLACEMENTS, "journey_stage": JOURNEY_STAGES,
-}
 
 
 def _exposed(cap: int) -> tuple[str, ...]:
@@ -173,10 +168,9 @@ class LearnerState:
 class OnlineLearner:
     """River logistic regression over (offline logit, action x context indicators)."""
 
-    def __init__(self, action_ids: Sequence[str], learning_rate: float = 0.015,
-                 exposure_prior: float = EXPOSURE_PRIOR,
+    def __init__(self, action_ids: Sequence[str], tables: Mapping[str, Sequence[str]],
+                 learning_rate: float = 0.015, exposure_prior: float = EXPOSURE_PRIOR,
                  groups: Sequence[str | None] | None = None,
-                 tables: Mapping[str, Sequence[str]] = RETAIL_TABLES,
                  exposure_cap: int = EXPOSURE_CAP) -> None:
         """`groups[i]`: the group (catalog category) of `action_ids[i]`, or None.
 

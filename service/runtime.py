@@ -173,10 +173,10 @@ class Runtime:
         # learned weight (see service/learner.py).
         group_by = world.learner.group_by
         learner = OnlineLearner(
-            catalog.ids, settings.learning_rate,
+            catalog.ids, learner_tables(world), learning_rate=settings.learning_rate,
             exposure_prior=EXPOSURE_PRIOR if settings.online_learning else 0.0,
             groups=catalog.groups(group_by) if group_by is not None else None,
-            tables=learner_tables(world), exposure_cap=world.learner.exposure_cap,
+            exposure_cap=world.learner.exposure_cap,
         )
         contacts = ContactLedger(
             catalog.ids, settings.contact_window_seconds, settings.contact_suppress_seconds,

@@ -12,6 +12,7 @@ from service.feedback_loop import FeedbackLoop
 from service.learner import OnlineLearner
 from service.metrics import Metrics
 from service.state.memory import MemoryState
+from tests.service.retail import RETAIL_TABLES
 
 ACTIONS = ["p001", "p002", "p003"]
 pytestmark = pytest.mark.anyio
@@ -33,7 +34,7 @@ def event(i: int) -> dict[str, object]:
 
 class CountingLearner(OnlineLearner):
     def __init__(self) -> None:
-        super().__init__(ACTIONS)
+        super().__init__(ACTIONS, RETAIL_TABLES)
         self.publications = 0
 
     def publish(self):  # type: ignore[no-untyped-def]
@@ -82,7 +83,7 @@ async def test_reads_are_spaced_by_the_read_interval() -> None:
         return await read_feedback(after, count, block_ms)
 
     state.read_feedback = counting_read  # type: ignore[method-assign]
-    loop = FeedbackLoop(state, OnlineLearner(ACTIONS), Metrics(), block_ms=1000, read_interval=0.05)
+    loop = FeedbackLoop(state, OnlineLearner(ACTIONS, RETAIL_TABLES), Metrics(), block_ms=1000, read_interval=0.05)
     task = asyncio.create_task(loop.run())
     try:
         for b in range(30):  # a trickle lasting three read intervals

@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 
 from features.config import World, shipped_world
-from service.learner import RETAIL_TABLES, LearningExample, OnlineLearner, OnlineWeights, learner_tables
+from service.learner import LearningExample, OnlineLearner, OnlineWeights, learner_tables
 from service.model import sigmoid
+from tests.service.retail import RETAIL_TABLES
 
 
 def example(action: str = "a", outcome: str = "accept", z: float = -2.0,
@@ -14,7 +15,7 @@ def example(action: str = "a", outcome: str = "accept", z: float = -2.0,
 
 
 def test_neutral_before_any_feedback() -> None:
-    learner = OnlineLearner(["a", "b"])
+    learner = OnlineLearner(["a", "b"], RETAIL_TABLES)
     z = np.array([-1.0, 0.5])
     corr = learner.publish().correction(z, np.array([0, 1]), "web", "home", "purchase")
     assert corr == pytest.approx([0.0, 0.0])
@@ -22,7 +23,7 @@ def test_neutral_before_any_feedback() -> None:
 
 @pytest.mark.parametrize("groups", [None, ["x", "x", None]])
 def test_vectorised_copy_equals_river(groups: list[str | None] | None) -> None:
-    learner = OnlineLearner(["a", "b", "c"], groups=groups)
+    learner = OnlineLearner(["a", "b", "c"], RETAIL_TABLES, groups=groups)
     rng = np.random.default_rng(0)
     for _ in range(300):
         learner.learn([example(
@@ -40,7 +41,7 @@ def test_vectorised_copy_equals_river(groups: list[str | None] | None) -> None:
 
 
 def test_positive_feedback_raises_only_that_action_in_that_context() -> None:
-    learner = OnlineLearner(["a", "b"])
+    learner = OnlineLearner(["a", "b"], RETAIL_TABLES)
     for _ in range(50):
         learner.learn([example("a", "accept", channel="pos")])
     w = learner.publish()
@@ -52,7 +53,7 @@ def test_positive_feedback_raises_only_that_action_in_that_context() -> None:
 
 
 def test_unknown_outcomes_and_actions_are_ignored() -> None:
-    learner = OnlineLearner(["a"])
+    learner = OnlineLearner(["a"], RETAIL_TABLES)
     assert learner.learn([example(outcome="teleport")]) == 0
     assert learner.learn([example(action="zzz")]) == 1
     w = learner.publish()
@@ -60,7 +61,7 @@ def test_unknown_outcomes_and_actions_are_ignored() -> None:
 
 
 def test_exposures_enter_the_vectorised_copy_like_river() -> None:
-    learner = OnlineLearner(["a", "b"])
+    learner = OnlineLearner(["a", "b"], RETAIL_TABLES)
     rng = np.random.default_rng(1)
     for _ in range(200):
         n = int(rng.integers(0, 8))
@@ -79,7 +80,7 @@ def test_exposures_enter_the_vectorised_copy_like_river() -> None:
 def test_learned_fatigue_lowers_repeat_exposures_only() -> None:
     """Repeated impressions of `a` that never convert teach a negative exposure weight,
     starting from no prior at all; a customer who never saw `a` keeps its correction."""
-    learner = OnlineLearner(["a", "b"], exposure_prior=0.0)
+    learner = OnlineLearner(["a", "b"], RETAIL_TABLES, exposure_prior=0.0)
     rng = np.random.default_rng(2)
     for _ in range(400):
         n = int(rng.integers(0, 5))
@@ -101,10 +102,10 @@ def test_learned_fatigue_lowers_repeat_exposures_only() -> None:
 
 
 def test_offline_only_learner_has_no_fatigue_prior() -> None:
-    w = OnlineLearner(["a"], exposure_prior=0.0).publish()
+    w = OnlineLearner(["a"], RETAIL_TABLES, exposure_prior=0.0).publish()
     z = np.array([-1.0])
     assert w.correction(z, np.array([0]), "web", "home", "purchase", np.array([4]))[0] == 0.0
-    prior = OnlineLearner(["a"]).weights
+    prior = OnlineLearner(["a"], RETAIL_TABLES).weights
     assert prior.correction(z, np.array([0]), "web", "home", "purchase", np.array([2]))[0] < 0
 
 
@@ -112,7 +113,7 @@ def test_group_carries_feedback_to_the_other_actions_of_the_group() -> None:
     """Negatives on `a` lower `b` (same group) more than `c` (another group); without
     groups `b` and `c` move alike (only the shared intercept)."""
     for groups, sibling_moves in ((["x", "x", "y"], True), (None, False)):
-        learner = OnlineLearner(["a", "b", "c"], groups=groups)
+        learner = OnlineLearner(["a", "b", "c"], RETAIL_TABLES, groups=groups)
         for _ in range(200):
             learner.learn([example("a", "impression", z=-1.0)])
         w = learner.publish()
@@ -127,13 +128,13 @@ def test_group_carries_feedback_to_the_other_actions_of_the_group() -> None:
 
 def test_groups_must_match_the_actions() -> None:
     with pytest.raises(ValueError, match="groups"):
-        OnlineLearner(["a", "b"], groups=["x"])
+        OnlineLearner(["a", "b"], RETAIL_TABLES, groups=["x"])
 
 
 def test_a_placement_outside_the_schema_is_published_too() -> None:
     """Placements are free-form in requests: one the schema does not list still gets its
     learned weights served (publication adds a column for it), exposures included."""
-    learner = OnlineLearner(["a", "b"], groups=["x", "x"])
+    learner = OnlineLearner(["a", "b"], RETAIL_TABLES, groups=["x", "x"])
     for i in range(40):
         learner.learn([LearningExample("a", "web", "kiosk", "purchase", -1.0,
                                        "accept" if i % 3 else "dismiss", exposures=i % 3)])
@@ -148,7 +149,11 @@ def test_a_placement_outside_the_schema_is_published_too() -> None:
 
 def test_the_worlds_learner_section_sets_the_crosses_and_the_fatigue_cap() -> None:
     retail = shipped_world("retail")
-    assert learner_tables(retail) == {k: list(v) for k, v in RETAIL_TABLES.items()}
+    assert learner_tables(retail) == {
+        "channel": ["web", "app", "pos", "call_center", "email"],
+        "placement": ["home", "product", "cart", "checkout", "search", "inbox", "service"],
+        "journey_stage": ["awareness", "consideration", "purchase", "retention", "churn_risk"],
+    }
     document = retail.model_dump(mode="json")
     document["learner"] = {"crosses": ["channel"], "group_by": None, "exposure_cap": 2}
     world = World.model_validate(document)

@@ -14,6 +14,7 @@ from service.learner import LearningExample, OnlineLearner
 from service.metrics import Metrics
 from service.model import sigmoid
 from service.snapshots import Snapshot, Snapshots, SnapshotStore, decode, encode
+from tests.service.retail import RETAIL_TABLES
 
 IDS = ["a", "b", "c", "d"]
 ALL = np.arange(len(IDS))
@@ -27,7 +28,7 @@ def anyio_backend() -> str:
 
 
 def learned(rng: np.random.Generator, ids: list[str] = IDS) -> OnlineLearner:
-    learner = OnlineLearner(ids, groups=["x", "x", "y", None][:len(ids)])
+    learner = OnlineLearner(ids, RETAIL_TABLES, groups=["x", "x", "y", None][:len(ids)])
     for _ in range(300):
         learner.learn([LearningExample(
             str(rng.choice(ids)), str(rng.choice(["web", "pos", "kiosk"])),  # kiosk: a new column
@@ -51,7 +52,7 @@ def test_a_restored_learner_and_ledger_serve_and_learn_as_the_originals() -> Non
     snapshot = decode(encode(Snapshot("17-3", 5.0, learner.state(), ledger.state())))
     assert (snapshot.position, snapshot.created_at) == ("17-3", 5.0)
 
-    learner2 = OnlineLearner(IDS, groups=["x", "x", "y", None])
+    learner2 = OnlineLearner(IDS, RETAIL_TABLES, groups=["x", "x", "y", None])
     ledger2 = ContactLedger(IDS, clock=lambda: NOW)
     assert snapshot.learner is not None and snapshot.ledger is not None
     learner2.restore(snapshot.learner)
@@ -143,7 +144,7 @@ async def test_restore_ignores_a_snapshot_without_a_part_this_replica_needs(
 ) -> None:
     rng = np.random.default_rng(6)
     await store.save(encode(Snapshot("9-0", 0.0, None, contacted(rng).state())))
-    learner = OnlineLearner(IDS)
+    learner = OnlineLearner(IDS, RETAIL_TABLES)
     fresh = Snapshots(store, 30.0, Metrics(), learner, ContactLedger(IDS))
     assert await fresh.restore() is None  # learning on here, none in the snapshot
     assert learner.updates == 0
@@ -157,7 +158,7 @@ def test_probabilities_match_after_restore_for_unseen_context() -> None:
     """A context value never seen gets no column: restored and original agree on it."""
     rng = np.random.default_rng(9)
     learner = learned(rng)
-    restored = OnlineLearner(IDS, groups=["x", "x", "y", None])
+    restored = OnlineLearner(IDS, RETAIL_TABLES, groups=["x", "x", "y", None])
     restored.restore(learner.state())
     z = np.array([-2.0])
     for row in range(len(IDS)):

@@ -9,7 +9,6 @@ import onnxruntime as ort
 import pytest
 
 from features.config import shipped_world
-from features.schema import FEATURE_SERVICE
 from service.manifest import MODEL_FILE, read_manifest, sha256_file
 from training.train import make_estimator, onnx_probabilities, time_split, to_onnx, train
 
@@ -26,7 +25,7 @@ def test_train_registers_a_verified_model(registered) -> None:  # type: ignore[n
     assert manifest.version == "1" and manifest.algorithm == "pairwise"
     assert manifest.sha256 == sha256_file(directory / MODEL_FILE)
     assert manifest.columns == shipped_world("retail").model_columns()
-    assert manifest.feature_service == FEATURE_SERVICE
+    assert manifest.feature_service == shipped_world("retail").model.feature_service
     assert (manifest.input_name, manifest.output_name) == ("input", "probabilities")
     assert manifest.logit_name == "logit"
     for key in ("auc", "log_loss", "brier", "base_rate", "ece", "n_train", "n_holdout"):
