@@ -160,11 +160,12 @@ async def feedback_handler(runtime: Runtime, body: bytes, content_type: str | No
                            state: dict[str, Any]) -> tuple[int, Any]:
     parsed: FeedbackBody = parse_json(body, content_type, FEEDBACK_BODY)
     events = parsed.events if isinstance(parsed, FeedbackBatch) else [parsed]
-    accepted, rejected = await runtime.feedback.submit(events)
+    accepted, duplicates, rejected = await runtime.feedback.submit(events)
     if isinstance(parsed, FeedbackEvent) and rejected:
         error = UnknownDecision if rejected[0].reason == UnknownDecision.code else ActionNotInDecision
         raise error(rejected[0].message)
-    return 202, {"accepted": accepted, "rejected": [r.__dict__ for r in rejected]}
+    return 202, {"accepted": accepted, "duplicates": duplicates,
+                 "rejected": [r.__dict__ for r in rejected]}
 
 
 def handlers(models: RequestModels) -> dict[str, Handler]:

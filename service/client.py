@@ -131,15 +131,18 @@ class NextbestClient(BaseClient[httpx.AsyncBaseTransport, Sleep]):
 
     async def feedback(self, decision_id: str, action_id: str, outcome: Outcome | str,
                        value: float | None = None,
-                       timestamp: datetime | float | None = None) -> FeedbackResponse:
+                       timestamp: datetime | float | None = None,
+                       event_id: str | None = None) -> FeedbackResponse:
         """Report one outcome of a shown action.
 
         An unknown (or expired) decision raises `NextbestAPIError` 404 `unknown_decision`;
         an action the decision did not show raises 422 `action_not_in_decision`.
         `timestamp` (timezone-aware datetime, or unix seconds) defaults to "now" on the
-        server.
+        server. `event_id` (default: a fresh random id, the same for every retry of this
+        call) makes the event idempotent: pass your own to make a resend of yours one too.
         """
-        return await self._run(self._feedback_plan(decision_id, action_id, outcome, value, timestamp))
+        return await self._run(self._feedback_plan(decision_id, action_id, outcome, value,
+                                                   timestamp, event_id))
 
     async def feedback_batch(self, events: Iterable[FeedbackEvent | Mapping[str, Any]]) -> FeedbackResponse:
         """Report many outcomes; sent in requests of at most `MAX_FEEDBACK_BATCH` events.
@@ -199,9 +202,11 @@ class SyncNextbestClient(BaseClient[httpx.BaseTransport, BlockingSleep]):
 
     def feedback(self, decision_id: str, action_id: str, outcome: Outcome | str,
                  value: float | None = None,
-                 timestamp: datetime | float | None = None) -> FeedbackResponse:
+                 timestamp: datetime | float | None = None,
+                 event_id: str | None = None) -> FeedbackResponse:
         """`NextbestClient.feedback`, blocking."""
-        return self._run(self._feedback_plan(decision_id, action_id, outcome, value, timestamp))
+        return self._run(self._feedback_plan(decision_id, action_id, outcome, value, timestamp,
+                                             event_id))
 
     def feedback_batch(self, events: Iterable[FeedbackEvent | Mapping[str, Any]]) -> FeedbackResponse:
         """`NextbestClient.feedback_batch`, blocking."""

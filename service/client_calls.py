@@ -16,6 +16,7 @@ from __future__ import annotations
 import email.utils
 import random
 import time
+import uuid
 from collections.abc import Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -40,7 +41,6 @@ RETRY_STATUSES = frozenset({429, 503})
 # The request may have been processed: only an idempotent-safe call repeats it.
 _UNANSWERED = (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError)
 # The request never left: safe to repeat anything.
-_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 
 T = TypeVar("T")
 TransportT = TypeVar("TransportT")
@@ -200,21 +200,25 @@ class BaseClient(Generic[TransportT, SleepT]):
         return DecisionResponse.model_validate_json(response.content)
 
     def _feedback_plan(self, decision_id: str, action_id: str, outcome: Outcome | str,
-                       value: float | None, timestamp: datetime | float | None) -> Plan[FeedbackResponse]:
-        return (yield from self._report(_event(decision_id, action_id, outcome, value, timestamp)))
+                       value: float | None, timestamp: datetime | float | None,
+                       event_id: str | None = None) -> Plan[FeedbackResponse]:
+        return (yield from self._report(_event(decision_id, action_id, outcome, value, timestamp,
+                                               event_id)))
 
     def _feedback_batch_plan(self, events: Iterable[FeedbackEvent | Mapping[str, Any]]) -> Plan[FeedbackResponse]:
-        items = [_plain(e) for e in events]
-        accepted, rejected = 0, []
+        items = [_with_event_id(_plain(e)) for e in events]
+        accepted, duplicates, rejected = 0, 0, []
         for start in range(0, len(items), MAX_FEEDBACK_BATCH):
             part = yield from self._report({"events": items[start:start + MAX_FEEDBACK_BATCH]})
             accepted += part.accepted
+            duplicates += part.duplicates
             rejected += [RejectedEvent(**{**r.model_dump(), "index": r.index + start})
                          for r in part.rejected]
-        return FeedbackResponse(accepted=accepted, rejected=rejected)
+        return FeedbackResponse(accepted=accepted, duplicates=duplicates, rejected=rejected)
 
     def _report(self, body: dict[str, Any]) -> Plan[FeedbackResponse]:
-        response = yield from self._post("/v1/feedback", body, retry_on=_NOT_SENT)
+        # every event carries an event_id, so a repeat after a lost answer is applied once
+        response = yield from self._post("/v1/feedback", body, retry_on=_UNANSWERED)
         return FeedbackResponse.model_validate_json(response.content)
 
     def _post(self, path: str, body: Any,
@@ -265,14 +269,23 @@ def _decision_body(request: DecisionRequestBase | Mapping[str, Any] | None,
 
 
 def _event(decision_id: str, action_id: str, outcome: Outcome | str, value: float | None,
-           timestamp: datetime | float | None) -> dict[str, Any]:
+           timestamp: datetime | float | None, event_id: str | None = None) -> dict[str, Any]:
     event: dict[str, Any] = {"decision_id": decision_id, "action_id": action_id,
-                             "outcome": str(outcome)}
+                             "outcome": str(outcome), "event_id": event_id or _new_event_id()}
     if value is not None:
         event["value"] = value
     if timestamp is not None:
         event["timestamp"] = timestamp.isoformat() if isinstance(timestamp, datetime) else timestamp
     return event
+
+
+def _new_event_id() -> str:
+    """A fresh event id: every attempt of one call carries the same, so a retry is applied once."""
+    return uuid.uuid4().hex
+
+
+def _with_event_id(event: dict[str, Any]) -> dict[str, Any]:
+    return event if event.get("event_id") else {**event, "event_id": _new_event_id()}
 
 
 def _retry_after_seconds(header: str | None) -> float | None:

@@ -6,6 +6,14 @@ action's offline logit, how often the customer had seen it before, and the decis
 context), so learners and contact ledgers never read the decision log. A single event
 that cannot be joined is an error (404 unknown decision, 422 action not shown); in a
 batch such events are listed as rejected and the rest accepted.
+
+Each event is applied once: its key (`FeedbackEvent.key`: the caller's `event_id`, or
+`<decision_id>:<action_id>:<outcome>`) is checked and recorded in the same atomic step
+that appends it to the stream (`StateStore.append_feedback` with keys), for the
+decision's TTL. A resend (a retry, the same event twice in a batch, the same event sent
+to another replica) is accepted and counted as a duplicate, and nothing downstream
+(learner, contact ledger, counters) sees it again. An event can only be accepted while
+its decision is known, and its key outlives that, so the guarantee has no gap.
 """
 
 from __future__ import annotations
@@ -38,11 +46,15 @@ class FeedbackService:
         self._decisions = decisions
         self._metrics = metrics
 
-    async def submit(self, events: Sequence[FeedbackEvent]) -> tuple[int, list[Rejection]]:
+    async def submit(self, events: Sequence[FeedbackEvent]) -> tuple[int, int, list[Rejection]]:
+        """(accepted, duplicates among them, rejected) for `events`, in order."""
         records = await self._decisions.get_many([e.decision_id for e in events])
         now = time.time()
         accepted: list[dict[str, Any]] = []
+        keys: list[str] = []
         rejected: list[Rejection] = []
+        in_batch: set[str] = set()
+        repeated = 0
         for i, (event, record) in enumerate(zip(events, records, strict=False)):
             if record is None:
                 rejected.append(Rejection(
@@ -57,7 +69,14 @@ class FeedbackService:
                     f"action {event.action_id} was not shown in decision {event.decision_id}",
                 ))
                 continue
+            key = event.key()
+            if key in in_batch:
+                repeated += 1
+                continue
+            in_batch.add(key)
+            keys.append(key)
             accepted.append({
+                "event_id": key,
                 "decision_id": event.decision_id,
                 "action_id": event.action_id,
                 "outcome": event.outcome.value,
@@ -74,13 +93,16 @@ class FeedbackService:
                 "offline_logit": shown["offline_logit"],
                 "exposures": shown.get("exposures", 0),
             })
-        if accepted:
-            await self._state.append_feedback(accepted)
-        for e in accepted:
-            self._metrics.feedback.labels(e["outcome"], e["channel"], e["journey_stage"]).inc()
+        applied = await self._state.append_feedback(accepted, keys) if accepted else []
+        for e, fresh in zip(accepted, applied, strict=True):
+            if fresh:
+                self._metrics.feedback.labels(e["outcome"], e["channel"], e["journey_stage"]).inc()
+        duplicates = repeated + applied.count(False)
+        if duplicates:
+            self._metrics.feedback_duplicates.inc(duplicates)
         for r in rejected:
             self._metrics.feedback_rejected.labels(r.reason).inc()
-        return len(accepted), rejected
+        return len(accepted) + repeated, duplicates, rejected
 
 
 def _epoch(ts: datetime) -> float:

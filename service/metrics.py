@@ -102,6 +102,11 @@ class Metrics:
             "Feedback events refused (unknown decision, action not shown).",
             ["reason"], registry=r,
         )
+        self.feedback_duplicates = Counter(
+            "nextbest_feedback_duplicates_total",
+            "Feedback events accepted but not applied again: their key was applied before "
+            "(a retry, a resend, a repeat in a batch).", registry=r,
+        )
         self.errors = Counter(
             "nextbest_errors_total", "Error responses by endpoint and status.",
             ["endpoint", "status"], registry=r,

@@ -174,6 +174,14 @@ class FeedbackEvent(BaseModel):
     value: float | None = Field(None, ge=0.0, le=1_000_000.0,
                                 description="Monetary value of the outcome, if any.")
     timestamp: datetime | None = Field(None, description="When it happened; default: now.")
+    event_id: Identifier | None = Field(
+        None, description="Makes the event idempotent: an event whose id was accepted before "
+        "(within the decision TTL) is not applied again. Default: "
+        "`<decision_id>:<action_id>:<outcome>`, one outcome of each kind per shown action.")
+
+    def key(self) -> str:
+        """What identifies this event for deduplication (`event_id`, or the derived key)."""
+        return self.event_id or f"{self.decision_id}:{self.action_id}:{self.outcome.value}"
 
 
 class FeedbackBatch(BaseModel):
@@ -191,7 +199,10 @@ class RejectedEvent(BaseModel):
 
 
 class FeedbackResponse(BaseModel):
-    accepted: int
+    accepted: int = Field(description="Events applied now, duplicates included (a resent "
+                          "event is accepted, and applied once).")
+    duplicates: int = Field(0, description="Of the accepted, how many had been applied "
+                            "before (same event key) and were not applied again.")
     rejected: list[RejectedEvent] = Field(default_factory=list)
 
 

@@ -37,8 +37,14 @@ class StateStore(Protocol):
     async def get_decisions(self, decision_ids: Sequence[str]) -> list[Record | None]:
         """The records of these decisions, None where unknown or expired."""
 
-    async def append_feedback(self, events: Sequence[Record]) -> None:
-        """Durably append feedback events to the stream, in order."""
+    async def append_feedback(self, events: Sequence[Record],
+                              keys: Sequence[str] | None = None) -> list[bool]:
+        """Durably append feedback events to the stream, in order; True where appended.
+
+        With `keys` (one per event), an event whose key was appended before, within the
+        decision TTL, is not appended again (False): the check and the append are one
+        atomic step, so retries, batches and replicas apply an event once.
+        """
 
     async def read_feedback(
         self, after: str, count: int, block_ms: int

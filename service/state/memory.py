@@ -21,6 +21,8 @@ class MemoryState:
         self._feedback: list[tuple[int, Record]] = []
         self._max_feedback = max_feedback
         self._next_id = 1
+        #: feedback keys appended -> when they may be appended again (insertion = expiry order)
+        self._seen: OrderedDict[str, float] = OrderedDict()
         self._appended = asyncio.Event()
 
     async def log_decisions(self, records: Sequence[Record],
@@ -39,13 +41,35 @@ class MemoryState:
             out.append(hit[1] if hit is not None and hit[0] > now else None)
         return out
 
-    async def append_feedback(self, events: Sequence[Record]) -> None:
-        for e in events:
-            self._feedback.append((self._next_id, e))
-            self._next_id += 1
+    async def append_feedback(self, events: Sequence[Record],
+                              keys: Sequence[str] | None = None) -> list[bool]:
+        appended = [True] * len(events) if keys is None else self._first_sightings(keys)
+        for e, fresh in zip(events, appended, strict=True):
+            if fresh:
+                self._feedback.append((self._next_id, e))
+                self._next_id += 1
         if len(self._feedback) > self._max_feedback:
             del self._feedback[: len(self._feedback) - self._max_feedback]
         self._appended.set()
+        return appended
+
+    def _first_sightings(self, keys: Sequence[str]) -> list[bool]:
+        """True for each key not seen within the TTL (recorded now); bounded like the stream."""
+        now = time.monotonic()
+        seen = self._seen
+        while seen and next(iter(seen.values())) <= now:
+            seen.popitem(last=False)
+        out = []
+        for key in keys:
+            expires = seen.get(key)
+            fresh = expires is None or expires <= now
+            if fresh:
+                seen[key] = now + self._ttl
+                seen.move_to_end(key)
+            out.append(fresh)
+        while len(seen) > self._max_feedback:
+            seen.popitem(last=False)
+        return out
 
     async def read_feedback(self, after: str, count: int, block_ms: int) -> list[tuple[str, Record]]:
         last = int(after)

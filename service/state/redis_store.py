@@ -3,7 +3,9 @@
 Keys (prefix configurable, default `nb:`):
 - `nb:decision:{id}`  JSON decision record, expires after decision_ttl_seconds;
 - `nb:decisions`      stream of every decision record (capped), for training exports;
-- `nb:feedback`       stream of accepted feedback, each entry field `e` = JSON event.
+- `nb:feedback`       stream of accepted feedback, each entry field `e` = JSON event;
+- `nb:seen:{nb:feedback}:{key}`  a feedback event's key, set when the event is appended,
+  expiring with the decision TTL: the same key is not appended again (`_APPEND_ONCE`).
 A batch of decision records is written by one Lua script call (`_LOG_DECISIONS`): the
 client packs one command instead of a SET and an XADD per record, each of which would
 cost its own client CPU (`load_tests/resp_bench.py` measures a command's). In cluster
@@ -41,6 +43,24 @@ return #KEYS - 1
 """
 _LOG_DECISIONS_SHA = hashlib.sha1(_LOG_DECISIONS.encode(), usedforsecurity=False).hexdigest()
 
+#: KEYS = [feedback stream, seen key 1..n]; ARGV = [seen ttl, stream maxlen, event 1..n].
+#: Appends each event whose key is not set yet and sets it; returns 1/0 per event. The
+#: seen keys carry the stream's name as their hash tag, so all keys share its slot and
+#: the script runs on a Redis Cluster too.
+_APPEND_ONCE = """
+local out = {}
+for i = 2, #KEYS do
+    if redis.call('SET', KEYS[i], '1', 'NX', 'EX', ARGV[1]) then
+        redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', 'e', ARGV[i + 1])
+        out[i - 1] = 1
+    else
+        out[i - 1] = 0
+    end
+end
+return out
+"""
+_APPEND_ONCE_SHA = hashlib.sha1(_APPEND_ONCE.encode(), usedforsecurity=False).hexdigest()
+
 
 class RedisState:
     backend = "redis"
@@ -69,7 +89,8 @@ class RedisState:
             blobs = [orjson.dumps(r) for r in records]
         if self._single_node:
             keys = [self.decision_log_key, *(self._decision_key(r["decision_id"]) for r in records)]
-            await self._script(len(keys), *keys, self._ttl, self._decision_log_maxlen, *blobs)
+            await self._script(_LOG_DECISIONS, _LOG_DECISIONS_SHA, len(keys), *keys, self._ttl,
+                               self._decision_log_maxlen, *blobs)
             return
         pipe = self._r.pipeline(transaction=False)
         for r, blob in zip(records, blobs, strict=True):
@@ -78,14 +99,14 @@ class RedisState:
                       maxlen=self._decision_log_maxlen, approximate=True)
         await pipe.execute()
 
-    async def _script(self, n_keys: int, *keys_and_args: Any) -> Any:
-        """The decision-log script by its SHA, loaded by EVAL the first time Redis lacks it."""
+    async def _script(self, source: str, sha: str, n_keys: int, *keys_and_args: Any) -> Any:
+        """A script by its SHA, loaded by EVAL the first time Redis lacks it."""
         try:
-            return await self._r.execute_command("EVALSHA", _LOG_DECISIONS_SHA, n_keys, *keys_and_args)
+            return await self._r.execute_command("EVALSHA", sha, n_keys, *keys_and_args)
         except ResponseError as exc:  # redis-py raises NoScriptError, hiredis' reader the raw text
             if not (isinstance(exc, NoScriptError) or str(exc).startswith("NOSCRIPT")):
                 raise
-        return await self._r.execute_command("EVAL", _LOG_DECISIONS, n_keys, *keys_and_args)
+        return await self._r.execute_command("EVAL", source, n_keys, *keys_and_args)
 
     async def get_decisions(self, decision_ids: Sequence[str]) -> list[Record | None]:
         if not decision_ids:
@@ -100,21 +121,33 @@ class RedisState:
             blobs = await pipe.execute()
         return [orjson.loads(b) if b is not None else None for b in blobs]
 
-    async def append_feedback(self, events: Sequence[Record]) -> None:
+    def seen_key(self, key: str) -> str:
+        """Where an appended feedback key is remembered: the stream's slot (hash tag)."""
+        return f"{self._prefix}seen:{{{self.feedback_key}}}:{key}"
+
+    async def append_feedback(self, events: Sequence[Record],
+                              keys: Sequence[str] | None = None) -> list[bool]:
         if not events:
-            return
+            return []
+        if keys is not None:
+            redis_keys = [self.feedback_key, *(self.seen_key(k) for k in keys)]
+            added = await self._script(_APPEND_ONCE, _APPEND_ONCE_SHA, len(redis_keys),
+                                       *redis_keys, self._ttl, self._feedback_maxlen,
+                                       *(orjson.dumps(e) for e in events))
+            return [bool(int(a)) for a in added]
         if not self._single_node:  # a pipeline keeps the events' order across connections
             pipe = self._r.pipeline(transaction=False)
             for e in events:
                 pipe.xadd(self.feedback_key, {"e": orjson.dumps(e)},
                           maxlen=self._feedback_maxlen, approximate=True)
             await pipe.execute()
-            return
+            return [True] * len(events)
         adds = [self._r.execute_command("XADD", self.feedback_key, "MAXLEN", "~",
                                         self._feedback_maxlen, "*", "e", orjson.dumps(e))
                 for e in events]
         # one connection: commands go out in the order their tasks start, and share round trips
         await (adds[0] if len(adds) == 1 else asyncio.gather(*adds))
+        return [True] * len(events)
 
     async def read_feedback(self, after: str, count: int, block_ms: int) -> list[tuple[str, Record]]:
         reply = await self._reader.xread({self.feedback_key: after}, count=count, block=block_ms)

@@ -90,7 +90,7 @@ def test_feedback_single_batch_and_errors(client: TestClient) -> None:
     shown = d["actions"][0]["action_id"]
     ok = client.post("/v1/feedback", json={"decision_id": d["decision_id"], "action_id": shown,
                                            "outcome": "click"})
-    assert ok.status_code == 202 and ok.json() == {"accepted": 1, "rejected": []}
+    assert ok.status_code == 202 and ok.json() == {"accepted": 1, "duplicates": 0, "rejected": []}
 
     unknown = client.post("/v1/feedback", json={"decision_id": "0" * 32, "action_id": shown,
                                                 "outcome": "accept"})
@@ -113,6 +113,26 @@ def test_feedback_single_batch_and_errors(client: TestClient) -> None:
     bad = client.post("/v1/feedback", json={"decision_id": d["decision_id"], "action_id": shown,
                                             "outcome": "love"})
     assert bad.status_code == 422
+
+
+def test_a_resent_event_is_applied_once(client: TestClient) -> None:
+    """Five sends of one accept (alone and in one batch) are accepted and applied once: the
+    stream, the counters and the learner see one event."""
+    runtime = client.app.state.runtime  # type: ignore[attr-defined]
+    d = decide(client)
+    event = {"decision_id": d["decision_id"], "action_id": d["actions"][0]["action_id"],
+             "outcome": "accept", "value": 5.0}
+    before = client.portal.call(runtime.state.feedback_length)  # type: ignore[union-attr]
+    answers = [client.post("/v1/feedback", json=event).json() for _ in range(5)]
+    assert [a["accepted"] for a in answers] == [1] * 5
+    assert [a["duplicates"] for a in answers] == [0, 1, 1, 1, 1]
+    batch = client.post("/v1/feedback", json={"events": [event] * 5}).json()
+    assert batch["accepted"] == 5 and batch["duplicates"] == 5
+    mine = {**event, "event_id": "order-1:accept"}  # the caller's id: a new event, once
+    assert client.post("/v1/feedback", json={"events": [mine, mine]}).json()["duplicates"] == 1
+    assert client.portal.call(runtime.state.feedback_length) == before + 2  # type: ignore[union-attr]
+    metrics = client.get("/metrics").text
+    assert "nextbest_feedback_duplicates_total 10.0" in metrics
 
 
 def _rank_of(client: TestClient, action_id: str, **body: object) -> int:

@@ -66,6 +66,41 @@ async def test_feedback_bounds_are_the_oldest_and_newest_entries(state: StateSto
     assert stream_position(entries[0][0]) < stream_position(entries[-1][0])
 
 
+async def test_keyed_feedback_is_appended_once(state: StateStore) -> None:
+    """The same key is appended once, within a call, across calls and concurrent callers."""
+    assert await state.append_feedback([{"n": 0}, {"n": 1}], keys=["a", "b"]) == [True, True]
+    assert await state.append_feedback([{"n": 2}, {"n": 3}], keys=["b", "c"]) == [False, True]
+    assert await state.append_feedback([{"n": 4}, {"n": 5}], keys=["d", "d"]) == [True, False]
+    racing = await asyncio.gather(*(state.append_feedback([{"n": 10 + i}], keys=["e"])
+                                    for i in range(8)))
+    assert sum(r == [True] for r in racing) == 1
+    assert await state.append_feedback([{"n": 6}]) == [True]  # unkeyed: always appended
+    entries = await state.read_feedback("0", 100, 100)
+    assert [e["n"] for _, e in entries][:4] == [0, 1, 3, 4]
+    assert len(entries) == 6 and await state.feedback_length() == 6
+
+
+async def test_two_writers_on_one_redis_append_a_key_once(redis_url: str) -> None:
+    """Two replicas: separate connections and stores, one Redis, the same events."""
+    stores = [RedisState(RespConnection(redis_url, retry_on_disconnect=True), decision_ttl_seconds=60,
+                         feedback_maxlen=1000, prefix="twice:") for _ in range(2)]
+    try:
+        keys = [f"k{i}" for i in range(200)]
+        results = await asyncio.gather(*(s.append_feedback([{"k": k} for k in keys], keys=keys)
+                                         for s in stores))
+        assert [a + b for a, b in zip(*results, strict=True)] == [1] * 200
+        assert await stores[0].feedback_length() == 200
+    finally:
+        for s in stores:
+            await s.close()
+
+
+async def test_a_key_may_be_appended_again_after_the_ttl() -> None:
+    store = MemoryState(decision_ttl_seconds=0)
+    assert await store.append_feedback([{"n": 0}], keys=["a"]) == [True]
+    assert await store.append_feedback([{"n": 1}], keys=["a"]) == [True]
+
+
 async def test_blocking_read_wakes_on_append(state: StateStore) -> None:
     await state.append_feedback([{"n": 0}])
     (last, _), = await state.read_feedback("0", 10, 100)
