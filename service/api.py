@@ -31,7 +31,13 @@ from fastapi.routing import APIRoute
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from service.errors import ActionNotInDecision, NextbestError, NotReady, UnknownDecision
+from service.errors import (
+    ActionNotInDecision,
+    InvalidTimestamp,
+    NextbestError,
+    NotReady,
+    UnknownDecision,
+)
 from service.runtime import Runtime
 from service.schemas import (
     DecisionRequestBase,
@@ -138,6 +144,13 @@ def error_payload(exc: Exception, path: str) -> tuple[int, dict[str, Any]]:
     return 500, {"error": "internal_error", "message": "internal error"}
 
 
+def error_headers(exc: Exception) -> list[tuple[bytes, bytes]]:
+    """`Retry-After` for the errors that mean "try again" (503), nothing for the others."""
+    if isinstance(exc, NotReady):
+        return [(b"retry-after", str(exc.retry_after_seconds).encode())]
+    return []
+
+
 #: An endpoint as a function of the runtime, the raw body, its content type and the
 #: request state (where it leaves the channel for the HTTP metrics): status and payload.
 Handler = Callable[[Runtime, bytes, str | None, dict[str, Any]], Awaitable[tuple[int, Any]]]
@@ -156,14 +169,18 @@ def decision_handler(models: RequestModels) -> Handler:
     return decide
 
 
+#: A single event's rejection reason -> the error it is answered with.
+REJECTIONS: dict[str, type[NextbestError]] = {
+    e.code: e for e in (UnknownDecision, ActionNotInDecision, InvalidTimestamp)}
+
+
 async def feedback_handler(runtime: Runtime, body: bytes, content_type: str | None,
                            state: dict[str, Any]) -> tuple[int, Any]:
     parsed: FeedbackBody = parse_json(body, content_type, FEEDBACK_BODY)
     events = parsed.events if isinstance(parsed, FeedbackBatch) else [parsed]
     accepted, duplicates, rejected = await runtime.feedback.submit(events)
     if isinstance(parsed, FeedbackEvent) and rejected:
-        error = UnknownDecision if rejected[0].reason == UnknownDecision.code else ActionNotInDecision
-        raise error(rejected[0].message)
+        raise REJECTIONS[rejected[0].reason](rejected[0].message)
     return 202, {"accepted": accepted, "duplicates": duplicates,
                  "rejected": [r.__dict__ for r in rejected]}
 

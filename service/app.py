@@ -9,6 +9,7 @@ hands every other request to FastAPI (docs, health, metrics, 404/405).
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import time
@@ -26,7 +27,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from features.config import configured_world
 from service import __version__, api
-from service.errors import NextbestError, PayloadTooLarge, Unauthorized
+from service.errors import BadRequest, NextbestError, PayloadTooLarge, RequestTimeout, Unauthorized
 from service.metrics import Metrics
 from service.runtime import Runtime
 from service.schemas import RequestModels, request_models
@@ -113,10 +114,12 @@ class FastRoutes:
     to FastAPI.
     """
 
-    def __init__(self, app: ASGIApp, handlers: Mapping[str, api.Handler], max_body_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, handlers: Mapping[str, api.Handler], max_body_bytes: int,
+                 body_timeout: float = 10.0) -> None:
         self.app = app
         self.handlers = dict(handlers)
         self.max_body_bytes = max_body_bytes
+        self.body_timeout = body_timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         handler = self.handlers.get(scope["path"]) if scope["type"] == "http" else None
@@ -124,8 +127,9 @@ class FastRoutes:
             await self.app(scope, receive, send)
             return
         state = scope.setdefault("state", {})
+        headers: list[tuple[bytes, bytes]] = []
         try:
-            body = await self._body(receive)
+            body = await self._body(scope, receive)
             content_type = next((v.decode("latin-1") for k, v in scope["headers"]
                                  if k == b"content-type"), None)
             status, payload = await handler(api.runtime_in(state), body, content_type, state)
@@ -135,13 +139,32 @@ class FastRoutes:
         except Exception as exc:
             status, error = api.error_payload(exc, scope["path"])
             data = api.render_json(error)
+            headers = api.error_headers(exc)
         await send({"type": "http.response.start", "status": status, "headers": [
             (b"content-type", b"application/json"),
             (b"content-length", str(len(data)).encode()),
+            *headers,
         ]})
         await send({"type": "http.response.body", "body": data})
 
-    async def _body(self, receive: Receive) -> bytes:
+    async def _body(self, scope: Scope, receive: Receive) -> bytes:
+        """The whole body: 413 at once when `Content-Length` declares too much, 413 when more
+        arrives, 408 when it has not all arrived within `body_timeout`."""
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                if not value.isdigit():
+                    raise BadRequest("Content-Length is not a number")
+                if int(value) > self.max_body_bytes:
+                    raise PayloadTooLarge(f"request body of {int(value)} bytes declared; the "
+                                          f"limit is {self.max_body_bytes}")
+        try:
+            async with asyncio.timeout(self.body_timeout):
+                return await self._read(receive)
+        except TimeoutError:
+            raise RequestTimeout(f"the request body did not arrive within "
+                                 f"{self.body_timeout:g} s") from None
+
+    async def _read(self, receive: Receive) -> bytes:
         chunks: list[bytes] = []
         size = 0
         while True:
@@ -218,7 +241,7 @@ def create_app(settings: Settings, metrics: Metrics | None = None,
     app.body_schemas = api.body_schemas(models)
     app.state.handlers = api.handlers(models) if handlers is None else dict(handlers(models))
     entry: ASGIApp = FastRoutes(functools.partial(FastAPI.__call__, app), app.state.handlers,
-                                settings.max_body_bytes)
+                                settings.max_body_bytes, settings.body_timeout_seconds)
     if settings.api_key_set:
         entry = APIKeyCheck(entry, keys=settings.api_key_set)
     app.entry = HTTPMetrics(entry, metrics=metrics)
@@ -226,7 +249,8 @@ def create_app(settings: Settings, metrics: Metrics | None = None,
     # The same mapping for requests FastAPI serves itself (docs, ops, unknown paths).
     async def error(request: Request, exc: Exception) -> JSONResponse:
         status, body = api.error_payload(exc, request.url.path)
-        return JSONResponse(body, status)
+        headers = {k.decode(): v.decode() for k, v in api.error_headers(exc)}
+        return JSONResponse(body, status, headers=headers)
 
     for kind in (NextbestError, RequestValidationError, Exception):
         app.add_exception_handler(kind, error)

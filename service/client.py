@@ -138,8 +138,9 @@ class NextbestClient(BaseClient[httpx.AsyncBaseTransport, Sleep]):
         An unknown (or expired) decision raises `NextbestAPIError` 404 `unknown_decision`;
         an action the decision did not show raises 422 `action_not_in_decision`.
         `timestamp` (timezone-aware datetime, or unix seconds) defaults to "now" on the
-        server. `event_id` (default: a fresh random id, the same for every retry of this
-        call) makes the event idempotent: pass your own to make a resend of yours one too.
+        server. The service applies an event once by its key, `event_id` or (without one)
+        decision, action and outcome, so retries are safe; give `event_id` where one shown
+        action can have several outcomes of one kind (two purchases).
         """
         return await self._run(self._feedback_plan(decision_id, action_id, outcome, value,
                                                    timestamp, event_id))

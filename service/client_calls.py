@@ -16,7 +16,6 @@ from __future__ import annotations
 import email.utils
 import random
 import time
-import uuid
 from collections.abc import Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -206,7 +205,7 @@ class BaseClient(Generic[TransportT, SleepT]):
                                                event_id)))
 
     def _feedback_batch_plan(self, events: Iterable[FeedbackEvent | Mapping[str, Any]]) -> Plan[FeedbackResponse]:
-        items = [_with_event_id(_plain(e)) for e in events]
+        items = [_plain(e) for e in events]
         accepted, duplicates, rejected = 0, 0, []
         for start in range(0, len(items), MAX_FEEDBACK_BATCH):
             part = yield from self._report({"events": items[start:start + MAX_FEEDBACK_BATCH]})
@@ -217,7 +216,8 @@ class BaseClient(Generic[TransportT, SleepT]):
         return FeedbackResponse(accepted=accepted, duplicates=duplicates, rejected=rejected)
 
     def _report(self, body: dict[str, Any]) -> Plan[FeedbackResponse]:
-        # every event carries an event_id, so a repeat after a lost answer is applied once
+        # the service applies an event once (its event_id, or decision:action:outcome),
+        # so a repeat after a lost answer is safe
         response = yield from self._post("/v1/feedback", body, retry_on=_UNANSWERED)
         return FeedbackResponse.model_validate_json(response.content)
 
@@ -271,21 +271,14 @@ def _decision_body(request: DecisionRequestBase | Mapping[str, Any] | None,
 def _event(decision_id: str, action_id: str, outcome: Outcome | str, value: float | None,
            timestamp: datetime | float | None, event_id: str | None = None) -> dict[str, Any]:
     event: dict[str, Any] = {"decision_id": decision_id, "action_id": action_id,
-                             "outcome": str(outcome), "event_id": event_id or _new_event_id()}
+                             "outcome": str(outcome)}
+    if event_id is not None:
+        event["event_id"] = event_id
     if value is not None:
         event["value"] = value
     if timestamp is not None:
         event["timestamp"] = timestamp.isoformat() if isinstance(timestamp, datetime) else timestamp
     return event
-
-
-def _new_event_id() -> str:
-    """A fresh event id: every attempt of one call carries the same, so a retry is applied once."""
-    return uuid.uuid4().hex
-
-
-def _with_event_id(event: dict[str, Any]) -> dict[str, Any]:
-    return event if event.get("event_id") else {**event, "event_id": _new_event_id()}
 
 
 def _retry_after_seconds(header: str | None) -> float | None:

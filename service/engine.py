@@ -150,7 +150,7 @@ class DecisionEngine:
             if not record:
                 return response
 
-            self.log.submit({
+            logged = self.log.submit({
                 "decision_id": decision_id,
                 "ts": time.time(),
                 "customer_id": req.customer_id,
@@ -169,6 +169,8 @@ class DecisionEngine:
                 ],
                 "degraded": degraded,
             })
+            if not logged:  # the spool is full: answered, but feedback for it will be refused
+                degraded.append("decision_not_logged")
             stage.done("log")
 
         m.decisions.inc(req.channel)

@@ -3,13 +3,16 @@
     NextbestError (500)
     ├── BadRequest (422)
     │   ├── UnknownCandidates (422)
-    │   └── ActionNotInDecision (422)
+    │   ├── ActionNotInDecision (422)
+    │   └── InvalidTimestamp (422)   feedback dated in the future, or before its decision
     ├── Unauthorized (401)
     ├── PayloadTooLarge (413)
+    ├── RequestTimeout (408)
     ├── NotFound (404)
     │   └── UnknownDecision (404)
-    └── NotReady (503)
-        └── ModelError (503)   a model that cannot be loaded or does not fit its manifest
+    └── NotReady (503, Retry-After)
+        ├── ModelError (503)   a model that cannot be loaded or does not fit its manifest
+        └── StateUnavailable (503)   the state store (Redis) is away and cannot be waited for
 """
 
 from __future__ import annotations
@@ -37,6 +40,10 @@ class ActionNotInDecision(BadRequest):
     code = "action_not_in_decision"
 
 
+class InvalidTimestamp(BadRequest):
+    code = "invalid_timestamp"
+
+
 class Unauthorized(NextbestError):
     status_code = 401
     code = "unauthorized"
@@ -45,6 +52,11 @@ class Unauthorized(NextbestError):
 class PayloadTooLarge(NextbestError):
     status_code = 413
     code = "payload_too_large"
+
+
+class RequestTimeout(NextbestError):
+    status_code = 408
+    code = "request_timeout"
 
 
 class NotFound(NextbestError):
@@ -57,9 +69,16 @@ class UnknownDecision(NotFound):
 
 
 class NotReady(NextbestError):
+    """Try again: answered with `Retry-After: retry_after_seconds`."""
+
     status_code = 503
     code = "not_ready"
+    retry_after_seconds = 1
 
 
 class ModelError(NotReady):
     code = "model_error"
+
+
+class StateUnavailable(NotReady):
+    code = "state_unavailable"

@@ -107,6 +107,28 @@ class Metrics:
             "Feedback events accepted but not applied again: their key was applied before "
             "(a retry, a resend, a repeat in a batch).", registry=r,
         )
+        self.spooled = Counter(
+            "nextbest_spooled_total",
+            "Decision records and feedback events held back in the process because the state "
+            "store did not take them (Redis away or stalled); written when it returns.",
+            ["kind"], registry=r,
+        )
+        self.spool_written = Counter(
+            "nextbest_spool_written_total",
+            "Spooled decision records and feedback events written once the store took them.",
+            ["kind"], registry=r,
+        )
+        self.spool_dropped = Counter(
+            "nextbest_spool_dropped_total",
+            "Decision records not kept (the spool was full, or the process stopped before "
+            "the store returned) and feedback events refused with 503 (the spool was full).",
+            ["kind"], registry=r,
+        )
+        self.spool_depth = Gauge(
+            "nextbest_spool_depth",
+            "Decision records and feedback events waiting in the process to be written.",
+            ["kind"], registry=r,
+        )
         self.errors = Counter(
             "nextbest_errors_total", "Error responses by endpoint and status.",
             ["endpoint", "status"], registry=r,

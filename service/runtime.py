@@ -193,6 +193,7 @@ class Runtime:
         decision_log = DecisionLog(
             state, linger_seconds=settings.decision_log_linger_seconds,
             recent=settings.recent_decisions, ttl_seconds=settings.decision_ttl_seconds,
+            max_queue=settings.spool_max_records, metrics=metrics,
         )
         action_cache = ActionFeatureCache(action_reader, catalog, encoder, settings.action_refresh_seconds)
         customer_features = CustomerFeatureService(
@@ -220,7 +221,10 @@ class Runtime:
         ).set(1)
         return cls(
             settings=settings, metrics=metrics, state=state, engine=engine,
-            feedback=FeedbackService(state, decision_log, metrics),
+            feedback=FeedbackService(state, decision_log, metrics,
+                                     max_spooled=settings.spool_max_records,
+                                     write_timeout=settings.feedback_write_timeout_seconds,
+                                     max_skew=settings.feedback_max_skew_seconds),
             feedback_loop=FeedbackLoop(state, learner, metrics, contacts=contacts,
                                        learn=settings.online_learning,
                                        read_interval=settings.learner_read_interval_seconds,
@@ -235,6 +239,7 @@ class Runtime:
         await self.action_cache.load()
         self.tasks = [
             asyncio.create_task(self.decision_log.run(), name="decision-log"),
+            asyncio.create_task(self.feedback.run(), name="feedback-spool"),
             asyncio.create_task(self.action_cache.run(), name="action-features"),
             asyncio.create_task(self._report_cache_age(), name="cache-age"),
         ]
@@ -310,6 +315,8 @@ class Runtime:
                           self.settings.shutdown_timeout_seconds)
         with contextlib.suppress(Exception):
             await self.decision_log.flush()
+        with contextlib.suppress(Exception):
+            await self.feedback.flush()
         for c in self.closers:
             with contextlib.suppress(Exception):
                 result = c.close()

@@ -125,6 +125,19 @@ class Settings(BaseSettings):
         "ledger (least recently contacted evicted; each one's memory grows with its contacts, "
         "at most 64, and `nextbest bench` reports RSS)."
     )
+    spool_max_records: int = Field(
+        100_000, gt=0, description="Decision records, and feedback events, each held in the "
+        "process at most while the state store is away; beyond it a decision is answered but "
+        "not logged (flagged `decision_not_logged`) and feedback gets 503.")
+    feedback_write_timeout_seconds: float = Field(
+        1.0, gt=0, description="How long feedback waits for the state store before its events "
+        "are spooled (answered 202, written when the store returns).")
+    feedback_max_skew_seconds: float = Field(
+        300.0, ge=0, description="Feedback dated further than this in the future, or this much "
+        "before its decision, is refused (422 `invalid_timestamp`).")
+    body_timeout_seconds: float = Field(
+        10.0, gt=0, description="A `/v1` request whose body has not all arrived within this "
+        "long is answered 408.")
     max_body_bytes: int = Field(
         1_048_576, gt=0, description="Largest request body on /v1 (413 above it)."
     )

@@ -16,7 +16,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Protocol
 
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
 Record = dict[str, Any]
+
+#: What a store raises when it is away or stalled (not a bug: try again later).
+UNAVAILABLE: tuple[type[Exception], ...] = (RedisConnectionError, RedisTimeoutError, OSError,
+                                            TimeoutError)
 
 
 def stream_position(entry_id: str) -> tuple[int, ...]:

@@ -33,13 +33,18 @@ from redis.exceptions import NoScriptError, ResponseError
 
 from service.state import Record
 
-#: KEYS = [decision log stream, decision key 1..n]; ARGV = [ttl, stream maxlen, record 1..n]
+#: KEYS = [decision log stream, decision key 1..n]; ARGV = [ttl, stream maxlen, record 1..n].
+#: A decision id is written once (SET NX): a retry of a batch that had in fact been
+#: written (its answer lost to a timeout) adds nothing to the stream again.
 _LOG_DECISIONS = """
+local written = 0
 for i = 2, #KEYS do
-    redis.call('SET', KEYS[i], ARGV[i + 1], 'EX', ARGV[1])
-    redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', 'd', ARGV[i + 1])
+    if redis.call('SET', KEYS[i], ARGV[i + 1], 'EX', ARGV[1], 'NX') then
+        redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', 'd', ARGV[i + 1])
+        written = written + 1
+    end
 end
-return #KEYS - 1
+return written
 """
 _LOG_DECISIONS_SHA = hashlib.sha1(_LOG_DECISIONS.encode(), usedforsecurity=False).hexdigest()
 
@@ -92,11 +97,19 @@ class RedisState:
             await self._script(_LOG_DECISIONS, _LOG_DECISIONS_SHA, len(keys), *keys, self._ttl,
                                self._decision_log_maxlen, *blobs)
             return
+        # cluster mode: the keys of a batch live in different slots, so no script; a
+        # record whose key exists was written before (a retry), and is not added again.
+        # Not atomic: a batch whose SETs went through but whose XADDs failed loses its
+        # stream entries on the retry (the records themselves are stored)
         pipe = self._r.pipeline(transaction=False)
         for r, blob in zip(records, blobs, strict=True):
-            pipe.set(self._decision_key(r["decision_id"]), blob, ex=self._ttl)
-            pipe.xadd(self.decision_log_key, {"d": blob},
-                      maxlen=self._decision_log_maxlen, approximate=True)
+            pipe.set(self._decision_key(r["decision_id"]), blob, ex=self._ttl, nx=True)
+        fresh = await pipe.execute()
+        pipe = self._r.pipeline(transaction=False)
+        for blob, new in zip(blobs, fresh, strict=True):
+            if new:
+                pipe.xadd(self.decision_log_key, {"d": blob},
+                          maxlen=self._decision_log_maxlen, approximate=True)
         await pipe.execute()
 
     async def _script(self, source: str, sha: str, n_keys: int, *keys_and_args: Any) -> Any:

@@ -166,9 +166,9 @@ async def test_feedback_single_and_batch_are_accepted(nb: Client) -> None:
         {"decision_id": d.decision_id, "action_id": second, "outcome": "impression"},
         {"decision_id": "0" * 32, "action_id": second, "outcome": "click"},
         {"decision_id": d.decision_id, "action_id": first, "outcome": "accept", "value": 12.5,
-         "timestamp": "2024-05-01T12:00:00+00:00"},
+         "timestamp": datetime.now(UTC).isoformat()},
     ])
-    assert batch.accepted == 2
+    assert batch.accepted == 2 and batch.duplicates == 1  # the same accept as above
     assert [(r.index, r.reason) for r in batch.rejected] == [(1, "unknown_decision")]
     assert (await nb.feedback_batch([])).accepted == 0
 
@@ -314,9 +314,9 @@ async def test_other_errors_are_not_retried(connect: Connect) -> None:
     assert err.value.status_code == 502 and err.value.error == "http_502"
 
 
-async def test_feedback_retries_with_the_same_event_ids(connect: Connect) -> None:
-    """Every event carries an event_id, the same on every attempt, so the service applies a
-    repeat once: feedback is retried after a lost answer too, like a decision."""
+async def test_feedback_is_retried_like_a_decision(connect: Connect) -> None:
+    """The service applies an event once (by its event_id or decision, action and outcome),
+    so feedback is retried after a lost answer too, and the same body goes out each time."""
     accepted = httpx.Response(202, json={"accepted": 1, "rejected": []})
     connect_error = Flaky([httpx.ConnectError("refused"), unavailable(429)], accepted)
     async with connect("http://nextbest.test", [], transport=on(connect_error)) as client:
@@ -325,22 +325,15 @@ async def test_feedback_retries_with_the_same_event_ids(connect: Connect) -> Non
 
     read_timeout = Flaky([httpx.ReadTimeout("slow"), httpx.ReadTimeout("slow")], accepted)
     async with connect("http://nextbest.test", [], transport=on(read_timeout)) as client:
-        assert (await client.feedback("d", "a", "click")).accepted == 1
-    ids = {json.loads(r.content)["event_id"] for r in read_timeout.requests}
-    assert len(read_timeout.requests) == 3 and len(ids) == 1 and len(next(iter(ids))) == 32
+        assert (await client.feedback("d", "a", "click", event_id="order-77")).accepted == 1
+    bodies = [json.loads(r.content) for r in read_timeout.requests]
+    assert len(bodies) == 3 and all(b == bodies[0] for b in bodies)
+    assert bodies[0]["event_id"] == "order-77"
 
     batch = Flaky([httpx.ReadTimeout("slow")], accepted)
     async with connect("http://nextbest.test", [], transport=on(batch)) as client:
-        await client.feedback_batch([{"decision_id": "d", "action_id": "a", "outcome": "click"},
-                                     {"decision_id": "d", "action_id": "a", "outcome": "accept",
-                                      "event_id": "mine-1"}])
-    sent = [[e["event_id"] for e in json.loads(r.content)["events"]] for r in batch.requests]
-    assert len(sent) == 2 and sent[0] == sent[1] and sent[0][1] == "mine-1"
-
-    own = Flaky([], accepted)
-    async with connect("http://nextbest.test", [], transport=on(own)) as client:
-        await client.feedback("d", "a", "click", event_id="order-77")
-    assert json.loads(own.requests[0].content)["event_id"] == "order-77"
+        await client.feedback_batch([{"decision_id": "d", "action_id": "a", "outcome": "click"}])
+    assert len(batch.requests) == 2
 
     decide_timeout = Flaky([httpx.ReadTimeout("slow")], httpx.Response(200, json=DECISION))
     async with connect("http://nextbest.test", [], transport=on(decide_timeout)) as client:
@@ -378,16 +371,6 @@ async def test_backoff_is_exponential_and_capped(connect: Connect) -> None:
 
 
 # --- the two clients are one client -------------------------------------------------------
-def _without_event_ids(body: dict[str, Any]) -> dict[str, Any]:
-    def strip(event: dict[str, Any]) -> dict[str, Any]:
-        assert len(event.pop("event_id", "")) == 32
-        return event
-
-    if "events" in body:
-        return {**body, "events": [strip(e) for e in body["events"]]}
-    return strip(body) if "outcome" in body else body
-
-
 async def test_both_clients_send_the_same_requests() -> None:
     """The same calls put the same requests on the wire, whichever client makes them."""
     seen: dict[str, list[tuple[str, str, dict[str, str], object]]] = {}
@@ -402,9 +385,9 @@ async def test_both_clients_send_the_same_requests() -> None:
                                   timestamp=datetime(2026, 11, 22, 10, tzinfo=UTC))
             await client.feedback_batch([{"decision_id": "d" * 32, "action_id": "a1",
                                           "outcome": "impression"}])
-        seen[kind] = [(r.method, str(r.url), dict(r.headers), _without_event_ids(json.loads(r.content)))
+        seen[kind] = [(r.method, str(r.url), dict(r.headers), json.loads(r.content))
                       for r in handler.requests]
-    assert seen["async"] == seen["sync"]  # but for the random event ids
+    assert seen["async"] == seen["sync"]
     assert [url for _, url, _, _ in seen["sync"]] == [
         "http://nextbest.test/v1/decisions", "http://nextbest.test/v1/decisions",
         "http://nextbest.test/v1/feedback", "http://nextbest.test/v1/feedback"]

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 import pytest
 import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from service.decision_log import DecisionLog
 from service.state import Record
@@ -104,4 +105,77 @@ async def test_recent_window_with_a_real_redis(redis_url: str) -> None:
     finally:
         await client.delete(*[f"nb-test-log:decision:d{i}" for i in range(3)],
                             "nb-test-log:decisions")
+        await state.close()
+
+
+class AwayState(CountingState):
+    """A store that is away (ConnectionError) until `back` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.back = False
+        self.refused = 0
+
+    async def log_decisions(self, records: Sequence[Record],
+                            blobs: Sequence[bytes] | None = None) -> None:
+        if not self.back:
+            self.refused += 1
+            raise RedisConnectionError("Redis is away")
+        await super().log_decisions(records, blobs)
+
+
+async def test_records_wait_while_the_store_is_away_and_are_written_in_order() -> None:
+    """Far longer than the five attempts the writer once gave up after; nothing is lost."""
+    from service.metrics import Metrics
+
+    state, metrics = AwayState(), Metrics()
+    log = DecisionLog(state, max_batch=8, metrics=metrics)
+    task = asyncio.create_task(log.run())
+    try:
+        for i in range(40):
+            assert log.submit(record(i))
+        await asyncio.sleep(2.5)
+        assert state.refused >= 5 and log.depth == 40
+        assert (await log.get_many(["d0", "d39"]))[1] is not None  # feedback still joins
+        state.back = True
+        for _ in range(100):
+            if log.depth == 0:
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    stored = await state.get_decisions([f"d{i}" for i in range(40)])
+    assert all(r is not None for r in stored)
+    assert sum(state.batches) == 40 and log.dropped == 0
+    assert metrics.spooled.labels("decisions")._value.get() == 8  # the batch that failed first
+    assert metrics.spool_written.labels("decisions")._value.get() == 8
+
+
+async def test_a_full_spool_refuses_the_record_and_counts_it() -> None:
+    log = DecisionLog(AwayState(), max_queue=2)
+    assert log.submit(record(0)) and log.submit(record(1))
+    assert not log.submit(record(2))
+    assert log.dropped == 1 and log.depth == 2
+
+
+async def test_shutdown_counts_what_it_could_not_write() -> None:
+    log = DecisionLog(AwayState())
+    log.submit(record(0))
+    log.submit(record(1))
+    await log.flush(timeout=0.5)
+    assert log.dropped == 2 and log.depth == 0
+
+
+async def test_a_retried_batch_is_written_to_the_stream_once(redis_url: str) -> None:
+    """The store's script writes a decision id once: a retry after a lost answer adds nothing."""
+    client = aioredis.from_url(redis_url)
+    state = RedisState(client, decision_ttl_seconds=60, feedback_maxlen=100, prefix="once:")
+    try:
+        batch = [record(i) for i in range(3)]
+        await state.log_decisions(batch)
+        await state.log_decisions(batch)
+        assert await client.xlen("once:decisions") == 3
+    finally:
+        await client.delete("once:decisions", *(f"once:decision:d{i}" for i in range(3)))
         await state.close()

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import socket
+import time
 from collections.abc import Iterator
 
 import pytest
 from fastapi.testclient import TestClient
 
+from load_tests.processes import free_port
 from service.app import create_app
-from tests.demo_fixtures import DemoDirs
+from tests.demo_fixtures import DemoDirs, serve_in_thread
 from tests.service.conftest import make_settings
 
 
@@ -106,3 +109,47 @@ def test_a_client_gone_before_its_body_gets_no_answer() -> None:
     routes = FastRoutes(never_called, api.handlers(request_models(shipped_world("retail"))), 1024)
     asyncio.run(routes(scope, receive, send))
     assert sent == []
+
+
+# --- bodies on a real socket: declared too large, or never sent -----------------------------
+@pytest.fixture(scope="module")
+def served(demo: DemoDirs) -> Iterator[tuple[str, int]]:
+    port = free_port()
+    with serve_in_thread(create_app(make_settings(demo, body_timeout_seconds=0.5)), port):
+        yield "127.0.0.1", port
+
+
+def _exchange(address: tuple[str, int], head: bytes, wait: float = 5.0) -> tuple[bytes, float]:
+    """Send `head` (headers, perhaps a partial body) and read the answer: (bytes, seconds)."""
+    started = time.perf_counter()
+    with socket.create_connection(address, timeout=wait) as s:
+        s.sendall(head)
+        answer = b""
+        while b"\r\n\r\n" not in answer or not answer.rstrip().endswith(b"}"):
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            answer += chunk
+    return answer, time.perf_counter() - started
+
+
+def test_a_declared_oversized_body_is_refused_before_it_is_read(served: tuple[str, int]) -> None:
+    answer, seconds = _exchange(served, b"POST /v1/decisions HTTP/1.1\r\nHost: x\r\n"
+                                b"Content-Type: application/json\r\nContent-Length: 10000000000\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 413") and b"payload_too_large" in answer
+    assert seconds < 0.5  # no waiting for a body that would never fit
+
+
+def test_a_stalled_body_is_answered_408(served: tuple[str, int]) -> None:
+    answer, seconds = _exchange(served, b"POST /v1/feedback HTTP/1.1\r\nHost: x\r\n"
+                                b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"deci")
+    assert answer.startswith(b"HTTP/1.1 408") and b"request_timeout" in answer
+    assert 0.4 < seconds < 3
+
+
+def test_try_again_errors_carry_retry_after(demo: DemoDirs) -> None:
+    """503 (here: starting, the lifespan has not built the runtime) says when to try again."""
+    client = TestClient(create_app(make_settings(demo)))  # no `with`: no lifespan run
+    r = client.post("/v1/feedback", json={"decision_id": "d", "action_id": "a", "outcome": "click"})
+    assert r.status_code == 503 and r.headers["retry-after"] == "1"
+    assert r.json()["error"] == "not_ready"
