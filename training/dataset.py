@@ -21,9 +21,6 @@ import pandas as pd
 
 from features.config import IdListField, World, configured_world, interactions_path
 from features.encoding import ActionMatrix, Encoder
-from features.schema import (
-    ACTION_JOIN_KEY,
-)
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +127,8 @@ def encode_rows(frame: pd.DataFrame, catalog: ActionMatrix, encoder: Encoder) ->
     no_basket = np.zeros(0, np.int64)
     baskets = [np.array([index[b] for b in ctx[encoder.basket] if b in index], np.int64)
                if encoder.basket is not None else no_basket for ctx in contexts]
-    catalog_rows = np.array([index.get(a, -1) for a in frame[ACTION_JOIN_KEY]], np.int64)
+    action_key = world.join_key(world.action_entity)
+    catalog_rows = np.array([index.get(a, -1) for a in frame[action_key]], np.int64)
     return encoder.encode_examples(customers, context_vectors, actions, catalog, baskets, catalog_rows)
 
 

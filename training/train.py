@@ -34,7 +34,6 @@ from tqdm import tqdm
 
 from features.config import World, configured_world
 from features.encoding import Encoder
-from features.schema import FEATURE_SERVICE
 from service.manifest import ModelManifest, encoding_fingerprint, write_model
 from training.dataset import TrainingSet, build_training_set
 from training.onnx_logit import LOGIT_NAME, with_logit_output
@@ -195,7 +194,7 @@ def train(
         Path(models_dir), name, onnx_bytes,
         created_at=datetime.now(UTC).isoformat(timespec="seconds"),
         algorithm=algorithm,
-        feature_service=FEATURE_SERVICE,
+        feature_service=world.model.feature_service,
         columns=list(encoder.columns),
         encoding_fingerprint=encoding_fingerprint(encoder.encoding),
         encoding=encoder.encoding,
