@@ -80,7 +80,7 @@ def prepare(data_dir: Path, models_dir: Path, redis_url: str, small: bool = Fals
     from training.demo_data import generate
     from training.train import train
 
-    sizes = {"n_customers": 400, "n_interactions": 8000} if small else {}
+    sizes: dict[str, Any] = {"n_customers": 400, "n_interactions": 8000} if small else {}
     generate(data_dir, seed=7, progress=False, **sizes)
     catalog_path = data_dir / "catalog.json"
     catalog = json.loads(catalog_path.read_text())

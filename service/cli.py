@@ -153,6 +153,9 @@ def _positive(text: str) -> int:
     return value
 
 
+#: The example worlds `nextbest demo --example` prepares (training/worlds.py names their truths).
+DEMO_EXAMPLES = ("retail", "telco")
+
 # Commands with their own argument parsers, imported only when called.
 PASS_THROUGH = {
     "bench": "benchmark nextbest against a bare endpoint and a naive Feast baseline",
@@ -188,6 +191,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         p.add_argument("--port", type=int, default=8000)
         if name == "demo":
             p.add_argument("--force", action="store_true", help="regenerate everything")
+            p.add_argument("--example", choices=DEMO_EXAMPLES, default="retail",
+                           help="the example world: retail (the configured directories) or telco "
+                                "(its shipped world, data in <data_dir>/telco, models in "
+                                "<models_dir>/telco)")
     p = sub.add_parser("load", help="check your own customer, action and interaction files "
                        "(CSV or Parquet) against the world and write them into the data dir")
     p.add_argument("--customers", type=Path, help="the customer entity's feature rows")
@@ -233,6 +240,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:
         print(f"nextbest: invalid settings: {exc}", file=sys.stderr)
         return 2
+    if args.command == "demo":
+        from training.demo import ExampleRefused, example_settings
+
+        try:
+            settings = example_settings(settings, args.example)
+        except ExampleRefused as exc:
+            print(f"nextbest demo: {exc}", file=sys.stderr)
+            return 2
     from features.config import WorldConfigError, configured_world
 
     try:
@@ -247,7 +262,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "demo":
         from training.demo import prepare_demo
 
-        prepare_demo(settings, force=args.force)
+        prepare_demo(settings, force=args.force, example=args.example)
         _serve(settings, args.host, args.port)
     elif args.command == "serve":
         _serve(settings, args.host, args.port)

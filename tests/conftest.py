@@ -49,3 +49,19 @@ def demo_redis(redis_server: str, demo: DemoDirs) -> str:
     from tests.demo_fixtures import materialize_into
 
     return materialize_into(demo, redis_server.rsplit("/", 1)[0] + "/1")
+
+
+@pytest.fixture(scope="session")
+def telco_demo(tmp_path_factory: pytest.TempPathFactory) -> DemoDirs:
+    """The telco example world: generated, materialized to SQLite, with a trained model."""
+    from tests.demo_fixtures import build_demo
+
+    return build_demo(tmp_path_factory.mktemp("telco"), example="telco")
+
+
+@pytest.fixture(scope="session")
+def telco_demo_redis(redis_server: str, telco_demo: DemoDirs) -> str:
+    """The telco features materialized into db 3 of the suite's Redis."""
+    from tests.demo_fixtures import materialize_into
+
+    return materialize_into(telco_demo, redis_server.rsplit("/", 1)[0] + "/3")

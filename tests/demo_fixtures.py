@@ -1,7 +1,7 @@
-"""Session-wide demo world: small generated data, a real Feast repo, a trained ONNX model.
+"""Session-wide example worlds: small generated data, a real Feast repo, a trained ONNX model.
 
 Imported by tests/conftest.py; built once per test session because Feast and training
-take seconds.
+take seconds. `demo` is the retail world (the default demo), `telco_demo` the telco one.
 """
 
 from __future__ import annotations
@@ -25,9 +25,19 @@ DEMO_INTERACTIONS = 8000
 class DemoDirs:
     data_dir: Path
     models_dir: Path
+    #: the example world the data was generated for (features/worlds/<world>.yaml)
+    world: str = "retail"
+
+    @property
+    def config(self) -> Path | None:
+        """What NEXTBEST_CONFIG names for this world (retail: unset, the default)."""
+        from features.config import WORLDS_DIR
+
+        return None if self.world == "retail" else WORLDS_DIR / f"{self.world}.yaml"
 
 
-def build_demo(root: Path) -> DemoDirs:
+def build_demo(root: Path, example: str = "retail") -> DemoDirs:
+    """Generate, `feast apply` + materialize (SQLite) and train, for one example world."""
     from features.config import shipped_world
     from features.store import apply_and_materialize
     from training.demo_data import generate
@@ -35,10 +45,11 @@ def build_demo(root: Path) -> DemoDirs:
 
     data_dir, models_dir = root / "var", root / "models"
     generate(data_dir, seed=7, n_customers=DEMO_CUSTOMERS, n_interactions=DEMO_INTERACTIONS,
-             progress=False)
-    apply_and_materialize(shipped_world("retail"), data_dir, None)
-    train(data_dir, models_dir, progress=False)
-    return DemoDirs(data_dir, models_dir)
+             progress=False, example=example)
+    world = shipped_world(example)
+    apply_and_materialize(world, data_dir, None)
+    train(data_dir, models_dir, progress=False, world=world)
+    return DemoDirs(data_dir, models_dir, example)
 
 
 def materialize_into(dirs: DemoDirs, url: str) -> str:
@@ -48,7 +59,7 @@ def materialize_into(dirs: DemoDirs, url: str) -> str:
     client = redis.Redis.from_url(url)
     client.flushdb()
     client.close()
-    apply_and_materialize(shipped_world("retail"), dirs.data_dir, url)
+    apply_and_materialize(shipped_world(dirs.world), dirs.data_dir, url)
     return url
 
 

@@ -1,35 +1,70 @@
-"""Prepare the demo world: data, online store, model, where missing.
+"""Prepare an example world: data, online store, model, where missing.
 
-What `nextbest demo` does before it serves, and what `nextbest simulate --start` does
-before it starts a service: both need the same world, so it is prepared in one place,
-below the command line that calls it.
+What `nextbest demo [--example retail|telco]` does before it serves, and what
+`nextbest simulate --start` does before it starts a service: both need the same world,
+so it is prepared in one place, below the command line that calls it.
+
+`retail` is the default and uses the configured directories as they are (today's demo);
+another example keeps its data and models apart, in `<data_dir>/<example>` and
+`<models_dir>/<example>`, and serves its shipped world (`features/worlds/<example>.yaml`),
+so both can be prepared side by side (and, with a Redis, share it: their Feast projects
+differ).
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from pathlib import Path
 
-from features.config import configured_world, interactions_path
+from features.config import DEFAULT_WORLD, WORLDS_DIR, configured_world, interactions_path
 from features.encoding import Encoder
 from features.store import apply_and_materialize
 from service.manifest import ModelManifest, encoding_fingerprint, read_manifest, versions
 from service.settings import Settings
 from training.demo_data import generate
 from training.train import train
+from training.worlds import EXAMPLES
 
 log = logging.getLogger("nextbest")
 
 
-def prepare_demo(settings: Settings, force: bool = False) -> None:
-    """Generate demo data, load the online store and train a model, where missing (a model
-    trained on other input columns or encodings than the configured world's counts as
-    missing; one from before manifests recorded the encoding does not, when its columns match)."""
+class ExampleRefused(ValueError):
+    """An example that cannot run as configured; the message is one line saying why."""
+
+
+def example_settings(settings: Settings, example: str = DEFAULT_WORLD) -> Settings:
+    """The settings the example `example` runs with.
+
+    The default example is the configured service as it is. Another one names its
+    shipped world file and keeps its data and models in `<data_dir>/<example>` and
+    `<models_dir>/<example>`; a `NEXTBEST_CONFIG` naming any other file is refused.
+    """
+    if example not in EXAMPLES:
+        raise ExampleRefused(f"no example world {example!r}; choose one of {', '.join(EXAMPLES)}")
+    if example == DEFAULT_WORLD:
+        return settings
+    shipped = WORLDS_DIR / f"{example}.yaml"
+    if settings.config is not None and Path(settings.config).resolve() != shipped.resolve():
+        raise ExampleRefused(
+            f"the {example} example serves its own world ({shipped}); NEXTBEST_CONFIG names "
+            f"{settings.config}: unset it or point it at that file")
+    return settings.model_copy(update={
+        "config": shipped, "data_dir": settings.data_dir / example,
+        "models_dir": settings.models_dir / example, "catalog_path": None,
+    })
+
+
+def prepare_demo(settings: Settings, force: bool = False, example: str = DEFAULT_WORLD) -> None:
+    """Generate the example's data, load the online store and train a model, where missing
+    (a model trained on other input columns or encodings than the configured world's
+    counts as missing; one from before manifests recorded the encoding does not, when its
+    columns match). `settings` are the example's (`example_settings`)."""
     data_dir = settings.data_dir
     world = configured_world(settings.config)
     if force or not (settings.catalog_file.is_file() and interactions_path(data_dir).is_file()):
-        log.info("generating demo data in %s", data_dir)
-        generate(data_dir)
+        log.info("generating %s demo data in %s", example, data_dir)
+        generate(data_dir, example=example)
     online_db = data_dir / "feast" / "online.db"
     if force or settings.redis_url or not online_db.is_file():
         target = "Redis" if settings.redis_url else "SQLite"

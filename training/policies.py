@@ -19,21 +19,19 @@ its own outcome. They bracket nextbest from both sides:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar, cast
 
 import numpy as np
 import pandas as pd
 
-from features.config import configured_world, source_path
+from features.config import World, shipped_world, source_path
 from features.encoding import ActionMatrix, Encoder
-from features.schema import ACTION_JOIN_KEY, CATEGORIES, CHANNELS, CUSTOMER_JOIN_KEY
 from service.catalog import Catalog, load_catalog
 from service.model import OnnxScorer, resolve_model_dir
 from training.environment import CustomerState, Scenario
-from training.world import World
+from training.truth import Truth
 
 
 class Policy(Protocol):
@@ -56,7 +54,7 @@ class Oracle:
     """
 
     def __init__(self, values: np.ndarray, fatigue_aware: bool = True,
-                 view: World | None = None, name: str | None = None) -> None:
+                 view: Truth | None = None, name: str | None = None) -> None:
         """`view`: rank with this world's customer traits (dynamics stay the state's)."""
         self._values = values
         self._fatigue_aware = fatigue_aware
@@ -117,10 +115,13 @@ class FeatureSnapshot:
     offline baseline sees exactly what the service reads, without importing Feast.
     """
 
-    def __init__(self, data_dir: Path) -> None:
-        self.customers = _latest(pd.read_parquet(source_path(data_dir, "customer")),
-                                 CUSTOMER_JOIN_KEY)
-        self.actions = _latest(pd.read_parquet(source_path(data_dir, "action")), ACTION_JOIN_KEY)
+    def __init__(self, data_dir: Path, world: World) -> None:
+        customer = world.customer_entity
+        self.customers = ({} if customer is None else
+                          _latest(pd.read_parquet(source_path(data_dir, customer)),
+                                  world.join_key(customer)))
+        action = world.action_entity
+        self.actions = _latest(pd.read_parquet(source_path(data_dir, action)), world.join_key(action))
 
 
 def _latest(frame: pd.DataFrame, key: str) -> dict[str, dict[str, Any]]:
@@ -130,41 +131,28 @@ def _latest(frame: pd.DataFrame, key: str) -> dict[str, dict[str, Any]]:
             for k, row in zip(frame[key], frame[cols].itertuples(index=False), strict=True)}
 
 
-def observed_world(world: World, data_dir: Path) -> World:
-    """`world` with each customer's latent traits replaced by what the online store shows.
+TruthT = TypeVar("TruthT", bound=Truth)
 
-    Category preferences and channel habits become the observed affinities (normalised),
-    price sensitivity the observed one; segments, action appeal and everything dynamic
-    stay true. The journey stage needs no swap: the simulator sends the current one.
-    """
-    customers = FeatureSnapshot(data_dir).customers
-    rows = [customers.get(c, {}) for c in world.customer_ids]
 
-    def shares(prefix: str, names: Sequence[str], truth: np.ndarray) -> np.ndarray:
-        seen = np.array([[r.get(f"{prefix}_{n}", np.nan) for n in names] for r in rows], float)
-        seen = np.where(np.isnan(seen), truth, seen) + 1e-6
-        return seen / seen.sum(axis=1, keepdims=True)
-
-    sensitivity = np.array([r.get("price_sensitivity", np.nan) for r in rows], float)
-    return replace(
-        world,
-        preference=shares("category_affinity", CATEGORIES, world.preference),
-        habits=shares("channel_affinity", CHANNELS, world.habits),
-        price_sensitivity=np.where(np.isnan(sensitivity), world.price_sensitivity, sensitivity),
-    )
+def observed_world(truth: TruthT, data_dir: Path) -> TruthT:
+    """`truth` with each customer's latent traits replaced by what the online store shows
+    (the truth's `observed`: which traits, and how, is the world's own)."""
+    return cast(TruthT, truth.observed(FeatureSnapshot(data_dir, shipped_world(truth.name)).customers))
 
 
 class OfflineModel:
     """The service's offline propensity, computed in-process with the service's code."""
 
-    def __init__(self, data_dir: Path, models_dir: Path, customer_ids: list[str],
+    def __init__(self, data_dir: Path, models_dir: Path, truth: Truth,
                  model_name: str = "nextbest-ranker", catalog: Catalog | None = None) -> None:
-        world = configured_world(None)  # the demo world the simulator plays
+        world = shipped_world(truth.name)  # the example world the simulator plays
+        self._truth = truth
         self.catalog = catalog or load_catalog(Path(data_dir) / "catalog.json", world)
         self.encoder = Encoder(world)
         self.scorer = OnnxScorer(resolve_model_dir(Path(models_dir), model_name, None),
                                  self.encoder.columns, self.encoder.encoding)
-        snapshot = FeatureSnapshot(data_dir)
+        snapshot = FeatureSnapshot(data_dir, world)
+        customer_ids = truth.customer_ids
         self._customers = [snapshot.customers.get(c, {}) for c in customer_ids]
         self._actions: ActionMatrix = self.encoder.encode_actions(
             {a: snapshot.actions.get(a, {}) for a in self.catalog.ids})
@@ -174,10 +162,7 @@ class OfflineModel:
         c = int(scenario.customers[step])
         channel, placement = str(scenario.channels[step]), str(scenario.placements[step])
         basket = scenario.basket_rows(step)
-        ids = self.catalog.ids
-        ctx = {"journey_stage": stage, "device": str(scenario.devices[step]),
-               "cart_value": float(scenario.cart_values[step]),
-               "basket": [ids[r] for r in basket.tolist()]}
+        ctx = self._truth.request_context(scenario.requests, step, stage, self.catalog.ids)
         _, x = self.encoder.encode_decision(self.encoder.encode_customer(self._customers[c]),
                                             channel, placement, ctx, self._actions, rows, basket)
         return self.scorer.predict(x)

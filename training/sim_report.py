@@ -97,9 +97,10 @@ class SimulationReport:
             "value instead of the drawn outcome, which removes most of the response noise.", "",
             "Diagnostics, not targets: `oracle_fatigue_blind` knows everything but the exposure "
             "history; `oracle_observed` knows the truth's form, the dynamics and each action's "
-            "hidden appeal, but sees customers only through the service's features (observed category "
-            "and channel affinities, price sensitivity): about what a perfect model of the service's "
-            "inputs could earn.", "",
+            "hidden appeal, but sees customers only through the service's features (which ones, the "
+            "world's truth says: retail's observed category and channel affinities and price "
+            "sensitivity, telco's family and channel affinities, data usage and support calls): about "
+            "what a perfect model of the service's inputs could earn.", "",
             "## Targets", "",
         ]
         for name, t in self.targets().items():

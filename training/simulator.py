@@ -1,12 +1,16 @@
 """`nextbest simulate`: decision quality of a running service, in a closed loop, seeded.
 
-The simulator drives a running nextbest through its HTTP API. Every step draws a
-customer (activity-weighted, from the demo world whose features the service reads), a
-channel from the customer's true habits, a placement, a device and a basket; asks
-nextbest for a decision (the customer's current simulated journey stage is sent as
-`context.journey_stage`); draws the response to the top action from the demo world's
-ground truth (`training/world.py`) plus fatigue and drift (`training/environment.py`);
-and sends feedback: `impression` for the shown action, plus `accept` with the action's
+The simulator drives a running nextbest through its HTTP API, on an example world: the
+one whose data the service serves, named in `<data_dir>/demo/world.json` (`--example`
+retail or telco picks the directories as `nextbest demo --example` lays them out).
+Every step draws a customer (activity-weighted, from the world whose features the
+service reads) and a request the world's truth draws for them (retail: a channel from
+the customer's true habits, a placement, a device and a basket; telco: a channel, a
+placement and, at the call centre, a call reason); asks nextbest for a decision (the
+customer's current simulated journey stage is sent as `context.journey_stage`); draws
+the response to the top action from the world's ground truth (`training/truth.py`:
+retail's `training/world.py`, telco's `training/telco_world.py`) plus fatigue and drift
+(`training/environment.py`); and sends feedback: `impression` for the shown action, plus `accept` with the action's
 value when accepted. Reward = value if accepted.
 
 Baselines (`training/policies.py`) run in-process on the SAME draws (common random
@@ -19,13 +23,13 @@ far falls out of favour (logit - 2 for everyone): a rule fixed in advance, not c
 to flatter or hurt any policy.
 
 Why this does not mirror the model's features: the truth is a function of LATENT state
-(true category preferences, price sensitivity, channel habits, true stage; hidden
-action quality), while the service sees noisy observations of it (smoothed purchase
-shares, a noisy price sensitivity, a stage that is sometimes wrong; see
-world.py's docstring), and fatigue and drift are in neither the features nor the
-training data. The report quantifies the gap (section "fidelity"): the correlation of
-the observed category affinities with the latent preferences, how often the stored
-stage equals the true one, and on the random policy's steps the AUC of the offline
+(retail: true category preferences, price sensitivity, channel habits, true stage;
+telco: true family interests, data need, churn propensity...; hidden action quality),
+while the service sees noisy observations of it (the truth modules' docstrings say
+which), and fatigue and drift are in neither the features nor the training data. The
+report quantifies the gap (section "fidelity"): the truth's own measures (e.g. the
+correlation of the observed category affinities with the latent preferences, how often
+the stored stage equals the true one) and on the random policy's steps the AUC of the offline
 model's propensity against the AUC of the true probability (the best any model could
 reach). If the simulator mirrored the features, the two AUCs would coincide.
 
@@ -54,13 +58,12 @@ import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import numpy as np
 from tqdm import tqdm
 
-from features.schema import CATEGORIES
 from service.client import NextbestClient
 from service.schemas import DecisionResponse
 from training.environment import CustomerState, Scenario, draw_scenario
@@ -75,7 +78,11 @@ from training.policies import (
     observed_world,
 )
 from training.sim_report import NEXTBEST, POLICIES, SimulationReport
-from training.world import World
+from training.truth import Truth
+from training.worlds import EXAMPLES, load_truth
+
+if TYPE_CHECKING:
+    from service.settings import Settings
 
 __all__ = ["NEXTBEST", "POLICIES", "SimulationReport", "main", "run_loop", "simulate"]
 
@@ -83,18 +90,12 @@ LogDecision = Callable[[dict[str, Any]], None]
 
 
 # --- the closed loop ----------------------------------------------------------------------
-def request_body(scenario: Scenario, step: int, stage: str, ids: Sequence[str], limit: int,
-                 customer_ids: Sequence[str]) -> dict[str, Any]:
+def request_body(truth: Truth, scenario: Scenario, step: int, stage: str, limit: int) -> dict[str, Any]:
     return {
-        "customer_id": customer_ids[int(scenario.customers[step])],
+        "customer_id": truth.customer_ids[int(scenario.customers[step])],
         "channel": str(scenario.channels[step]),
         "placement": str(scenario.placements[step]),
-        "context": {
-            "basket": [ids[a] for a in scenario.basket_rows(step).tolist()],
-            "device": str(scenario.devices[step]),
-            "cart_value": float(scenario.cart_values[step]),
-            "journey_stage": stage,
-        },
+        "context": truth.request_context(scenario.requests, step, stage, truth.action_ids),
         "limit": limit,
     }
 
@@ -171,12 +172,12 @@ async def run_loop(
     (`logged_decision`), in step order.
     """
     started = time.perf_counter()
-    world = World.from_json(json.loads((Path(data_dir) / "demo" / "world.json").read_text()))
+    world = load_truth(Path(data_dir))
     scenario = draw_scenario(world, decisions, seed, drift_at)
     values = world.action_value
     ids = world.action_ids
     index = {a: i for i, a in enumerate(ids)}
-    offline = OfflineModel(Path(data_dir), Path(models_dir), world.customer_ids)
+    offline = OfflineModel(Path(data_dir), Path(models_dir), world)
     baselines: list[Policy] = [
         Oracle(values), UniformRandom(), OfflineOnly(offline), ContextFreeThompson(values, seed),
         Oracle(values, fatigue_aware=False),
@@ -186,7 +187,7 @@ async def run_loop(
     rewards = {name: np.zeros(decisions) for name in POLICIES}
     accepted = {name: np.zeros(decisions, dtype=bool) for name in POLICIES}
     expected = {name: np.zeros(decisions) for name in POLICIES}
-    oracle_by_category = np.zeros(len(CATEGORIES))
+    oracle_by_category = np.zeros(len(world.category_names))
     categories = world.action_arrays()["category"]
     true_p, offline_p = np.zeros(decisions), np.zeros(decisions)
     drift_category: str | None = None
@@ -196,12 +197,12 @@ async def run_loop(
     for start, end in _batches(decisions, max(1, concurrency), scenario.drift_step):
         if start == scenario.drift_step and drift_category is None:
             code = int(np.argmax(oracle_by_category))
-            drift_category = CATEGORIES[code]
+            drift_category = world.category_names[code]
             for state in states.values():
                 state.drift_category = code
         nb = states[NEXTBEST]
-        bodies = [request_body(scenario, s, nb.stage_name(int(scenario.customers[s])), ids, limit,
-                               world.customer_ids) for s in range(start, end)]
+        bodies = [request_body(world, scenario, s, nb.stage_name(int(scenario.customers[s])), limit)
+                  for s in range(start, end)]
         responses = await asyncio.gather(*(decide(b) for b in bodies))
         events: list[dict[str, Any]] = []
         for step, body, response in zip(range(start, end), bodies, responses, strict=True):
@@ -255,23 +256,14 @@ async def run_loop(
     return report
 
 
-def fidelity(world: World, data_dir: Path, outcome: np.ndarray, true_p: np.ndarray,
+def fidelity(world: Truth, data_dir: Path, outcome: np.ndarray, true_p: np.ndarray,
              offline_p: np.ndarray) -> dict[str, float]:
     """How far the service's view is from the truth (see the module docstring)."""
     from sklearn.metrics import roc_auc_score
 
-    snapshot = FeatureSnapshot(data_dir)
-    rows = [snapshot.customers[c] for c in world.customer_ids]
-    observed = np.array([[r[f"category_affinity_{c}"] for c in CATEGORIES] for r in rows])
-    stage = np.array([r["journey_stage"] for r in rows], dtype=object)
-    from features.schema import JOURNEY_STAGES
+    from features.config import shipped_world
 
-    true_stage = np.array(JOURNEY_STAGES, dtype=object)[world.stages[:, -1]]
-    out = {
-        "corr(observed category affinity, latent preference)":
-            float(np.corrcoef(observed.ravel(), world.preference.ravel())[0, 1]),
-        "stored stage == true stage": float((stage == true_stage).mean()),
-    }
+    out = world.fidelity(FeatureSnapshot(data_dir, shipped_world(world.name)).customers)
     if 0 < outcome.sum() < len(outcome):
         out["AUC of true p (random policy's steps)"] = float(roc_auc_score(outcome, true_p))
         out["AUC of offline model (same steps)"] = float(roc_auc_score(outcome, offline_p))
@@ -300,14 +292,15 @@ def simulate(url: str, data_dir: Path, models_dir: Path, *, decisions: int = 20_
 
 
 # --- command line -------------------------------------------------------------------------
-def _start_service(data_dir: Path, models_dir: Path, port: int, seed: int) -> subprocess.Popen[bytes]:
-    """Prepare the demo data and model where missing (as `nextbest demo` does), then serve."""
-    from service.settings import Settings
+def _start_service(settings: Settings, example: str, port: int, seed: int) -> subprocess.Popen[bytes]:
+    """Prepare the example's data and model where missing (as `nextbest demo` does), then serve."""
     from training.demo import prepare_demo
 
-    prepare_demo(Settings(data_dir=data_dir, models_dir=models_dir))
-    env = dict(os.environ, NEXTBEST_DATA_DIR=str(data_dir), NEXTBEST_MODELS_DIR=str(models_dir),
-               NEXTBEST_SEED=str(seed))
+    prepare_demo(settings, example=example)
+    env = dict(os.environ, NEXTBEST_DATA_DIR=str(settings.data_dir),
+               NEXTBEST_MODELS_DIR=str(settings.models_dir), NEXTBEST_SEED=str(seed))
+    if settings.config is not None:
+        env["NEXTBEST_CONFIG"] = str(settings.config)
     proc = subprocess.Popen([sys.executable, "-m", "service.cli", "serve", "--port", str(port)],
                             env=env)
     deadline = time.monotonic() + 120
@@ -331,6 +324,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="prepare demo data and model where missing, start `nextbest serve` on --port "
                              "for the run, stop it after")
     parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument("--example", choices=EXAMPLES, default="retail",
+                        help="the example world: retail (--data-dir and --models-dir as given) or "
+                             "telco (its shipped world, <data-dir>/telco and <models-dir>/telco, "
+                             "as `nextbest demo --example telco` prepares them)")
     parser.add_argument("--data-dir", type=Path,
                         default=Path(os.environ.get("NEXTBEST_DATA_DIR", "var")))
     parser.add_argument("--models-dir", type=Path,
@@ -347,10 +344,19 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not args.url and not args.start:
         parser.error("give --url of a running nextbest, or --start")
-    proc = _start_service(args.data_dir, args.models_dir, args.port, args.seed) if args.start else None
+    from service.settings import Settings
+    from training.demo import ExampleRefused, example_settings
+
+    try:
+        settings = example_settings(Settings(data_dir=args.data_dir, models_dir=args.models_dir),
+                                    args.example)
+    except ExampleRefused as exc:
+        print(f"nextbest simulate: {exc}", file=sys.stderr)
+        return 2
+    proc = _start_service(settings, args.example, args.port, args.seed) if args.start else None
     url = args.url or f"http://127.0.0.1:{args.port}"
     try:
-        report = simulate(url, args.data_dir, args.models_dir, decisions=args.decisions,
+        report = simulate(url, settings.data_dir, settings.models_dir, decisions=args.decisions,
                           seed=args.seed, drift_at=args.drift_at, concurrency=args.concurrency,
                           limit=args.limit, api_key=os.environ.get("NEXTBEST_API_KEY"),
                           progress=not args.no_progress,

@@ -1,7 +1,10 @@
-"""The demo world: customers, a catalog and a hidden ground truth of who accepts what.
+"""The retail world's hidden truth: customers, a catalog and who accepts what.
 
-The demo data, the training pipeline's tests and (later) the simulator all need the same
-answer to "would this customer accept this action here?". This module owns it. The truth
+The demo data, the training pipeline's tests and the simulator all need the same
+answer to "would this customer accept this action here?". This module owns it for the
+retail world (`features/worlds/retail.yaml`), behind the interface of
+`training/truth.py`; it is the only module of `training/` that reads the retail
+constants of `features/schema.py`. The truth
 is written in terms of LATENT customer state (true category preferences, true price
 sensitivity, channel habits, the true journey stage); the features the model sees are
 noisy observations of that state, produced by `observe_customers`:
@@ -15,16 +18,22 @@ noisy observations of that state, produced by `observe_customers`:
 - segment: exact (a business label); recency/frequency/monetary: Poisson/exponential
   draws around the segment's activity rate (context, weakly predictive).
 
+Requests (`draw_requests`): a channel from the customer's habits, a placement and a
+device uniform among the channel's, and a basket of products drawn from the true
+preferences (at the cart and the till mostly); the journey stage is sent by the
+CRM-driven channels (`STAGE_AWARE_CHANNELS`). Dynamics (`advance`): accepting moves the
+stage on (awareness -> consideration -> purchase -> retention; churn_risk -> retention).
+
 Nothing here is tuned to the model: the oracle test only checks that choosing well is
 worth something (an oracle earns at least twice what uniform random picks earn).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -36,6 +45,7 @@ from features.schema import (
     PLACEMENTS,
     SEGMENTS,
 )
+from training.truth import Requests, affinity_shares, codes, eligible_rows, sample_rows
 
 #: Where each channel shows actions; the demo logging policy draws from these slots.
 SLOTS: dict[str, tuple[str, ...]] = {
@@ -56,6 +66,10 @@ CONTEXT_WEIGHTS: dict[str, dict[str, float]] = {
     "pos": {"offer": 1.3},
     "call_center": {"service": 1.2},
 }
+
+#: Channels whose callers know the journey stage (CRM-driven) and send it in the request.
+STAGE_AWARE_CHANNELS = frozenset({"pos", "call_center", "email"})
+MAX_BASKET_ITEMS = 6
 
 #: Weekly feature snapshots, days before `now`; the last one is what the online store serves.
 SNAPSHOT_AGES_DAYS: tuple[float, ...] = (35.0, 28.0, 21.0, 14.0, 7.0, 1.0)
@@ -124,20 +138,14 @@ class ActionSpec:
         }
 
 
-def _codes(values: Any, vocabulary: Sequence[str], n: int) -> np.ndarray:
-    """Strings or integer codes (scalar or per row) -> an int array of length n."""
-    arr = np.asarray(values)
-    if arr.dtype.kind in "iu":
-        return np.broadcast_to(arr.astype(np.int64), (n,))
-    index = {v: i for i, v in enumerate(vocabulary)}
-    if arr.ndim == 0:
-        return np.full(n, index[str(arr)], dtype=np.int64)
-    return np.array([index[str(v)] for v in arr], dtype=np.int64)
-
-
 @dataclass
 class World:
     """Latent customers, a catalog and the ground-truth acceptance model."""
+
+    name: ClassVar[str] = "retail"
+    stage_names: ClassVar[tuple[str, ...]] = JOURNEY_STAGES
+    category_names: ClassVar[tuple[str, ...]] = CATEGORIES
+    context_weights: ClassVar[dict[str, dict[str, float]]] = CONTEXT_WEIGHTS
 
     seed: int
     now: datetime
@@ -196,11 +204,10 @@ class World:
 
     def eligible(self, channel: str, placement: str) -> np.ndarray:
         """Action rows allowed in this slot (same rule as service.catalog.Catalog)."""
-        return np.array([
-            i for i, a in enumerate(self.actions)
-            if (not a.channels or channel in a.channels)
-            and (not a.placements or placement in a.placements)
-        ], dtype=np.int64)
+        return eligible_rows(self.actions, channel, placement)
+
+    def slots(self) -> dict[str, tuple[str, ...]]:
+        return SLOTS
 
     def snapshot_times(self) -> list[datetime]:
         return [self.now - timedelta(days=d) for d in SNAPSHOT_AGES_DAYS]
@@ -211,7 +218,48 @@ class World:
         k = np.clip(np.searchsorted(edges, times, side="right") - 1, 0, len(edges) - 1)
         return self.stages[customer_rows, k]
 
+    # --- requests ---------------------------------------------------------------------------
+    def draw_requests(self, rng: np.random.Generator, customers: np.ndarray) -> Requests:
+        """A channel from each customer's habits, a placement, a device and a basket."""
+        channels = sample_rows(rng, self.habits[customers])
+        channel_names = np.array(list(SLOTS), dtype=object)[channels]
+        placements, devices = draw_slots(rng, channel_names)
+        baskets = draw_baskets(self, rng, customers, placements)
+        prices = np.array([a.price for a in self.actions])
+        return Requests(channel_names, placements, baskets,
+                        {"device": devices, "cart_value": (baskets @ prices).round(2)})
+
+    def stage_aware(self, channels: np.ndarray) -> np.ndarray:
+        return np.isin(channels, list(STAGE_AWARE_CHANNELS))
+
+    def log_columns(self, requests: Requests, stage_sent: np.ndarray) -> dict[str, Any]:
+        ids = np.array(self.action_ids, dtype=object)
+        return {
+            "device": requests.fields["device"],
+            "cart_value": requests.fields["cart_value"],
+            "basket": [",".join(ids[np.flatnonzero(row)]) for row in requests.baskets],
+            "journey_stage": stage_sent,
+        }
+
+    def request_context(self, requests: Requests, row: int, stage: str,
+                        ids: Sequence[str]) -> dict[str, Any]:
+        return {
+            "basket": [ids[a] for a in np.flatnonzero(requests.baskets[row]).tolist()],
+            "device": str(requests.fields["device"][row]),
+            "cart_value": float(requests.fields["cart_value"][row]),
+            "journey_stage": stage,
+        }
+
+    def advance(self, stage: int, action: int) -> int:
+        return int(_ADVANCE_CODES[stage])
+
     # --- the ground truth -----------------------------------------------------------------
+    def response_probability(self, customers: np.ndarray, actions: np.ndarray,
+                             requests: Requests, rows: np.ndarray,
+                             stage: np.ndarray) -> np.ndarray:
+        return self.accept_probability(customers, actions, requests.channels[rows],
+                                       requests.placements[rows], stage, requests.baskets[rows])
+
     def accept_probability(
         self,
         customer_rows: np.ndarray,
@@ -230,9 +278,9 @@ class World:
         c = np.asarray(customer_rows, dtype=np.int64)
         a = np.asarray(action_rows, dtype=np.int64)
         n = len(c)
-        ch = _codes(channel, CHANNELS, n)
-        pl = _codes(placement, PLACEMENTS, n)
-        st = self.stages[c, -1] if journey_stage is None else _codes(journey_stage, JOURNEY_STAGES, n)
+        ch = codes(channel, CHANNELS, n)
+        pl = codes(placement, PLACEMENTS, n)
+        st = self.stages[c, -1] if journey_stage is None else codes(journey_stage, JOURNEY_STAGES, n)
         arr = self.action_arrays()
         kind, cat = arr["kind"][a], arr["category"][a]
         is_product, is_offer = kind == 0, kind == 1
@@ -301,22 +349,40 @@ class World:
             "popularity": (1.0 / (1.0 + np.exp(-2.0 * q))).astype(np.float32),
         }
 
+    def observed(self, customers: Mapping[str, Mapping[str, Any]]) -> World:
+        """Category preferences and channel habits become the observed affinities
+        (normalised), price sensitivity the observed one; segments, action appeal and
+        everything dynamic stay true. The journey stage needs no swap: the simulator
+        sends the current one."""
+        rows = [customers.get(c, {}) for c in self.customer_ids]
+        sensitivity = np.array([r.get("price_sensitivity", np.nan) for r in rows], float)
+        return replace(
+            self,
+            preference=affinity_shares(rows, "category_affinity", CATEGORIES, self.preference),
+            habits=affinity_shares(rows, "channel_affinity", CHANNELS, self.habits),
+            price_sensitivity=np.where(np.isnan(sensitivity), self.price_sensitivity, sensitivity),
+        )
+
+    def fidelity(self, customers: Mapping[str, Mapping[str, Any]]) -> dict[str, float]:
+        rows = [customers[c] for c in self.customer_ids]
+        observed = np.array([[r[f"category_affinity_{c}"] for c in CATEGORIES] for r in rows])
+        stage = np.array([r["journey_stage"] for r in rows], dtype=object)
+        true_stage = np.array(JOURNEY_STAGES, dtype=object)[self.stages[:, -1]]
+        return {
+            "corr(observed category affinity, latent preference)":
+                float(np.corrcoef(observed.ravel(), self.preference.ravel())[0, 1]),
+            "stored stage == true stage": float((stage == true_stage).mean()),
+        }
+
     def to_json(self) -> dict[str, Any]:
         """What rebuilds this world with `World.from_json` (saved as demo/world.json)."""
-        return {"seed": self.seed, "n_customers": len(self.customer_ids),
+        return {"world": self.name, "seed": self.seed, "n_customers": len(self.customer_ids),
                 "now": self.now.isoformat(), "snapshot_ages_days": list(SNAPSHOT_AGES_DAYS)}
 
     @classmethod
     def from_json(cls, saved: dict[str, Any]) -> World:
         return cls.build(int(saved["seed"]), int(saved["n_customers"]),
                          datetime.fromisoformat(saved["now"]))
-
-
-def sample_rows(rng: np.random.Generator, p: np.ndarray) -> np.ndarray:
-    """One categorical draw per row of a probability matrix."""
-    cum = np.cumsum(p, axis=1)
-    u = rng.random(p.shape[0]) * cum[:, -1]
-    return np.minimum((cum < u[:, None]).sum(axis=1), p.shape[1] - 1)
 
 
 def _build_actions(rng: np.random.Generator) -> tuple[list[ActionSpec], np.ndarray]:
@@ -368,3 +434,50 @@ def _build_actions(rng: np.random.Generator) -> tuple[list[ActionSpec], np.ndarr
     actions = [replace(a, value=round(float(a.value), 4)) for a in actions]
     quality = rng.normal(0.0, 0.35, len(actions))
     return actions, quality
+
+
+#: stage -> stage after an acceptance
+_ADVANCE = {
+    "awareness": "consideration",
+    "consideration": "purchase",
+    "purchase": "retention",
+    "retention": "retention",
+    "churn_risk": "retention",
+}
+_ADVANCE_CODES = np.array([JOURNEY_STAGES.index(_ADVANCE[s]) for s in JOURNEY_STAGES])
+
+
+def draw_slots(rng: np.random.Generator, channel_names: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A placement and a device for each row, uniform among those of its channel."""
+    placements = np.empty(len(channel_names), dtype=object)
+    devices = np.empty(len(channel_names), dtype=object)
+    for name, slots in SLOTS.items():
+        rows = np.flatnonzero(channel_names == name)
+        placements[rows] = np.array(slots, dtype=object)[rng.integers(len(slots), size=len(rows))]
+        options = CHANNEL_DEVICES[name]
+        devices[rows] = np.array(options, dtype=object)[rng.integers(len(options), size=len(rows))]
+    return placements, devices
+
+
+def draw_baskets(
+    world: World, rng: np.random.Generator, customers: np.ndarray, placements: np.ndarray
+) -> np.ndarray:
+    """Bool (rows x actions): products in the basket, drawn from true preferences."""
+    n = len(customers)
+    checkout = np.isin(placements, ["cart", "checkout"])
+    browsing = np.isin(placements, ["home", "product", "search"])
+    size = np.where(checkout, 1 + rng.poisson(1.5, n), np.where(browsing, rng.poisson(0.4, n), 0))
+    size = np.minimum(size, MAX_BASKET_ITEMS)
+    products_by_category = [
+        np.array([i for i, a in enumerate(world.actions) if a.kind == "product" and a.category == c])
+        for c in CATEGORIES
+    ]
+    basket = np.zeros((n, len(world.actions)), dtype=bool)
+    pref = world.preference[customers]
+    for j in range(int(size.max(initial=0))):
+        rows = np.flatnonzero(size > j)
+        cats = sample_rows(rng, pref[rows])
+        for c, products in enumerate(products_by_category):
+            sub = rows[cats == c]
+            basket[sub, products[rng.integers(len(products), size=len(sub))]] = True
+    return basket

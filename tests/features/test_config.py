@@ -75,6 +75,57 @@ def test_retail_learner_crosses_are_the_learners(retail: World) -> None:
     assert retail.learner.exposure_cap == EXPOSURE_CAP
 
 
+# --- the shipped telco world ---------------------------------------------------------------
+@pytest.fixture(scope="module")
+def telco() -> World:
+    return shipped_world("telco")
+
+
+def test_telco_declares_the_vocabularies_its_truth_draws_from(telco: World, retail: World) -> None:
+    from training import telco_world as truth
+
+    assert tuple(telco.channels) == truth.CHANNELS
+    assert tuple(telco.placements) == truth.PLACEMENTS
+    assert {"retail_store", "sms"} <= set(telco.channels) - set(retail.channels)  # channels of its own
+    for name, constant in (("segments", truth.SEGMENTS), ("journey_stages", truth.STAGES),
+                           ("action_kinds", truth.KINDS), ("families", truth.FAMILIES),
+                           ("call_reasons", truth.CALL_REASONS)):
+        assert tuple(telco.vocabulary(name)) == constant, name
+    assert telco.action_vocabulary("category") == "families" and len(truth.FAMILIES) >= 8
+    assert telco.action_vocabulary("kind") == "action_kinds"
+    shown = {(channel, p) for channel, placements in truth.SLOTS.items() for p in placements}
+    declared = {(channel, p) for p, channels in telco.placements.items() for channel in channels}
+    assert declared == shown
+
+
+def test_telco_declares_the_features_its_truth_observes(telco: World) -> None:
+    from datetime import UTC, datetime
+
+    from training.telco_world import TelcoWorld
+
+    world = TelcoWorld.build(1, 20, datetime(2026, 1, 1, tzinfo=UTC))
+    rng = np.random.default_rng(0)
+    assert list(world.observe_customers(rng, 0)) == list(telco.features_of("customer"))
+    assert list(world.observe_actions(rng)) == list(telco.features_of("action"))
+    assert set(telco.defaults["customer"]) == set(telco.features_of("customer"))
+    assert set(telco.defaults["action"]) == set(telco.features_of("action"))
+
+
+def test_telco_lives_apart_from_retail(telco: World, retail: World) -> None:
+    assert telco.world == "telco"
+    assert telco.project != retail.project  # both can share one Redis
+    assert telco.model.feature_service != retail.model.feature_service
+    call_reason = telco.context["call_reason"]
+    assert call_reason.type == "category" and call_reason.vocabulary == "call_reasons"
+    assert "call_reason" not in retail.context and "basket" not in telco.context
+    assert telco.learner.crosses == ["channel", "placement", "journey_stage"]
+    assert telco.learner.group_by == "category"
+    columns = telco.model_columns()
+    assert len(columns) == len(set(columns))
+    assert {"call_reason=cancel", "kind=retention", "category=handsets", "log_days_to_contract_end",
+            "family_affinity", "channel_affinity"} <= set(columns)
+
+
 # --- refusals -----------------------------------------------------------------------------
 def _retail_document() -> dict[str, Any]:
     document: dict[str, Any] = yaml.safe_load(RETAIL.read_text())

@@ -1,7 +1,8 @@
 """Parity: the fast reader returns what Feast's SDK returns, on the same online store.
 
 Both backends: Feast's Redis online store (a real redis-server) and its SQLite store.
-On the demo's data (the retail world), and for every world, shipped or written in
+On each example world's generated data (retail's `demo`, telco's `telco_demo`), and for
+every world, shipped or written in
 tests/features/world_data.py, on small data generated from its declarations: `feast
 apply` + materialize what the world declares, then read each entity with the layout the
 service builds from the same world.
@@ -32,8 +33,13 @@ from tests.features.world_data import SHIPPED, WRITTEN, entity_ids, world_named,
 pytestmark = pytest.mark.anyio
 
 CUSTOMERS = ["c00000", "c00001", "c00007", "c00123", "c00399", "no-such-customer"]
-RETAIL = shipped_world("retail")
 WORLDS = [p.stem for p in SHIPPED] + list(WRITTEN)
+#: example world -> the fixtures of its generated data, on SQLite and in Redis
+EXAMPLES = {"retail": ("demo", "demo_redis"), "telco": ("telco_demo", "telco_demo_redis")}
+
+
+def test_every_shipped_world_has_example_data() -> None:
+    assert set(EXAMPLES) == {p.stem for p in SHIPPED}
 
 
 @pytest.fixture
@@ -84,15 +90,19 @@ def _reader(backend: str, data_dir: Path, url: str | None, layout: EntityLayout)
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "redis"])
+@pytest.mark.parametrize("example", list(EXAMPLES))
 async def test_customer_features_match_the_sdk(
-    backend: str, demo: DemoDirs, request: pytest.FixtureRequest
+    example: str, backend: str, request: pytest.FixtureRequest
 ) -> None:
-    assert RETAIL.customer_entity is not None
-    layout = EntityLayout.of(RETAIL, RETAIL.customer_entity)
-    url = request.getfixturevalue("demo_redis") if backend == "redis" else None
-    reader, client = _reader(backend, demo.data_dir, url, layout)
+    world = shipped_world(example)
+    data, redis_fixture = EXAMPLES[example]
+    dirs: DemoDirs = request.getfixturevalue(data)
+    assert world.customer_entity is not None
+    layout = EntityLayout.of(world, world.customer_entity)
+    url = request.getfixturevalue(redis_fixture) if backend == "redis" else None
+    reader, client = _reader(backend, dirs.data_dir, url, layout)
     fast = await _read_all(reader, CUSTOMERS)
-    sdk = sdk_rows(RETAIL, demo.data_dir, url, RETAIL.customer_entity, CUSTOMERS)
+    sdk = sdk_rows(world, dirs.data_dir, url, world.customer_entity, CUSTOMERS)
     assert fast[-1] == {}  # the unknown customer
     assert all(len(f) == len(layout.features) for f in fast[:-1])
     for f, s in zip(fast, sdk, strict=False):
@@ -101,16 +111,20 @@ async def test_customer_features_match_the_sdk(
         await client.aclose()
 
 
-async def test_action_features_match_the_sdk(demo_redis: str, demo: DemoDirs) -> None:
-    from features.config import shipped_world
+@pytest.mark.parametrize("example", list(EXAMPLES))
+async def test_action_features_match_the_sdk(example: str, request: pytest.FixtureRequest) -> None:
     from service.catalog import load_catalog
 
-    ids = load_catalog(demo.data_dir / "catalog.json", shipped_world("retail")).ids
-    client = aioredis.from_url(demo_redis)
-    reader = RedisFeatureReader(client, EntityLayout.of(RETAIL, RETAIL.action_entity))
+    world = shipped_world(example)
+    data, redis_fixture = EXAMPLES[example]
+    dirs: DemoDirs = request.getfixturevalue(data)
+    url = request.getfixturevalue(redis_fixture)
+    ids = load_catalog(dirs.data_dir / "catalog.json", world).ids
+    client = aioredis.from_url(url)
+    reader = RedisFeatureReader(client, EntityLayout.of(world, world.action_entity))
     rows = await reader.read_many(ids)
     assert set(rows) == set(ids)
-    sdk = sdk_rows(RETAIL, demo.data_dir, demo_redis, RETAIL.action_entity, ids)
+    sdk = sdk_rows(world, dirs.data_dir, url, world.action_entity, ids)
     for fast, expected in zip([rows[i].values for i in ids], sdk, strict=False):
         assert_same(fast, expected)
     await client.aclose()

@@ -13,6 +13,7 @@ from tests.demo_fixtures import DemoDirs, clear_service_state
 def make_settings(demo: DemoDirs, redis_url: str | None = None, **overrides: object) -> Settings:
     values: dict[str, object] = {
         "data_dir": demo.data_dir, "models_dir": demo.models_dir, "redis_url": redis_url,
+        "config": demo.config,
         "epsilon": 0.0, "seed": 1,
     }
     values.update(overrides)

@@ -1,0 +1,44 @@
+"""The example worlds' hidden truths by name, and rebuilding one from `demo/world.json`.
+
+Each example world ships a configuration (`features/worlds/<name>.yaml`) and a hidden
+truth behind `training/truth.py`'s interface. The demo generator records which one it
+drew the data from in `<data_dir>/demo/world.json` (with the seed, the size and the
+anchor time), so the simulator and the tests rebuild the very truth the data came from.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from training.telco_world import TelcoWorld
+from training.truth import Truth
+from training.world import World
+
+#: world name -> its truth; a world.json without a name predates telco: retail
+TRUTHS: dict[str, type[World] | type[TelcoWorld]] = {"retail": World, "telco": TelcoWorld}
+EXAMPLES = tuple(TRUTHS)
+WORLD_FILE = Path("demo") / "world.json"
+
+
+def build_truth(name: str, seed: int, n_customers: int, now: datetime) -> Truth:
+    """The truth of example world `name`; the same seed, size and time rebuild the same one."""
+    if name not in TRUTHS:
+        raise ValueError(f"no example world {name!r}; choose one of {', '.join(EXAMPLES)}")
+    return TRUTHS[name].build(seed, n_customers, now)
+
+
+def truth_from_json(saved: dict[str, Any]) -> Truth:
+    """The truth `saved` (a world.json document) describes."""
+    return build_truth(str(saved.get("world", "retail")), int(saved["seed"]),
+                       int(saved["n_customers"]), datetime.fromisoformat(saved["now"]))
+
+
+def load_truth(data_dir: Path) -> Truth:
+    """The truth the data of `data_dir` was generated from (its demo/world.json)."""
+    path = Path(data_dir) / WORLD_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no world.json; generate the example data first")
+    return truth_from_json(json.loads(path.read_text()))
