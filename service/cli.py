@@ -24,7 +24,8 @@ if TYPE_CHECKING:
 #: looked up without importing them); the base install is httpx and pydantic. `serve`
 #: never imports Feast; `simulate` draws its plots with matplotlib as the very last step
 #: of a run and needs scikit-learn for its fidelity section; `bench` draws bench.png;
-#: `evaluate` is numpy alone; `export` reads Redis and writes Parquet.
+#: `evaluate` is numpy and scipy (its exact intervals) unless it scores a model; `export`
+#: reads Redis and writes Parquet.
 NEEDS: dict[str, dict[str, tuple[str, ...]]] = {
     "demo": {"server": ("pydantic_settings", "fastapi", "uvicorn", "onnxruntime", "river", "feast", "sklearn")},
     "serve": {"server": ("pydantic_settings", "fastapi", "uvicorn", "onnxruntime", "river", "redis")},
@@ -34,7 +35,7 @@ NEEDS: dict[str, dict[str, tuple[str, ...]]] = {
     "dataset": {"server": ("pydantic_settings", "pandas", "pyarrow", "tqdm")},
     "simulate": {"server": ("numpy", "pandas", "onnxruntime", "sklearn"), "bench": ("matplotlib",)},
     "bench": {"server": ("fastapi", "uvicorn", "feast", "onnxruntime", "river", "sklearn"), "bench": ("matplotlib",)},
-    "evaluate": {"server": ("numpy",)},
+    "evaluate": {"server": ("numpy", "scipy")},
 }
 
 
@@ -169,7 +170,7 @@ def _pass_through(command: str, argv: list[str]) -> int:
     elif command == "simulate":
         from training.simulator import main as run
     else:
-        from training.ope import main as run
+        from training.evaluate import main as run
     return run(argv)
 
 

@@ -138,9 +138,12 @@ def context_columns(world: World) -> list[str]:
 
 
 def _context_values(raw: str | None, world: World) -> dict[str, Any]:
-    """A decision's logged context (JSON, defaults left out) by the world's field names,
-    with the declared defaults filled in as the service's request model fills them."""
-    ctx = json.loads(raw) if raw else {}
+    return context_values(json.loads(raw) if raw else {}, world)
+
+
+def context_values(ctx: Mapping[str, Any], world: World) -> dict[str, Any]:
+    """A decision's logged context (defaults left out) by the world's field names, with
+    the declared defaults filled in as the service's request model fills them."""
     out: dict[str, Any] = {}
     for name, spec in world.context.items():
         value = ctx.get(name)
