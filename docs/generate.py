@@ -185,7 +185,7 @@ def interactions_table() -> str:
 
 
 CLI_COMMANDS = ("demo", "serve", "train", "materialize", "export", "dataset", "bench", "simulate",
-                "evaluate")
+                "evaluate", "gate")
 
 
 def cli_help() -> str:

@@ -1,4 +1,5 @@
-"""The `nextbest` command line: demo, serve, train, materialize, export, dataset, bench, simulate, evaluate.
+"""The `nextbest` command line: demo, serve, train, materialize, export, dataset, bench, simulate,
+evaluate, gate.
 
 The top of the project: it imports the rest, nothing imports it. Heavy imports (Feast,
 scikit-learn) happen inside the commands that need them, so `nextbest serve` does not
@@ -36,6 +37,7 @@ NEEDS: dict[str, dict[str, tuple[str, ...]]] = {
     "simulate": {"server": ("numpy", "pandas", "onnxruntime", "sklearn"), "bench": ("matplotlib",)},
     "bench": {"server": ("fastapi", "uvicorn", "feast", "onnxruntime", "river", "sklearn"), "bench": ("matplotlib",)},
     "evaluate": {"server": ("numpy", "scipy")},
+    "gate": {"server": ("numpy", "scipy", "pandas", "feast", "onnxruntime", "sklearn")},
 }
 
 
@@ -160,7 +162,9 @@ def _positive(text: str) -> int:
 PASS_THROUGH = {
     "bench": "benchmark nextbest against a bare endpoint and a naive Feast baseline",
     "simulate": "closed-loop customer-journey simulation against a running service",
-    "evaluate": "off-policy evaluation of a policy on a decision log",
+    "evaluate": "off-policy evaluation of a policy, or a registered model's, on a decision log",
+    "gate": "judge a candidate model against the champion on logged decisions (exit 0 pass, "
+            "1 fail, 3 refused)",
 }
 
 
@@ -169,6 +173,8 @@ def _pass_through(command: str, argv: list[str]) -> int:
         from load_tests.bench import main as run
     elif command == "simulate":
         from training.simulator import main as run
+    elif command == "gate":
+        from training.gate import main as run
     else:
         from training.evaluate import main as run
     return run(argv)

@@ -41,7 +41,8 @@ estimate's effective sample size. With no reward at all among them it is [low, l
 rewards are all equal gives no range: the interval is then NaN, "not enough data",
 unless `reward_range` is given. A difference between two policies where either side
 needed the exact interval is bounded from the two intervals (each at half the error
-rate), since pairing them relies on the same normal approximation.
+rate), since pairing them relies on the same normal approximation; two policies with the
+same terms on every decision differ by exactly 0.
 
 The gate refuses to decide (neither pass nor fail) when either policy's effective
 sample size is below `min_ess` or either interval is not known.
@@ -353,7 +354,10 @@ def gate(log: LoggedBandit, candidate_policy: TargetPolicy, incumbent_policy: Ta
     cand, inc = (_summarise(t, level, None if boot is None else boot[:, j], log.reward, bounds)
                  for j, t in enumerate(pair))
     diff_value = cand.value - inc.value
-    if cand.exact or inc.exact:
+    if np.array_equal(pair[0].num, pair[1].num) and np.array_equal(pair[0].den, pair[1].den):
+        low = high = 0.0  # the same terms on every logged decision: no uncertainty to bound
+        how = "identical on every decision"
+    elif cand.exact or inc.exact:
         half = 1.0 - (1.0 - level) / 2.0  # each side at half the error rate
         wide = [_summarise(t, half, None if boot is None else boot[:, j], log.reward, bounds)
                 for j, t in enumerate(pair)]
@@ -365,7 +369,7 @@ def gate(log: LoggedBandit, candidate_policy: TargetPolicy, incumbent_policy: Ta
         how = "paired"
     ess = min(cand.effective_sample_size, inc.effective_sample_size)
     difference = Estimate(f"{estimator} difference", diff_value, low, high, log.n, ess,
-                          "" if how == "paired" else how, how != "paired")
+                          "" if how == "paired" else how, how == "from the two exact intervals")
     interval = f"{diff_value:+.4g} [{low:+.4g}, {high:+.4g}] ({estimator}, {level:.0%}, {how})"
     if ess < min_ess:
         who = "candidate" if cand.effective_sample_size < min_ess else "incumbent"

@@ -121,3 +121,75 @@ def test_evaluate_a_registered_model_on_its_holdout(demo: DemoDirs, demo_log: Pa
     assert evaluate.main(["--log", str(demo_log), "--model", str(tmp_path / "nothing")]) == 2
     assert evaluate.main(["--log", str(demo_log), "--interactions", str(demo_log)]) == 2
     assert "--interactions needs --model" in capsys.readouterr().err
+
+
+# --- the gate ----------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def shuffled_model(demo: DemoDirs, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A model trained on the demo's interactions with their labels shuffled: worse."""
+    from training.train import train
+
+    root = tmp_path_factory.mktemp("shuffled")
+    frame = pd.read_parquet(interactions_path(demo.data_dir))
+    rng = np.random.default_rng(0)
+    order = rng.permutation(len(frame))
+    frame["label"] = frame["label"].to_numpy()[order]
+    frame["reward"] = frame["reward"].to_numpy()[order]
+    path = root / "shuffled.parquet"
+    frame.to_parquet(path)
+    directory, _ = train(demo.data_dir, root / "models", interactions=path, progress=False, world=WORLD)
+    return directory
+
+
+@pytest.fixture
+def gate_env(demo: DemoDirs, demo_log: Path, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The gate's common arguments: the last 500 decisions of the log (a short holdout)."""
+    monkeypatch.setenv("NEXTBEST_DATA_DIR", str(demo.data_dir))
+    monkeypatch.delenv("NEXTBEST_CONFIG", raising=False)
+    start = load_log(demo_log).timestamps[-500]
+    return ["--log", str(demo_log), "--interactions", str(interactions_path(demo.data_dir)),
+            "--since", str(start)]
+
+
+def test_the_gate_passes_a_model_as_good_as_the_champion(gate_env: list[str], champion: Path,
+                                                          tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from training.gate import main
+
+    code = main([*gate_env, "--candidate", str(champion), "--champion", str(champion),
+                 "--margin", "0.01", "--min-ess", "5", "--out", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "\ngate: pass\n" in out and "lower bound > -margin" in out
+    report = json.loads((tmp_path / "gate.json").read_text())
+    assert report["verdict"] == "pass" and report["decisions"] == 500
+    assert report["difference"]["value"] == 0.0
+    assert report["candidate"]["holdout"]["metrics"]["log_loss"] == report["champion"]["holdout"]["metrics"]["log_loss"]
+    assert (tmp_path / "reliability.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_the_gate_fails_a_model_trained_on_shuffled_labels(gate_env: list[str], champion: Path,
+                                                           shuffled_model: Path,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    from training.gate import main
+
+    code = main([*gate_env, "--candidate", str(shuffled_model), "--champion", str(champion),
+                 "--min-ess", "5"])
+    out = capsys.readouterr().out
+    assert code == 1, out
+    assert out.rstrip().endswith("gate: fail")
+    loss_line = next(line for line in out.splitlines() if line.startswith("log loss:"))
+    assert loss_line.endswith(": fail")  # the shuffled labels' model is worse calibrated and ranks worse
+
+
+def test_the_gate_refuses_to_decide_without_enough_effective_sample(
+        gate_env: list[str], champion: Path, shuffled_model: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from service.cli import main as cli
+
+    code = cli(["gate", *gate_env, "--candidate", str(champion), "--champion", str(shuffled_model)])
+    out = capsys.readouterr().out
+    assert code == 3, out
+    assert "refused: the" in out and "below the minimum 100" in out and out.rstrip().endswith("gate: refused")
+    assert cli(["gate", "--candidate", str(champion), "--champion", str(champion),
+                "--log", gate_env[1]]) == 2
+    assert "--interactions is required" in capsys.readouterr().err
