@@ -14,7 +14,8 @@ bounds, description), `metrics` from the collectors a `service.metrics.Metrics` 
 (name, type, labels, help), `cli` from `nextbest ... --help`, `recording_rules` and
 `alerts` from the chart's `helm/nextbest/files/rules.yaml` (the file the PrometheusRule
 and promtool load), `export_decisions` and `export_feedback` from the Parquet schemas of
-`training/export.py`. tests/docs/test_generate.py runs the check.
+`training/export.py`, `interactions` from the columns `nextbest dataset` writes
+(`training/logged_dataset.py`). tests/docs/test_generate.py runs the check.
 """
 
 from __future__ import annotations
@@ -166,7 +167,25 @@ def export_feedback_table() -> str:
     return _schema_table("feedback")
 
 
-CLI_COMMANDS = ("demo", "serve", "load", "train", "materialize", "export", "bench", "simulate", "evaluate")
+def interactions_table() -> str:
+    from training.logged_dataset import INTERACTION_COLUMNS
+
+    rows = ["| column | type | meaning |", "|---|---|---|"]
+    names = list(INTERACTION_COLUMNS)
+    context_at = names.index("placement") + 1
+    for name in names[:context_at]:
+        kind, doc = INTERACTION_COLUMNS[name]
+        rows.append(f"| `{name}` | `{kind}` | {_cell(doc)} |")
+    rows.append("| *one per context field* | as declared | the request context's field of that name "
+                "(an id list comma-joined; absent: the field's default) |")
+    for name in names[context_at:]:
+        kind, doc = INTERACTION_COLUMNS[name]
+        rows.append(f"| `{name}` | `{kind}` | {_cell(doc)} |")
+    return "\n".join(rows) + "\n"
+
+
+CLI_COMMANDS = ("demo", "serve", "load", "train", "materialize", "export", "dataset", "bench",
+                "simulate", "evaluate", "gate")
 
 
 def cli_help() -> str:
@@ -195,6 +214,7 @@ GENERATORS: dict[str, Callable[[], str]] = {
     "alerts": alerts_table,
     "export_decisions": export_decisions_table,
     "export_feedback": export_feedback_table,
+    "interactions": interactions_table,
 }
 
 

@@ -1,4 +1,5 @@
-"""The `nextbest` command line: demo, serve, load, train, materialize, export, bench, simulate, evaluate.
+"""The `nextbest` command line: demo, serve, load, train, materialize, export, dataset, bench,
+simulate, evaluate, gate.
 
 The top of the project: it imports the rest, nothing imports it. Heavy imports (Feast,
 scikit-learn) happen inside the commands that need them, so `nextbest serve` does not
@@ -25,7 +26,8 @@ if TYPE_CHECKING:
 #: looked up without importing them); the base install is httpx and pydantic. `serve`
 #: never imports Feast; `simulate` draws its plots with matplotlib as the very last step
 #: of a run and needs scikit-learn for its fidelity section; `bench` draws bench.png;
-#: `evaluate` is numpy alone; `export` reads Redis and writes Parquet.
+#: `evaluate` is numpy and scipy (its exact intervals) unless it scores a model; `export`
+#: reads Redis and writes Parquet.
 NEEDS: dict[str, dict[str, tuple[str, ...]]] = {
     "demo": {"server": ("pydantic_settings", "fastapi", "uvicorn", "onnxruntime", "river", "feast", "sklearn")},
     "serve": {"server": ("pydantic_settings", "fastapi", "uvicorn", "onnxruntime", "river", "redis")},
@@ -33,9 +35,11 @@ NEEDS: dict[str, dict[str, tuple[str, ...]]] = {
     "materialize": {"server": ("pydantic_settings", "feast")},
     "export": {"server": ("pydantic_settings", "redis", "orjson", "pyarrow", "tqdm")},
     "load": {"server": ("pydantic_settings", "pandas", "pyarrow")},
+    "dataset": {"server": ("pydantic_settings", "pandas", "pyarrow", "tqdm")},
     "simulate": {"server": ("numpy", "pandas", "onnxruntime", "sklearn"), "bench": ("matplotlib",)},
     "bench": {"server": ("fastapi", "uvicorn", "feast", "onnxruntime", "river", "sklearn"), "bench": ("matplotlib",)},
-    "evaluate": {"server": ("numpy",)},
+    "evaluate": {"server": ("numpy", "scipy")},
+    "gate": {"server": ("numpy", "scipy", "pandas", "feast", "onnxruntime", "sklearn")},
 }
 
 
@@ -125,6 +129,45 @@ def _load(settings: Settings, world: World, args: argparse.Namespace) -> int:
     return 0
 
 
+def _dataset(settings: Settings, world: World, args: argparse.Namespace) -> int:
+    """Build the interactions (and the OPE log) from an export; 2 when it cannot."""
+    from service.catalog import load_catalog
+    from training.logged_dataset import (
+        DatasetError,
+        build,
+        parse_duration,
+        write_decision_log,
+        write_interactions,
+    )
+
+    try:
+        window = parse_duration(args.attribution_window)
+    except ValueError as exc:
+        print(f"nextbest dataset: --attribution-window: {exc}", file=sys.stderr)
+        return 2
+    export_dir = args.export if args.export is not None else settings.data_dir / "export"
+    out = args.out if args.out is not None else settings.data_dir / "dataset" / "interactions.parquet"
+    log_path = args.log if args.log is not None else out.with_name("decisions.jsonl")
+    catalog_file = settings.data_dir / "catalog.json"
+    values = ({a.action_id: a.value for a in load_catalog(catalog_file, world).actions}
+              if catalog_file.is_file() else {})
+    outcomes = tuple(o.strip() for o in args.label_outcomes.split(",") if o.strip())
+    try:
+        result = build(export_dir, world, window, outcomes, args.shown, values,
+                       progress=not args.no_progress)
+    except DatasetError as exc:
+        print(f"nextbest dataset: {exc}", file=sys.stderr)
+        return 2
+    write_interactions(result.interactions, out)
+    write_decision_log(result.decisions, log_path)
+    print(result.summary())
+    print(f"wrote {out} and {log_path}")
+    if not len(result.interactions):
+        print("warning: the dataset is empty: no decision's attribution window has closed yet",
+              file=sys.stderr)
+    return 0
+
+
 def _serve(settings: Settings, host: str, port: int) -> None:
     import uvicorn
 
@@ -160,7 +203,9 @@ DEMO_EXAMPLES = ("retail", "telco")
 PASS_THROUGH = {
     "bench": "benchmark nextbest against a bare endpoint and a naive Feast baseline",
     "simulate": "closed-loop customer-journey simulation against a running service",
-    "evaluate": "off-policy evaluation of a policy on a decision log",
+    "evaluate": "off-policy evaluation of a policy, or a registered model's, on a decision log",
+    "gate": "judge a candidate model against the champion on logged decisions (exit 0 pass, "
+            "1 fail, 3 refused)",
 }
 
 
@@ -169,8 +214,10 @@ def _pass_through(command: str, argv: list[str]) -> int:
         from load_tests.bench import main as run
     elif command == "simulate":
         from training.simulator import main as run
+    elif command == "gate":
+        from training.gate import main as run
     else:
-        from training.ope import main as run
+        from training.evaluate import main as run
     return run(argv)
 
 
@@ -206,6 +253,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="ISO time stamping entity rows that have no event_timestamp column")
     p = sub.add_parser("train", help="train a model on the data dir and register it")
     p.add_argument("--algorithm", choices=("pairwise", "hgb", "logreg"), default="pairwise")
+    p.add_argument("--interactions", type=Path, default=None,
+                   help="interaction log to train on (default: <NEXTBEST_DATA_DIR>/sources/"
+                   "interactions.parquet; `nextbest dataset` writes one from the service's logs)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p = sub.add_parser("materialize", help="feast apply + materialize into the online store")
     p.add_argument("--incremental", action="store_true")
     p = sub.add_parser("export", help="decision and feedback streams (Redis) into Parquet by day, "
@@ -215,6 +266,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--stream", choices=("decisions", "feedback", "all"), default="all")
     p.add_argument("--chunk", type=_positive, default=10_000, help="entries read and written at a time")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p = sub.add_parser("dataset", help="exported decision and feedback logs into the interactions "
+                       "training reads, and the decision log evaluation reads")
+    p.add_argument("--export", type=Path, default=None,
+                   help="the export directory (default: <NEXTBEST_DATA_DIR>/export)")
+    p.add_argument("--out", type=Path, default=None,
+                   help="interactions Parquet file (default: <NEXTBEST_DATA_DIR>/dataset/interactions.parquet)")
+    p.add_argument("--log", type=Path, default=None,
+                   help="decision log for `nextbest evaluate`, JSON Lines (default: decisions.jsonl "
+                   "next to --out)")
+    p.add_argument("--attribution-window", default="24h",
+                   help="an outcome counts when it comes at most this long after the decision "
+                   "(s, m, h, d: 30m, 24h, 7d)")
+    p.add_argument("--label-outcomes", default="accept,purchase",
+                   help="comma-separated outcomes that label an interaction 1")
+    p.add_argument("--shown", choices=("events", "rank1", "all"), default="events",
+                   help="which actions of a decision count as shown: those with a feedback event "
+                   "(rank 1 when none has one), rank 1 only, or every returned action")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     for name, help_text in PASS_THROUGH.items():
         sub.add_parser(name, help=f"{help_text} (see `nextbest {name} --help`)", add_help=False)
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -269,10 +338,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     elif args.command == "train":
         from training.train import train
 
+        if args.interactions is not None and not args.interactions.is_file():
+            print(f"nextbest train: --interactions: {args.interactions} does not exist", file=sys.stderr)
+            return 2
         directory, manifest = train(
             settings.data_dir, settings.models_dir, settings.model_name,
             redis_url=settings.redis_url, algorithm=args.algorithm,
-            world=world,
+            world=world, interactions=args.interactions, progress=not args.no_progress,
         )
         print(f"registered {manifest.name} v{manifest.version} in {directory}: {manifest.metrics}")
     elif args.command == "materialize":
@@ -287,6 +359,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _load(settings, world, args)
     elif args.command == "export":
         return _export(settings, args.out, args.stream, args.chunk, not args.no_progress)
+    elif args.command == "dataset":
+        return _dataset(settings, world, args)
     return 0
 
 

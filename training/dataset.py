@@ -24,6 +24,10 @@ from features.encoding import ActionMatrix, Encoder
 
 log = logging.getLogger(__name__)
 
+#: The join key an anonymous decision (customer_id null) is joined on: no row has it, so
+#: the point-in-time join finds no features and the encoder uses the world's defaults.
+ANONYMOUS_KEY = ""
+
 #: interaction-log column -> its name in the joined frame (where the feature keeps its own)
 CONTEXT_RENAMES = {"journey_stage": "context_journey_stage"}
 
@@ -54,6 +58,11 @@ def historical_features(
     """Point-in-time join of the interaction log with `world`'s FeatureService (None: the
     shipped default world), in log order, on its entities' join keys.
 
+    One join per entity, over the distinct (join key, timestamp) pairs of the log, with
+    the FeatureService's features of that entity: Feast's file offline store keeps one
+    row per (a view's join keys, timestamp), so a single join over rows that share a
+    customer and a time (the shown actions of one decision) would lose all but one.
+
     Log columns that share a name with a feature are renamed (CONTEXT_RENAMES): the
     request's `journey_stage` is context that overrides the stored feature, not the same.
     """
@@ -62,18 +71,24 @@ def historical_features(
     world = world if world is not None else configured_world(None)
     store = feature_store(world, data_dir, redis_url)
     service = _feature_service(store, world, data_dir)
-    entities = [e for e in (world.customer_entity, world.action_entity) if e is not None]
-    join_keys = [world.join_key(e) for e in entities]
-    entity_df = interactions[[*join_keys, "event_timestamp"]].copy()
-    entity_df["row"] = np.arange(len(interactions))
-    joined = store.get_historical_features(entity_df=entity_df, features=service).to_df()
-    joined = joined.sort_values("row").reset_index(drop=True)
-    if len(joined) != len(interactions):
-        raise RuntimeError(f"point-in-time join returned {len(joined)} of {len(interactions)} rows")
-    names = [f for e in entities for f in world.features_of(e)]
     out = interactions.reset_index(drop=True).rename(columns=CONTEXT_RENAMES)
-    for name in names:
-        out[name] = joined[name].to_numpy()
+    for entity in (e for e in (world.customer_entity, world.action_entity) if e is not None):
+        key = world.join_key(entity)
+        refs = [f"{p.name_to_use()}:{f.name}" for p in service.feature_view_projections
+                if world.feature_views[p.name].entity == entity for f in p.features]
+        # anonymous decisions: a key no source row has, so no features (the defaults)
+        keys = pd.DataFrame({key: interactions[key].fillna(ANONYMOUS_KEY).to_numpy(),
+                             "event_timestamp": interactions["event_timestamp"].to_numpy()})
+        distinct = keys.drop_duplicates(ignore_index=True)
+        distinct = distinct.assign(row=np.arange(len(distinct)))
+        joined = store.get_historical_features(entity_df=distinct, features=refs).to_df()
+        joined = joined.sort_values("row").reset_index(drop=True)
+        if len(joined) != len(distinct):
+            raise RuntimeError(f"point-in-time join of {entity} returned {len(joined)} of "
+                               f"{len(distinct)} rows")
+        rows = keys.merge(distinct, on=[key, "event_timestamp"], how="left")["row"].to_numpy()
+        for name in world.features_of(entity):
+            out[name] = joined[name].to_numpy()[rows]
     return out
 
 

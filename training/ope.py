@@ -1,6 +1,7 @@
 """Off-policy evaluation: what a policy would have earned on a logged set of decisions.
 
-`nextbest evaluate` and the retraining gate share this module. The log format is in
+`nextbest evaluate` (`training/evaluate.py`) and the retraining gate (`training/gate.py`)
+share this module. The log format is in
 `docs/log-format.md` (reading and validation: `training/ope_log.py`).
 
 A target policy is any callable `LoggedBandit -> (n, K) probabilities` over each row's
@@ -29,35 +30,51 @@ for ips and dr). Its influence terms V + (num - V den) / mean(den) give the norm
 (delta-method) confidence interval, and pair up across two policies on the same log for
 the gate's interval on their difference. `bootstrap > 0` replaces the normal intervals
 by seeded percentile bootstrap ones.
+
+Where the normal approximation does not hold, the interval says so rather than shrink:
+rewards are bounded (by `reward_range`, default the log's own range with 0), and when
+the decisions a policy puts weight on hold fewer than `MIN_EVENTS` rewards above the
+bottom of the range (or below its top), the interval is widened to contain the exact
+binomial (Clopper-Pearson) interval of the value's position in the range over the
+estimate's effective sample size. With no reward at all among them it is [low, low +
+(high - low)(1 - (alpha/2)^(1/ESS))], not the normal interval's [0, 0]. A log whose
+rewards are all equal gives no range: the interval is then NaN, "not enough data",
+unless `reward_range` is given. A difference between two policies where either side
+needed the exact interval is bounded from the two intervals (each at half the error
+rate), since pairing them relies on the same normal approximation; two policies with the
+same terms on every decision differ by exactly 0.
+
+The gate refuses to decide (neither pass nor fail) when either policy's effective
+sample size is below `min_ess` or either interval is not known.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
-import sys
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from collections.abc import Sequence
+from dataclasses import dataclass
 from statistics import NormalDist
 from typing import Any
 
 import numpy as np
 
-from training.ope_log import FloatArray, LogFormatError, LoggedBandit, load_log
-from training.ope_policies import (
-    TargetPolicy,
-    check_policy,
-    epsilon_greedy,
-    greedy,
-    logged,
-    uniform,
-)
+from training.ope_log import FloatArray, LoggedBandit
+from training.ope_policies import TargetPolicy, check_policy
+from training.ope_policies import epsilon_greedy as epsilon_greedy  # re-exported: the policies
+from training.ope_policies import exploring as exploring
+from training.ope_policies import greedy as greedy
+from training.ope_policies import logged as logged
+from training.ope_policies import uniform as uniform
 
 ESTIMATORS: tuple[str, ...] = ("replay", "ips", "snips", "dr")
 REWARD_MODELS: tuple[str, ...] = ("auto", "scores", "mean")
 _BOOTSTRAP_CELLS = 4_000_000
+#: Fewer rewards than this above the bottom (or below the top) of the reward range among
+#: the decisions a policy weighs: the normal interval is widened to the exact binomial one.
+MIN_EVENTS = 10
+#: The gate's default minimum effective sample size, below which it refuses to decide.
+DEFAULT_MIN_ESS = 100.0
+NOT_ENOUGH_DATA = "not enough data"
 
 
 @dataclass(frozen=True)
@@ -72,15 +89,20 @@ class Estimate:
     n: int
     effective_sample_size: float
     note: str = ""
+    exact: bool = False  # the interval contains the exact binomial one (few rewards)
 
 
 @dataclass(frozen=True)
 class GateResult:
+    """`decided` False: the gate refused (too small an effective sample, no valid
+    interval); `passed` is then False too, and `reason` says why."""
+
     passed: bool
     candidate: Estimate
     incumbent: Estimate
     difference: Estimate
     reason: str
+    decided: bool = True
 
 
 # --- weights and reward models -------------------------------------------------------
@@ -210,28 +232,80 @@ def _interval(value: float, influence: FloatArray, level: float,
     return value - half, value + half
 
 
-def _summarise(t: _Terms, level: float, boot: FloatArray | None) -> Estimate:
+def reward_bounds(log: LoggedBandit, reward_range: tuple[float, float] | None = None) -> tuple[float, float]:
+    """The range rewards lie in: `reward_range`, else the log's own range with 0 in it."""
+    if reward_range is not None:
+        low, high = (float(v) for v in reward_range)
+        if not high > low:
+            raise ValueError(f"reward range must have low < high, got {reward_range}")
+        if log.reward.min() < low or log.reward.max() > high:
+            raise ValueError(f"logged rewards lie in [{log.reward.min():g}, {log.reward.max():g}], "
+                             f"outside the reward range {reward_range}")
+        return low, high
+    return min(0.0, float(log.reward.min())), max(0.0, float(log.reward.max()))
+
+
+def _few_events(t: _Terms, reward: FloatArray, bounds: tuple[float, float]) -> bool:
+    """Whether the decisions the policy weighs hold too few rewards off either bound."""
+    supported = reward[t.weights > 0]
+    low, high = bounds
+    return min(int((supported > low).sum()), int((supported < high).sum())) < MIN_EVENTS
+
+
+def clopper_pearson(share: float, trials: float, level: float) -> tuple[float, float]:
+    """The exact binomial interval of a proportion `share` over `trials` (which may be a
+    fractional effective sample size), at confidence `level`."""
+    from scipy.stats import beta
+
+    share = min(max(share, 0.0), 1.0)
+    k = share * trials
+    tail = (1.0 - level) / 2.0
+    low = 0.0 if k <= 0 else float(beta.ppf(tail, k, trials - k + 1))
+    high = 1.0 if k >= trials else float(beta.ppf(1.0 - tail, k + 1, trials - k))
+    return low, high
+
+
+def _summarise(t: _Terms, level: float, boot: FloatArray | None, reward: FloatArray,
+               bounds: tuple[float, float]) -> Estimate:
     value = t.value
+    ess = _ess(t.weights)
     low, high = _interval(value, t.influence(), level, boot)
     note = t.note or ("no logged decision supports this policy" if math.isnan(value) else "")
-    return Estimate(t.name, value, low, high, t.n, _ess(t.weights), note)
+    if math.isnan(value) or not _few_events(t, reward, bounds):
+        return Estimate(t.name, value, low, high, t.n, ess, note)
+    floor, top = bounds
+    if not top > floor or ess < 1.0:
+        why = ("every logged reward is the same: give the rewards' range" if not top > floor
+               else "the effective sample size is below 1")
+        return Estimate(t.name, value, math.nan, math.nan, t.n, ess,
+                        "; ".join(x for x in (note, f"{NOT_ENOUGH_DATA}: {why}") if x), True)
+    share_low, share_high = clopper_pearson((value - floor) / (top - floor), ess, level)
+    exact_low, exact_high = floor + (top - floor) * share_low, floor + (top - floor) * share_high
+    low = exact_low if math.isnan(low) else min(low, exact_low)
+    high = exact_high if math.isnan(high) else max(high, exact_high)
+    note = "; ".join(x for x in (note, "few rewards: exact binomial interval") if x)
+    return Estimate(t.name, value, low, high, t.n, ess, note, True)
 
 
 # --- public API --------------------------------------------------------------------------
 
 def evaluate(log: LoggedBandit, policy: TargetPolicy, estimators: Sequence[str] = ESTIMATORS, *,
              clip: float | None = None, reward: FloatArray | str = "auto", level: float = 0.95,
-             bootstrap: int = 0, seed: int = 0) -> list[Estimate]:
+             bootstrap: int = 0, seed: int = 0,
+             reward_range: tuple[float, float] | None = None) -> list[Estimate]:
     """Estimate the value of `policy` on `log` with each of `estimators`.
 
     `reward` is the DR reward model: an `(n, K)` array aligned with `log.candidates`, or
-    one of "auto", "scores", "mean" (see `reward_model`).
+    one of "auto", "scores", "mean" (see `reward_model`). `reward_range` bounds the
+    rewards (default: the log's range, with 0).
     """
     probs = check_policy(log, policy(log))
+    bounds = reward_bounds(log, reward_range)
     q = _resolve_reward(log, reward, seed) if "dr" in estimators else None
     terms = [_terms(log, probs, name, clip, q) for name in estimators]
     boot = _bootstrap_values(terms, bootstrap, seed) if bootstrap > 0 else None
-    return [_summarise(t, level, None if boot is None else boot[:, j]) for j, t in enumerate(terms)]
+    return [_summarise(t, level, None if boot is None else boot[:, j], log.reward, bounds)
+            for j, t in enumerate(terms)]
 
 
 def _resolve_reward(log: LoggedBandit, reward: FloatArray | str, seed: int) -> FloatArray:
@@ -262,103 +336,79 @@ def doubly_robust(log: LoggedBandit, policy: TargetPolicy, **options: Any) -> Es
 def gate(log: LoggedBandit, candidate_policy: TargetPolicy, incumbent_policy: TargetPolicy,
          estimator: str = "snips", margin: float = 0.0, *, clip: float | None = None,
          reward: FloatArray | str = "auto", level: float = 0.95, bootstrap: int = 0,
-         seed: int = 0) -> GateResult:
-    """Promote the candidate iff the lower bound of (candidate - incumbent) > -margin.
+         seed: int = 0, min_ess: float = DEFAULT_MIN_ESS,
+         reward_range: tuple[float, float] | None = None) -> GateResult:
+    """Promote the candidate iff the lower bound of (candidate - incumbent) > -margin;
+    refuse to decide when either policy's effective sample size is below `min_ess` or
+    an interval is not known.
 
     The difference's interval pairs the two policies' terms decision by decision, which
-    is much tighter than comparing two separate intervals.
+    is much tighter than comparing two separate intervals; where either estimate needed
+    the exact interval (few rewards), the two intervals bound it instead.
     """
+    bounds = reward_bounds(log, reward_range)
     q = _resolve_reward(log, reward, seed) if estimator == "dr" else None
     pair = [_terms(log, check_policy(log, p(log)), estimator, clip, q)
             for p in (candidate_policy, incumbent_policy)]
     boot = _bootstrap_values(pair, bootstrap, seed) if bootstrap > 0 else None
-    cand, inc = (_summarise(t, level, None if boot is None else boot[:, j]) for j, t in enumerate(pair))
+    cand, inc = (_summarise(t, level, None if boot is None else boot[:, j], log.reward, bounds)
+                 for j, t in enumerate(pair))
     diff_value = cand.value - inc.value
-    low, high = _interval(diff_value, pair[0].influence() - pair[1].influence(), level,
-                          None if boot is None else boot[:, 0] - boot[:, 1])
-    difference = Estimate(f"{estimator} difference", diff_value, low, high, log.n,
-                          min(cand.effective_sample_size, inc.effective_sample_size))
+    if np.array_equal(pair[0].num, pair[1].num) and np.array_equal(pair[0].den, pair[1].den):
+        low = high = 0.0  # the same terms on every logged decision: no uncertainty to bound
+        how = "identical on every decision"
+    elif cand.exact or inc.exact:
+        half = 1.0 - (1.0 - level) / 2.0  # each side at half the error rate
+        wide = [_summarise(t, half, None if boot is None else boot[:, j], log.reward, bounds)
+                for j, t in enumerate(pair)]
+        low, high = wide[0].ci_low - wide[1].ci_high, wide[0].ci_high - wide[1].ci_low
+        how = "from the two exact intervals"
+    else:
+        low, high = _interval(diff_value, pair[0].influence() - pair[1].influence(), level,
+                              None if boot is None else boot[:, 0] - boot[:, 1])
+        how = "paired"
+    ess = min(cand.effective_sample_size, inc.effective_sample_size)
+    difference = Estimate(f"{estimator} difference", diff_value, low, high, log.n, ess,
+                          "" if how == "paired" else how, how == "from the two exact intervals")
+    interval = f"{diff_value:+.4g} [{low:+.4g}, {high:+.4g}] ({estimator}, {level:.0%}, {how})"
+    if ess < min_ess:
+        who = "candidate" if cand.effective_sample_size < min_ess else "incumbent"
+        size = min(cand.effective_sample_size, inc.effective_sample_size)
+        reason = (f"refused: the {who}'s effective sample size {size:.1f} is below the minimum "
+                  f"{min_ess:g}: too few logged decisions support its choices to judge it "
+                  f"(candidate - incumbent = {interval})")
+        return GateResult(False, cand, inc, difference, reason, decided=False)
+    if math.isnan(low):
+        notes = "; ".join(e.note for e in (cand, inc) if e.note) or "no interval"
+        return GateResult(False, cand, inc, difference,
+                          f"refused: {NOT_ENOUGH_DATA} ({notes})", decided=False)
     threshold = 0.0 - margin
-    passed = bool(low > threshold)  # NaN (no support) fails
-    reason = (f"candidate - incumbent = {diff_value:+.4g} [{low:+.4g}, {high:+.4g}] "
-              f"({estimator}, {level:.0%}); lower bound {'>' if passed else 'not >'} "
+    passed = bool(low > threshold)
+    reason = (f"candidate - incumbent = {interval}; lower bound {'>' if passed else 'not >'} "
               f"-margin {threshold:+.4g}: {'pass' if passed else 'fail'}")
     return GateResult(passed, cand, inc, difference, reason)
 
 
-# --- CLI ---------------------------------------------------------------------------------
-
-def _policy(name: str, eps: float) -> TargetPolicy:
-    policies: dict[str, Callable[[], TargetPolicy]] = {
-        "uniform": lambda: uniform, "logged": lambda: logged,
-        "greedy": lambda: greedy(), "epsilon-greedy": lambda: epsilon_greedy(eps=eps),
-    }
-    return policies[name]()
-
+# --- reports ---------------------------------------------------------------------------
 
 def markdown_table(estimates: Sequence[Estimate], level: float = 0.95) -> str:
     rows = [f"| estimator | value | {level:.0%} CI | n | ESS |", "|---|---:|---|---:|---:|"]
     for e in estimates:
         flag = " *" if e.note else ""
-        rows.append(f"| {e.name}{flag} | {e.value:.4f} | [{e.ci_low:.4f}, {e.ci_high:.4f}] "
+        interval = (NOT_ENOUGH_DATA if math.isnan(e.ci_low) or math.isnan(e.ci_high)
+                    else f"[{e.ci_low:.4f}, {e.ci_high:.4f}]")
+        rows.append(f"| {e.name}{flag} | {e.value:.4f} | {interval} "
                     f"| {e.n} | {e.effective_sample_size:.1f} |")
     rows += [f"\n\\* {e.name}: {e.note}" for e in estimates if e.note]
     return "\n".join(rows)
 
 
-def _jsonable(value: Any) -> Any:
+def jsonable(value: Any) -> Any:
+    """`value` with non-finite floats as None (JSON has no NaN)."""
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_jsonable(v) for v in value]
+        return {k: jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
     return value
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="nextbest evaluate",
-                                     description="Off-policy evaluation of a policy on a decision log.")
-    parser.add_argument("--log", type=Path, required=True, help="decision log, JSON Lines (docs/log-format.md)")
-    parser.add_argument("--policy", choices=("uniform", "logged", "greedy", "epsilon-greedy"), default="greedy",
-                        help="target policy; greedy ones rank by the log's `scores`")
-    parser.add_argument("--epsilon", type=float, default=0.1, help="exploration rate of epsilon-greedy")
-    parser.add_argument("--clip", type=float, default=None,
-                        help="cap importance weights at this value (less variance, biased towards 0)")
-    parser.add_argument("--bootstrap", type=int, default=0, help="percentile bootstrap resamples (0: normal CIs)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap and the cross-fitting folds")
-    parser.add_argument("--level", type=float, default=0.95, help="confidence level")
-    parser.add_argument("--reward-model", choices=REWARD_MODELS, default="auto", help="DR reward model")
-    parser.add_argument("--json", type=Path, default=None, help="also write the estimates here")
-    args = parser.parse_args(argv)
-    try:
-        log = load_log(args.log)
-        policy = _policy(args.policy, args.epsilon)
-        weights = importance_weights(log, check_policy(log, policy(log)))
-        estimates = evaluate(log, policy, clip=args.clip,
-                             reward=args.reward_model, level=args.level,
-                             bootstrap=args.bootstrap, seed=args.seed)
-    except (LogFormatError, OSError, ValueError) as exc:
-        print(f"nextbest evaluate: {exc}", file=sys.stderr)
-        return 2
-    logged_mean = float(log.reward.mean())
-    mean_weight, weight_se = float(weights.mean()), float(weights.std()) / math.sqrt(log.n)
-    print(f"policy {args.policy} on {args.log}: {log.n} decisions, "
-          f"mean logged reward {logged_mean:.4f}, clip {args.clip or 'none'}, "
-          f"{f'bootstrap {args.bootstrap}' if args.bootstrap else 'normal'} CIs")
-    print(f"mean importance weight {mean_weight:.3f} +- {weight_se:.3f} (about 1 if the propensities "
-          "are right and the logging policy covers the target's actions)\n")
-    print(markdown_table(estimates, args.level))
-    if args.json is not None:
-        report = {"log": str(args.log), "policy": args.policy, "epsilon": args.epsilon,
-                  "decisions": log.n, "logged_mean_reward": logged_mean, "mean_weight": mean_weight,
-                  "clip": args.clip,
-                  "level": args.level, "bootstrap": args.bootstrap, "seed": args.seed,
-                  "reward_model": args.reward_model, "estimates": [asdict(e) for e in estimates]}
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(_jsonable(report), indent=2, allow_nan=False) + "\n")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -68,6 +68,8 @@ class LoggedBandit:
     contexts: tuple[dict[str, Any], ...] = field(repr=False)
     channels: tuple[str, ...] = field(repr=False)
     placements: tuple[str, ...] = field(repr=False)
+    timestamps: tuple[float, ...] = field(default=(), repr=False)  # `ts`; () when not known
+    customer_ids: tuple[str | None, ...] = field(default=(), repr=False)
 
     @property
     def n(self) -> int:
@@ -77,6 +79,22 @@ class LoggedBandit:
     def chosen_action(self) -> IntArray:
         """The logged action per row, as an index into `actions`."""
         return self.candidates[np.arange(self.n), self.chosen]
+
+    def take(self, rows: BoolArray) -> LoggedBandit:
+        """The decisions where `rows` is True, in order (the candidate padding kept)."""
+        index = np.flatnonzero(rows)
+
+        def pick(values: tuple[Any, ...]) -> tuple[Any, ...]:
+            return tuple(values[i] for i in index) if values else values
+
+        return LoggedBandit(
+            actions=self.actions, candidates=self.candidates[index], mask=self.mask[index],
+            chosen=self.chosen[index], propensity=self.propensity[index], reward=self.reward[index],
+            scores=self.scores[index], decision_ids=pick(self.decision_ids),
+            contexts=pick(self.contexts), channels=pick(self.channels),
+            placements=pick(self.placements), timestamps=pick(self.timestamps),
+            customer_ids=pick(self.customer_ids),
+        )
 
     @property
     def has_scores(self) -> BoolArray:
@@ -195,6 +213,8 @@ def read_rows(lines: Iterable[tuple[int, str]], source: str = "") -> LoggedBandi
         contexts=tuple(r["context"] for r in rows),
         channels=tuple(r["channel"] for r in rows),
         placements=tuple(r["placement"] for r in rows),
+        timestamps=tuple(float(r["ts"]) for r in rows),
+        customer_ids=tuple(r["customer_id"] for r in rows),
     )
 
 

@@ -80,3 +80,27 @@ def check_policy(log: LoggedBandit, probs: FloatArray) -> FloatArray:
     if np.any(probs.sum(axis=1) > 1.0 + 1e-6):
         raise ValueError("policy probabilities sum to more than 1 for some decision")
     return np.clip(probs, 0.0, None)
+
+
+def exploring(scores: FloatArray | None = None, eps: float = 0.1, top: int = 0) -> TargetPolicy:
+    """The service's exploration at rank 1 (service/exploration.py): the best candidate
+    with probability 1 - eps, else one drawn uniformly from the `top` best (0: from all),
+    so P(a) = (1 - eps) [a is best] + eps / m for the m candidates of the window."""
+    if not 0.0 <= eps <= 1.0:
+        raise ValueError(f"eps must be in [0, 1], got {eps}")
+    if top < 0:
+        raise ValueError(f"top must be 0 (all) or positive, got {top}")
+    pick = greedy(scores)
+
+    def policy(log: LoggedBandit) -> FloatArray:
+        matrix = _score_matrix(log, scores)
+        scored = np.isfinite(matrix)
+        order = np.argsort(-matrix, axis=1, kind="stable")  # unscored (-inf) last
+        rank = np.empty_like(order)
+        np.put_along_axis(rank, order, np.broadcast_to(np.arange(order.shape[1]), order.shape), axis=1)
+        count = scored.sum(axis=1, keepdims=True)
+        window = np.minimum(count, top) if top > 0 else count
+        inside = scored & (rank < window)
+        return (1.0 - eps) * pick(log) + eps * inside / window
+
+    return policy

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from sklearn.base import ClassifierMixin
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.linear_model import LogisticRegression
@@ -32,7 +33,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from tqdm import tqdm
 
-from features.config import World, configured_world
+from features.config import World, configured_world, interactions_path
 from features.encoding import Encoder
 from service.manifest import ModelManifest, encoding_fingerprint, write_model
 from training.dataset import TrainingSet, build_training_set
@@ -153,11 +154,14 @@ def train(
     algorithm: str = "pairwise",
     progress: bool = True,
     world: World | None = None,
+    interactions: Path | None = None,
 ) -> tuple[Path, ModelManifest]:
     """Train on the logged decisions of `data_dir` and register a new model version.
 
     `world` (default: the default shipped world) declares the encoding; the manifest
     records it and its fingerprint, which the service checks against its own world.
+    `interactions` is the interaction log to train on (default: `<data_dir>/sources/
+    interactions.parquet`; `nextbest dataset` builds one from the service's own logs).
     """
     started = time.perf_counter()
     world = world if world is not None else configured_world(None)
@@ -166,7 +170,9 @@ def train(
     steps = tqdm(total=5, desc=f"train {name}", disable=not progress, unit="step")
 
     steps.set_postfix_str("point-in-time join")
-    data = build_training_set(Path(data_dir), redis_url, world=world, encoder=encoder)
+    source = Path(interactions) if interactions is not None else interactions_path(data_dir)
+    data = build_training_set(Path(data_dir), redis_url, interactions=pd.read_parquet(source),
+                              world=world, encoder=encoder)
     cut = time_split(data)
     X_train, y_train, X_hold, y_hold = data.X[:cut], data.y[:cut], data.X[cut:], data.y[cut:]
     log.info("training set: %d train, %d holdout, base rate %.4f", cut, len(y_hold), data.y.mean())
@@ -203,7 +209,7 @@ def train(
         logit_name=logit_name,
         metrics=metrics,
         training=_training_info(
-            data_dir, data, cut, estimator, gap, calibration(y_hold, p_onnx), started),
+            data_dir, source, data, cut, estimator, gap, calibration(y_hold, p_onnx), started),
     )
     steps.update()
     steps.close()
@@ -213,7 +219,7 @@ def train(
 
 
 def _training_info(
-    data_dir: Path, data: TrainingSet, cut: int, estimator: ClassifierMixin, gap: float,
+    data_dir: Path, source: Path, data: TrainingSet, cut: int, estimator: ClassifierMixin, gap: float,
     reliability: list[dict[str, float]], started: float,
 ) -> dict[str, Any]:
     import sklearn
@@ -222,7 +228,7 @@ def _training_info(
     world_file = Path(data_dir) / "demo" / "world.json"
     return {
         "data_dir": str(Path(data_dir).resolve()),
-        "source": "sources/interactions.parquet + Feast get_historical_features",
+        "source": f"{Path(source).resolve()} + Feast get_historical_features",
         "n_examples": len(data),
         "first_event": str(ts[0]) if len(ts) else None,
         "holdout_from": str(ts[cut]),

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from training import ope
+from training import evaluate, ope
 from training.ope_log import LogFormatError, LoggedBandit, load_log, read_rows, write_log
 
 N_ACTIONS, WIDTH, DIM = 8, 5, 3
@@ -319,7 +319,7 @@ def test_cli_prints_a_table_and_writes_json(world: World, tmp_path: Path,
     path = tmp_path / "decisions.jsonl"
     write_log(path, _to_rows(log))
     out = tmp_path / "report" / "ope.json"
-    code = ope.main(["--log", str(path), "--policy", "epsilon-greedy", "--epsilon", "0.2",
+    code = evaluate.main(["--log", str(path), "--policy", "epsilon-greedy", "--epsilon", "0.2",
                      "--clip", "50", "--json", str(out)])
     assert code == 0
     table = capsys.readouterr().out
@@ -334,9 +334,102 @@ def test_cli_prints_a_table_and_writes_json(world: World, tmp_path: Path,
 def test_cli_exits_2_on_a_bad_log(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "decisions.jsonl"
     path.write_text(json.dumps(_row()) + "\n" + json.dumps(_row(propensity=0)) + "\n")
-    assert ope.main(["--log", str(path)]) == 2
+    assert evaluate.main(["--log", str(path)]) == 2
     assert "line 2: field 'propensity'" in capsys.readouterr().err
-    assert ope.main(["--log", str(tmp_path / "missing.jsonl")]) == 2
+    assert evaluate.main(["--log", str(tmp_path / "missing.jsonl")]) == 2
     path.write_text(json.dumps(_row(scores=None)) + "\n")
-    assert ope.main(["--log", str(path), "--policy", "greedy"]) == 2
-    assert ope.main(["--log", str(path), "--policy", "uniform"]) == 0
+    assert evaluate.main(["--log", str(path), "--policy", "greedy"]) == 2
+    assert evaluate.main(["--log", str(path), "--policy", "uniform"]) == 0
+
+
+# --- intervals that stay valid where few decisions earned anything, and the ESS guard ---------
+
+def _bandit(candidates: list[list[str]], chosen: list[int], propensity: list[float],
+            reward: list[float], scores: list[list[float]] | None = None) -> LoggedBandit:
+    rows = []
+    for i, (c, k, p, r) in enumerate(zip(candidates, chosen, propensity, reward, strict=True)):
+        rows.append(json.dumps(_row(decision_id=f"d{i}", candidates=c, action_id=c[k], propensity=p,
+                                    reward=r, scores=dict(zip(c, scores[i], strict=True)) if scores else None)))
+    return read_rows(enumerate(rows, start=1))
+
+
+def _always(action: int) -> ope.TargetPolicy:
+    def policy(log: LoggedBandit) -> np.ndarray:
+        probs = np.zeros(log.mask.shape)
+        probs[:, action] = 1.0
+        return probs
+    return policy
+
+
+def test_no_reward_where_the_policy_matches_is_not_a_zero_width_interval() -> None:
+    n = 400
+    chosen = [i % 4 for i in range(n)]
+    reward = [0.0 if k == 0 else 1.0 for k in chosen]  # the target's action never earned
+    log = _bandit([["a", "b", "c", "d"]] * n, chosen, [0.25] * n, reward)
+    for e in ope.evaluate(log, _always(0), ("ips", "snips", "dr")):
+        assert e.value == pytest.approx(0.0, abs=1e-12) and e.exact, e
+        assert e.ci_low <= 0.0 < e.ci_high, e  # today's code: [0, 0]
+    snips = ope.snips(log, _always(0))
+    assert snips.effective_sample_size == pytest.approx(100.0)
+    assert snips.ci_high == pytest.approx(1.0 - 0.025 ** (1 / 100.0), rel=1e-6)  # Clopper-Pearson, 0 of 100
+    assert "exact binomial" in snips.note
+
+
+def test_rare_rewards_are_covered_at_the_stated_level() -> None:
+    """Uniform logging over 4 candidates, the target always shows `a`, which earns 1 with
+    probability 0.005: about half an event per log, where the normal interval is [0, 0]."""
+    truth, n, covered, repeats = 0.005, 400, 0, 300
+    rng = np.random.default_rng(11)
+    for _ in range(repeats):
+        chosen = rng.integers(0, 4, n)
+        reward = ((chosen == 0) & (rng.random(n) < truth)).astype(float)
+        reward[chosen == 1] = rng.random(int((chosen == 1).sum())) < 0.5  # the log has a range
+        log = _bandit([["a", "b", "c", "d"]] * n, chosen.tolist(), [0.25] * n, reward.tolist())
+        covered += _covers(ope.snips(log, _always(0)), truth)
+    assert covered / repeats >= 0.93
+
+
+def test_a_log_without_any_reward_says_not_enough_data() -> None:
+    log = _bandit([["a", "b"]] * 50, [0, 1] * 25, [0.5] * 50, [0.0] * 50)
+    e = ope.snips(log, _always(0))
+    assert np.isnan(e.ci_low) and np.isnan(e.ci_high) and "not enough data" in e.note
+    assert "not enough data" in ope.markdown_table([e])
+    bounded = ope.snips(log, _always(0), reward_range=(0.0, 1.0))
+    assert bounded.ci_low == 0.0 and bounded.ci_high == pytest.approx(1.0 - 0.025 ** (1 / 25.0))
+    with pytest.raises(ValueError, match="outside the reward range"):
+        ope.snips(_bandit([["a"]], [0], [1.0], [2.0]), _always(0), reward_range=(0.0, 1.0))
+    refused = ope.gate(log, _always(0), _always(1), min_ess=1)
+    assert not refused.decided and not refused.passed and "not enough data" in refused.reason
+
+
+def test_the_gate_refuses_to_decide_below_the_minimum_effective_sample_size(softmax_log: Any) -> None:
+    log, expected = softmax_log
+    oracle = ope.greedy(expected)
+    decided = ope.gate(log, oracle, ope.uniform, min_ess=100)
+    assert decided.decided and decided.passed
+    refused = ope.gate(log, oracle, ope.uniform, min_ess=decided.candidate.effective_sample_size + 1)
+    assert not refused.decided and not refused.passed
+    assert refused.reason.startswith("refused: the candidate's effective sample size")
+
+
+def test_with_few_rewards_the_gate_bounds_the_difference_from_both_intervals() -> None:
+    n = 400
+    chosen = [i % 4 for i in range(n)]
+    log = _bandit([["a", "b", "c", "d"]] * n, chosen, [0.25] * n, [0.0 if k < 2 else 1.0 for k in chosen])
+    result = ope.gate(log, _always(0), _always(1), min_ess=50, margin=0.001)
+    assert result.difference.value == 0.0 and result.difference.exact
+    assert result.difference.ci_low < -0.01  # paired, it was [0, 0] and passed any margin
+    assert result.decided and not result.passed
+
+
+def test_exploring_matches_the_service_s_exploration() -> None:
+    from service.exploration import select_top_k
+
+    scores = [[0.9, 0.1, 0.5, 0.7, 0.3, 0.2]]
+    log = _bandit([["a", "b", "c", "d", "e", "f"]], [0], [0.5], [1.0], scores)
+    probs = ope.exploring(eps=0.2, top=3)(log)[0]
+    np.testing.assert_allclose(probs, [0.8 + 0.2 / 3, 0.0, 0.2 / 3, 0.2 / 3, 0.0, 0.0])
+    rng = np.random.default_rng(0)
+    draws = np.array([select_top_k(np.array(scores[0]), 1, 0.2, rng, 3).positions[0] for _ in range(20_000)])
+    np.testing.assert_allclose(np.bincount(draws, minlength=6) / len(draws), probs, atol=0.01)
+    np.testing.assert_allclose(ope.exploring(eps=0.2, top=0)(log)[0].sum(), 1.0)
