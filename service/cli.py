@@ -1,4 +1,5 @@
-"""The `nextbest` command line: demo, serve, train, materialize, export, bench, simulate, evaluate.
+"""The `nextbest` command line: demo, serve, train, materialize, export, models, bench, simulate,
+evaluate.
 
 The top of the project: it imports the rest, nothing imports it. Heavy imports (Feast,
 scikit-learn) happen inside the commands that need them, so `nextbest serve` does not
@@ -17,6 +18,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from features.config import World
+    from service.registry import Registry
     from service.settings import Settings
 
 #: command -> extra -> modules the command imports from that extra (representative ones,
@@ -30,6 +33,7 @@ NEEDS: dict[str, dict[str, tuple[str, ...]]] = {
     "train": {"server": ("pydantic_settings", "feast", "sklearn", "skl2onnx", "onnxruntime")},
     "materialize": {"server": ("pydantic_settings", "feast")},
     "export": {"server": ("pydantic_settings", "redis", "orjson", "pyarrow", "tqdm")},
+    "models": {"server": ("pydantic_settings", "onnxruntime", "redis")},
     "simulate": {"server": ("numpy", "pandas", "onnxruntime", "sklearn"), "bench": ("matplotlib",)},
     "bench": {"server": ("fastapi", "uvicorn", "feast", "onnxruntime", "river", "sklearn"), "bench": ("matplotlib",)},
     "evaluate": {"server": ("numpy",)},
@@ -92,6 +96,59 @@ def _export(settings: Settings, out: Path | None, streams: str, chunk: int, prog
             print(f"warning: {warning}", file=sys.stderr)
     print(f"exported {sum(r.rows for r in results)} rows to {out_dir}")
     return 0
+
+
+def _models(settings: Settings, world: World, args: argparse.Namespace) -> int:
+    """`nextbest models ...`: 0 when done, 2 (after one line on stderr) when refused."""
+    from service.errors import RegistryRefused
+    from service.registry import registry_for
+
+    registry = registry_for(settings, world)
+    try:
+        if args.action == "list":
+            print(_models_table(registry))
+            return 0
+        if args.action == "promote":
+            pointers = registry.promote(args.version)
+        elif args.action == "rollback":
+            pointers = registry.rollback()
+        elif args.stop:
+            pointers = registry.stop_shadow()
+        elif args.version is None:
+            print("nextbest models shadow: give a VERSION (or --stop)", file=sys.stderr)
+            return 2
+        else:
+            pointers = registry.shadow(args.version, args.share)
+    except RegistryRefused as exc:
+        print(f"nextbest models {args.action}: {exc.message}", file=sys.stderr)
+        return 2
+    finally:
+        registry.store.close()
+    shadow = (f"v{pointers.challenger} in shadow on {pointers.share:.0%} of decisions"
+              if pointers.challenger else "no challenger")
+    print(f"{settings.model_name}: champion v{pointers.champion}, {shadow} "
+          f"(revision {pointers.revision}, {registry.store.where}); every replica follows "
+          f"within NEXTBEST_MODEL_WATCH_SECONDS ({settings.model_watch_seconds:g} s) plus the load")
+    return 0
+
+
+def _models_table(registry: Registry) -> str:
+    pointers = registry.pointers()
+    rows = [("version", "role", "created", "algorithm", "auc", "log_loss", "parent")]
+    for entry in registry.registered():
+        m = entry.manifest
+        role = ("champion" if m.version == pointers.champion else
+                f"challenger ({pointers.share:.0%})" if m.version == pointers.challenger else
+                "previous" if m.version in pointers.history else "")
+        rows.append((m.version, role, m.created_at, m.algorithm,
+                     f"{m.metrics.get('auc', float('nan')):.4f}",
+                     f"{m.metrics.get('log_loss', float('nan')):.4f}", m.parent_version or ""))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+    if len(rows) == 1:
+        lines.append(f"(no version registered under {registry.models_dir / registry.name})")
+    lines.append(f"pointers: {registry.store.where} (revision {pointers.revision})")
+    return "\n".join(lines)
 
 
 def _serve(settings: Settings, host: str, port: int) -> None:
@@ -160,6 +217,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--stream", choices=("decisions", "feedback", "all"), default="all")
     p.add_argument("--chunk", type=_positive, default=10_000, help="entries read and written at a time")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p = sub.add_parser("models", help="the registry: list versions, promote, shadow, roll back "
+                       "(every replica follows without a restart)")
+    actions = p.add_subparsers(dest="action", required=True)
+    actions.add_parser("list", help="registered versions and which one is champion, challenger")
+    a = actions.add_parser("promote", help="make VERSION the champion: every replica serves it "
+                           "(refused when it does not fit the configured world)")
+    a.add_argument("version", metavar="VERSION")
+    a = actions.add_parser("shadow", help="make VERSION the challenger, scored next to the "
+                           "champion on a share of decisions and logged, never served")
+    a.add_argument("version", metavar="VERSION", nargs="?")
+    a.add_argument("--share", type=float, default=0.1,
+                   help="share of decisions the challenger scores (0 < share <= 1)")
+    a.add_argument("--stop", action="store_true", help="stop shadow scoring")
+    actions.add_parser("rollback", help="back to the champion before the current one")
     for name, help_text in PASS_THROUGH.items():
         sub.add_parser(name, help=f"{help_text} (see `nextbest {name} --help`)", add_help=False)
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -222,6 +293,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("materialized")
     elif args.command == "export":
         return _export(settings, args.out, args.stream, args.chunk, not args.no_progress)
+    elif args.command == "models":
+        return _models(settings, world, args)
     return 0
 
 

@@ -6,6 +6,7 @@
     │   └── ActionNotInDecision (422)
     ├── Unauthorized (401)
     ├── PayloadTooLarge (413)
+    ├── RegistryRefused (409)  a registry change refused (unknown version, nothing to roll back to)
     ├── NotFound (404)
     │   └── UnknownDecision (404)
     └── NotReady (503)
@@ -45,6 +46,11 @@ class Unauthorized(NextbestError):
 class PayloadTooLarge(NextbestError):
     status_code = 413
     code = "payload_too_large"
+
+
+class RegistryRefused(NextbestError):
+    status_code = 409
+    code = "registry_refused"
 
 
 class NotFound(NextbestError):

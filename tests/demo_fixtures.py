@@ -12,10 +12,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import redis
+
+if TYPE_CHECKING:
+    from features.config import World
 
 DEMO_CUSTOMERS = 400
 DEMO_INTERACTIONS = 8000
@@ -37,8 +40,26 @@ def build_demo(root: Path) -> DemoDirs:
     generate(data_dir, seed=7, n_customers=DEMO_CUSTOMERS, n_interactions=DEMO_INTERACTIONS,
              progress=False)
     apply_and_materialize(shipped_world("retail"), data_dir, None)
-    train(data_dir, models_dir, progress=False)
-    return DemoDirs(data_dir, models_dir)
+    _, manifest = train(data_dir, models_dir, progress=False)
+    dirs = DemoDirs(data_dir, models_dir)
+    promote(dirs, manifest.version)
+    return dirs
+
+
+def promote(dirs: DemoDirs, version: str, redis_url: str | None = None,
+            world: World | None = None) -> None:
+    """Make `version` the champion, in the models directory or in Redis (as `nextbest
+    models promote` does), for the retail world unless another is given."""
+    from features.config import shipped_world
+    from service.registry import registry_for
+    from service.settings import Settings
+
+    settings = Settings(data_dir=dirs.data_dir, models_dir=dirs.models_dir, redis_url=redis_url)
+    registry = registry_for(settings, world if world is not None else shipped_world("retail"))
+    try:
+        registry.promote(version)
+    finally:
+        registry.store.close()
 
 
 def materialize_into(dirs: DemoDirs, url: str) -> str:
@@ -49,13 +70,16 @@ def materialize_into(dirs: DemoDirs, url: str) -> str:
     client.flushdb()
     client.close()
     apply_and_materialize(shipped_world("retail"), dirs.data_dir, url)
+    promote(dirs, "1", url)
     return url
 
 
 def clear_service_state(url: str) -> None:
-    """Delete the service's own keys, keeping the materialized features."""
+    """Delete the service's own keys, keeping the materialized features and the model
+    registry's pointers."""
     client = redis.Redis.from_url(url)
-    keys = list(client.scan_iter(match="nb:*", count=1000))
+    keys = [k for k in client.scan_iter(match="nb:*", count=1000)
+            if not k.startswith(b"nb:registry:")]
     if keys:
         client.delete(*keys)
     client.close()
