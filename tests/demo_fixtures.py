@@ -104,3 +104,21 @@ def serve_in_thread(app: Any, port: int) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+def registered_copies(demo: DemoDirs, root: Path, count: int = 2) -> DemoDirs:
+    """A models directory under `root` holding the demo's trained model as versions
+    1..`count` (the same ONNX file, each manifest naming its version), nothing promoted."""
+    import json
+    import shutil
+
+    from service.manifest import MANIFEST_FILE
+
+    source = demo.models_dir / "nextbest-ranker" / "1"
+    for version in range(1, count + 1):
+        target = root / "nextbest-ranker" / str(version)
+        shutil.copytree(source, target)
+        manifest = json.loads((target / MANIFEST_FILE).read_text())
+        manifest["version"] = str(version)
+        (target / MANIFEST_FILE).write_text(json.dumps(manifest))
+    return DemoDirs(demo.data_dir, root)
