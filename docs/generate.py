@@ -166,7 +166,9 @@ def export_feedback_table() -> str:
     return _schema_table("feedback")
 
 
-CLI_COMMANDS = ("demo", "serve", "train", "materialize", "export", "bench", "simulate", "evaluate")
+CLI_COMMANDS = ("demo", "serve", "train", "materialize", "export", "models", "models list",
+                "models promote", "models shadow", "models rollback", "bench", "simulate",
+                "evaluate")
 
 
 def cli_help() -> str:
@@ -177,7 +179,7 @@ def cli_help() -> str:
     env = {**os.environ, "COLUMNS": "92", "PYTHONPATH": str(DOCS.parent)}
     blocks = []
     for command in ("", *CLI_COMMANDS):
-        argv = [sys.executable, "-m", "service.cli", *([command] if command else []), "--help"]
+        argv = [sys.executable, "-m", "service.cli", *command.split(), "--help"]
         done = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=DOCS.parent,
                               timeout=120, check=False)
         if done.returncode != 0:

@@ -275,14 +275,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     elif args.command == "serve":
         _serve(settings, args.host, args.port)
     elif args.command == "train":
+        from service.registry import registry_for
         from training.train import train
 
+        registry = registry_for(settings, world)
+        try:
+            parent = registry.pointers().champion
+        finally:
+            registry.store.close()
         directory, manifest = train(
             settings.data_dir, settings.models_dir, settings.model_name,
             redis_url=settings.redis_url, algorithm=args.algorithm,
-            world=world,
+            world=world, parent_version=parent,
         )
         print(f"registered {manifest.name} v{manifest.version} in {directory}: {manifest.metrics}")
+        print(f"not serving yet (champion: {'v' + parent if parent else 'none'}): review "
+              f"{directory / 'model_card.md'}, then `nextbest models promote {manifest.version}`")
     elif args.command == "materialize":
         from features.store import apply_and_materialize
 

@@ -90,7 +90,8 @@ def test_a_pass_through_help_without_the_server_extra_names_it() -> None:
 
 
 def test_every_command_has_its_needs() -> None:
-    assert set(NEEDS) == {"demo", "serve", "train", "materialize", "export", *PASS_THROUGH}
+    assert set(NEEDS) == {"demo", "serve", "train", "materialize", "export", "models",
+                          *PASS_THROUGH}
 
 
 def test_find_spec_answering_none_counts_as_missing(monkeypatch: pytest.MonkeyPatch) -> None:
