@@ -167,8 +167,8 @@ def export_feedback_table() -> str:
 
 
 CLI_COMMANDS = ("demo", "serve", "train", "materialize", "export", "models", "models list",
-                "models promote", "models shadow", "models rollback", "bench", "simulate",
-                "evaluate")
+                "models promote", "models shadow", "models rollback", "models shadow-report",
+                "bench", "simulate", "evaluate")
 
 
 def cli_help() -> str:

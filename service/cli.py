@@ -33,7 +33,7 @@ NEEDS: dict[str, dict[str, tuple[str, ...]]] = {
     "train": {"server": ("pydantic_settings", "feast", "sklearn", "skl2onnx", "onnxruntime")},
     "materialize": {"server": ("pydantic_settings", "feast")},
     "export": {"server": ("pydantic_settings", "redis", "orjson", "pyarrow", "tqdm")},
-    "models": {"server": ("pydantic_settings", "onnxruntime", "redis")},
+    "models": {"server": ("pydantic_settings", "onnxruntime", "redis", "pyarrow", "sklearn")},
     "simulate": {"server": ("numpy", "pandas", "onnxruntime", "sklearn"), "bench": ("matplotlib",)},
     "bench": {"server": ("fastapi", "uvicorn", "feast", "onnxruntime", "river", "sklearn"), "bench": ("matplotlib",)},
     "evaluate": {"server": ("numpy",)},
@@ -103,6 +103,16 @@ def _models(settings: Settings, world: World, args: argparse.Namespace) -> int:
     from service.errors import RegistryRefused
     from service.registry import registry_for
 
+    if args.action == "shadow-report":
+        from training.shadow_report import NoShadowData, shadow_report
+
+        try:
+            report = shadow_report(args.export or settings.data_dir / "export", args.challenger)
+        except NoShadowData as exc:
+            print(f"nextbest models shadow-report: {exc}", file=sys.stderr)
+            return 2
+        print(report.text())
+        return 0
     registry = registry_for(settings, world)
     try:
         if args.action == "list":
@@ -231,6 +241,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="share of decisions the challenger scores (0 < share <= 1)")
     a.add_argument("--stop", action="store_true", help="stop shadow scoring")
     actions.add_parser("rollback", help="back to the champion before the current one")
+    a = actions.add_parser("shadow-report", help="the challenger against the champion on the "
+                           "decisions it scored in shadow (from `nextbest export`'s files)")
+    a.add_argument("--export", type=Path, default=None,
+                   help="what `nextbest export` wrote (default: <NEXTBEST_DATA_DIR>/export)")
+    a.add_argument("--challenger", default=None, metavar="NAME:VERSION",
+                   help="the challenger to report on (default: the latest one logged)")
     for name, help_text in PASS_THROUGH.items():
         sub.add_parser(name, help=f"{help_text} (see `nextbest {name} --help`)", add_help=False)
     argv = list(sys.argv[1:] if argv is None else argv)

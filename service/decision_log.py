@@ -48,6 +48,8 @@ class DecisionLog:
         self._linger = linger_seconds
         self._ttl = ttl_seconds
         self.dropped = 0
+        #: the batch the writer holds while it lingers (not yet handed to the store)
+        self._lingering: list[Record] = []
 
     def submit(self, record: Record) -> None:
         try:
@@ -77,15 +79,17 @@ class DecisionLog:
     async def run(self) -> None:
         """Write queued records until cancelled; a failed write is retried."""
         while True:
-            batch = [await self._queue.get()]
+            batch = self._lingering = [await self._queue.get()]
             if self._linger > 0:
                 await asyncio.sleep(self._linger)
             while len(batch) < self._max_batch and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
+            self._lingering = []
             await self._write(batch)
 
     async def flush(self) -> None:
-        batch: list[Record] = []
+        """Write what is queued, and the batch a cancelled writer held while lingering."""
+        batch, self._lingering = self._lingering, []
         while not self._queue.empty():
             batch.append(self._queue.get_nowait())
         if batch:
