@@ -257,15 +257,19 @@ class Registry:
         return self.store.update(lambda p: replace(p, challenger=None, share=0.0))
 
     def rollback(self) -> Pointers:
-        """Back to the champion before this one (which leaves the history)."""
+        """Back to the champion before this one (which leaves the history); a challenger
+        that is that version stops shadowing it."""
 
         def change(p: Pointers) -> Pointers:
             if not p.history:
                 raise RegistryRefused(
                     f"{self.name} has no earlier champion to roll back to "
                     f"(champion: {p.champion or 'none'}; pointers: {self.store.where})")
-            self._checked(p.history[-1])
-            return replace(p, champion=p.history[-1], history=p.history[:-1])
+            target = self._checked(p.history[-1])
+            shadowed = p.challenger is not None and p.challenger != target
+            return replace(p, champion=target, history=p.history[:-1],
+                           challenger=p.challenger if shadowed else None,
+                           share=p.share if shadowed else 0.0)
 
         return self.store.update(change)
 

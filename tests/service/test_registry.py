@@ -112,6 +112,9 @@ def test_shadow_sets_the_challenger_and_a_promotion_ends_it(registry: Registry) 
     registry.shadow("1", 0.5)
     stopped = registry.stop_shadow()
     assert (stopped.challenger, stopped.share, stopped.champion) == (None, 0.0, "2")
+    registry.shadow("1", 0.5)
+    back = registry.rollback()  # to v1, the challenger: it no longer shadows itself
+    assert (back.champion, back.challenger, back.share) == ("1", None, 0.0)
 
 
 def test_another_replica_reads_the_same_pointers(store: PointerStore, registry: Registry,
