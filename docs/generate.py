@@ -184,8 +184,9 @@ def interactions_table() -> str:
     return "\n".join(rows) + "\n"
 
 
-CLI_COMMANDS = ("demo", "serve", "load", "train", "materialize", "export", "dataset", "bench",
-                "simulate", "evaluate", "gate")
+CLI_COMMANDS = ("demo", "serve", "load", "train", "materialize", "export", "dataset", "models",
+                "models list", "models promote", "models shadow", "models rollback",
+                "models shadow-report", "bench", "simulate", "evaluate", "gate")
 
 
 def cli_help() -> str:
@@ -196,7 +197,7 @@ def cli_help() -> str:
     env = {**os.environ, "COLUMNS": "92", "PYTHONPATH": str(DOCS.parent)}
     blocks = []
     for command in ("", *CLI_COMMANDS):
-        argv = [sys.executable, "-m", "service.cli", *([command] if command else []), "--help"]
+        argv = [sys.executable, "-m", "service.cli", *command.split(), "--help"]
         done = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=DOCS.parent,
                               timeout=120, check=False)
         if done.returncode != 0:

@@ -77,6 +77,8 @@ def prepare(data_dir: Path, models_dir: Path, redis_url: str, small: bool = Fals
     """Demo data with every action allowed everywhere, so 50 candidates can be asked for."""
     from features.config import shipped_world
     from features.store import apply_and_materialize
+    from service.registry import registry_for
+    from service.settings import Settings
     from training.demo_data import generate
     from training.train import train
 
@@ -88,7 +90,13 @@ def prepare(data_dir: Path, models_dir: Path, redis_url: str, small: bool = Fals
         action["channels"], action["placements"] = [], []
     catalog_path.write_text(json.dumps(catalog))
     apply_and_materialize(shipped_world("retail"), data_dir, redis_url)  # the demo data's world
-    train(data_dir, models_dir, progress=False)
+    _, manifest = train(data_dir, models_dir, progress=False)
+    registry = registry_for(Settings(data_dir=data_dir, models_dir=models_dir, redis_url=redis_url),
+                            shipped_world("retail"))
+    try:
+        registry.promote(manifest.version)  # registering never promotes
+    finally:
+        registry.store.close()
 
 
 class Load:

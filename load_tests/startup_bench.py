@@ -12,7 +12,7 @@ events of the demo's customers, then times `Runtime.build` + `Runtime.start`:
 
 The process's own start (imports, model, features) is the bench's `ready s` column; this
 adds what the stream costs. The service's `nb:*` keys of that Redis are deleted before
-and after.
+and after, except the model registry's pointers (`nb:registry:*`).
 """
 
 from __future__ import annotations
@@ -38,7 +38,8 @@ _BATCH = 10_000
 
 
 def _clear(client: redis.Redis) -> None:
-    keys = list(client.scan_iter(match="nb:*", count=1000))
+    keys = [k for k in client.scan_iter(match="nb:*", count=1000)
+            if not k.startswith(b"nb:registry:")]
     for start in range(0, len(keys), 1000):
         client.delete(*keys[start:start + 1000])
 

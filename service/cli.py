@@ -1,5 +1,5 @@
-"""The `nextbest` command line: demo, serve, load, train, materialize, export, dataset, bench,
-simulate, evaluate, gate.
+"""The `nextbest` command line: demo, serve, load, train, materialize, export, dataset, models,
+bench, simulate, evaluate, gate.
 
 The top of the project: it imports the rest, nothing imports it. Heavy imports (Feast,
 scikit-learn) happen inside the commands that need them, so `nextbest serve` does not
@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from features.config import World
+    from service.registry import Registry
     from service.settings import Settings
 
 #: command -> extra -> modules the command imports from that extra (representative ones,
@@ -36,6 +37,7 @@ NEEDS: dict[str, dict[str, tuple[str, ...]]] = {
     "export": {"server": ("pydantic_settings", "redis", "orjson", "pyarrow", "tqdm")},
     "load": {"server": ("pydantic_settings", "pandas", "pyarrow")},
     "dataset": {"server": ("pydantic_settings", "pandas", "pyarrow", "tqdm")},
+    "models": {"server": ("pydantic_settings", "onnxruntime", "redis", "pyarrow", "sklearn")},
     "simulate": {"server": ("numpy", "pandas", "onnxruntime", "sklearn"), "bench": ("matplotlib",)},
     "bench": {"server": ("fastapi", "uvicorn", "feast", "onnxruntime", "river", "sklearn"), "bench": ("matplotlib",)},
     "evaluate": {"server": ("numpy", "scipy")},
@@ -168,6 +170,69 @@ def _dataset(settings: Settings, world: World, args: argparse.Namespace) -> int:
     return 0
 
 
+def _models(settings: Settings, world: World, args: argparse.Namespace) -> int:
+    """`nextbest models ...`: 0 when done, 2 (after one line on stderr) when refused."""
+    from service.errors import RegistryRefused
+    from service.registry import registry_for
+
+    if args.action == "shadow-report":
+        from training.shadow_report import NoShadowData, shadow_report
+
+        try:
+            report = shadow_report(args.export or settings.data_dir / "export", args.challenger)
+        except NoShadowData as exc:
+            print(f"nextbest models shadow-report: {exc}", file=sys.stderr)
+            return 2
+        print(report.text())
+        return 0
+    registry = registry_for(settings, world)
+    try:
+        if args.action == "list":
+            print(_models_table(registry))
+            return 0
+        if args.action == "promote":
+            pointers = registry.promote(args.version)
+        elif args.action == "rollback":
+            pointers = registry.rollback()
+        elif args.stop:
+            pointers = registry.stop_shadow()
+        elif args.version is None:
+            print("nextbest models shadow: give a VERSION (or --stop)", file=sys.stderr)
+            return 2
+        else:
+            pointers = registry.shadow(args.version, args.share)
+    except RegistryRefused as exc:
+        print(f"nextbest models {args.action}: {exc.message}", file=sys.stderr)
+        return 2
+    finally:
+        registry.store.close()
+    shadow = (f"v{pointers.challenger} in shadow on {pointers.share:.0%} of decisions"
+              if pointers.challenger else "no challenger")
+    print(f"{settings.model_name}: champion v{pointers.champion}, {shadow} "
+          f"(revision {pointers.revision}, {registry.store.where}); every replica follows "
+          f"within NEXTBEST_MODEL_WATCH_SECONDS ({settings.model_watch_seconds:g} s) plus the load")
+    return 0
+
+
+def _models_table(registry: Registry) -> str:
+    pointers = registry.pointers()
+    rows = [("version", "role", "created", "algorithm", "auc", "log_loss", "parent")]
+    for entry in registry.registered():
+        m = entry.manifest
+        role = ("champion" if m.version == pointers.champion else
+                f"challenger ({pointers.share:.0%})" if m.version == pointers.challenger else
+                "previous" if m.version in pointers.history else "")
+        rows.append((m.version, role, m.created_at, m.algorithm,
+                     f"{m.metrics.get('auc', float('nan')):.4f}",
+                     f"{m.metrics.get('log_loss', float('nan')):.4f}", m.parent_version or ""))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+    if len(rows) == 1:
+        lines.append(f"(no version registered under {registry.models_dir / registry.name})")
+    lines.append(f"pointers: {registry.store.where} (revision {pointers.revision})")
+    return "\n".join(lines)
+
+
 def _serve(settings: Settings, host: str, port: int) -> None:
     import uvicorn
 
@@ -284,6 +349,26 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="which actions of a decision count as shown: those with a feedback event "
                    "(rank 1 when none has one), rank 1 only, or every returned action")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p = sub.add_parser("models", help="the registry: list versions, promote, shadow, roll back "
+                       "(every replica follows without a restart)")
+    actions = p.add_subparsers(dest="action", required=True)
+    actions.add_parser("list", help="registered versions and which one is champion, challenger")
+    a = actions.add_parser("promote", help="make VERSION the champion: every replica serves it "
+                           "(refused when it does not fit the configured world)")
+    a.add_argument("version", metavar="VERSION")
+    a = actions.add_parser("shadow", help="make VERSION the challenger, scored next to the "
+                           "champion on a share of decisions and logged, never served")
+    a.add_argument("version", metavar="VERSION", nargs="?")
+    a.add_argument("--share", type=float, default=0.1,
+                   help="share of decisions the challenger scores (0 < share <= 1)")
+    a.add_argument("--stop", action="store_true", help="stop shadow scoring")
+    actions.add_parser("rollback", help="back to the champion before the current one")
+    a = actions.add_parser("shadow-report", help="the challenger against the champion on the "
+                           "decisions it scored in shadow (from `nextbest export`'s files)")
+    a.add_argument("--export", type=Path, default=None,
+                   help="what `nextbest export` wrote (default: <NEXTBEST_DATA_DIR>/export)")
+    a.add_argument("--challenger", default=None, metavar="NAME:VERSION",
+                   help="the challenger to report on (default: the latest one logged)")
     for name, help_text in PASS_THROUGH.items():
         sub.add_parser(name, help=f"{help_text} (see `nextbest {name} --help`)", add_help=False)
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -336,17 +421,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     elif args.command == "serve":
         _serve(settings, args.host, args.port)
     elif args.command == "train":
+        from service.registry import registry_for
         from training.train import train
 
         if args.interactions is not None and not args.interactions.is_file():
             print(f"nextbest train: --interactions: {args.interactions} does not exist", file=sys.stderr)
             return 2
+        registry = registry_for(settings, world)
+        try:
+            parent = registry.pointers().champion
+        finally:
+            registry.store.close()
         directory, manifest = train(
             settings.data_dir, settings.models_dir, settings.model_name,
             redis_url=settings.redis_url, algorithm=args.algorithm,
             world=world, interactions=args.interactions, progress=not args.no_progress,
+            parent_version=parent,
         )
         print(f"registered {manifest.name} v{manifest.version} in {directory}: {manifest.metrics}")
+        print(f"not serving yet (champion: {'v' + parent if parent else 'none'}): review "
+              f"{directory / 'model_card.md'}, then `nextbest models promote {manifest.version}`")
     elif args.command == "materialize":
         from features.store import apply_and_materialize
 
@@ -361,6 +455,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _export(settings, args.out, args.stream, args.chunk, not args.no_progress)
     elif args.command == "dataset":
         return _dataset(settings, world, args)
+    elif args.command == "models":
+        return _models(settings, world, args)
     return 0
 
 

@@ -57,6 +57,7 @@ class DecisionLog:
         self._state = state
         self._metrics = metrics
         self._queue: asyncio.Queue[Record] = asyncio.Queue(maxsize=max_queue)
+        #: the batch the writer holds, from the first record (while it lingers) to its write
         self._inflight: list[Record] = []
         self._pending: dict[str, Record] = {}
         self._recent: OrderedDict[str, bytes] = OrderedDict()
@@ -106,19 +107,18 @@ class DecisionLog:
     async def run(self) -> None:
         """Write queued records until cancelled; a batch the store refuses is retried."""
         while True:
-            batch = [await self._queue.get()]
+            batch = self._inflight = [await self._queue.get()]
             if self._linger > 0:
                 await asyncio.sleep(self._linger)
             while len(batch) < self._max_batch and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
-            self._inflight = batch
             await self._write(batch)
             self._inflight = []
 
     async def flush(self, timeout: float = 5.0) -> None:
-        """At shutdown: one more attempt at everything unwritten; what fails is counted."""
-        batch = self._inflight
-        self._inflight = []
+        """At shutdown: one more attempt at everything unwritten (the queue, and the batch a
+        cancelled writer held while lingering or writing); what fails is counted."""
+        batch, self._inflight = self._inflight, []
         while not self._queue.empty():
             batch.append(self._queue.get_nowait())
         if not batch:

@@ -3,6 +3,12 @@
 candidates -> eligibility -> contacts -> features -> offline score -> online correction
 -> arbitration -> exploration -> response -> log. Each step is a call into the module that
 owns it; this class only wires them and times each step. It knows nothing about HTTP.
+
+The offline model is read once per decision (`scorer`): `service/model_watch.py` swaps
+that reference between two requests when the registry's champion changes, so a decision
+is scored, reported and logged by one version. `shadow`, when set, is a challenger that
+scores a share of decisions next to the champion; what it would have shown and its
+propensities for what was shown go into the decision record, never into the response.
 """
 
 from __future__ import annotations
@@ -23,11 +29,19 @@ from service.customer_features import CustomerFeatureService
 from service.decision_log import DecisionLog
 from service.eligibility import Eligibility
 from service.errors import NotReady
-from service.exploration import select_top_k
+from service.exploration import probabilities_of, select_top_k
 from service.learner import OnlineLearner
 from service.metrics import Metrics
 from service.model import OnnxScorer, sigmoid
 from service.schemas import DecisionRequestBase
+
+
+@dataclass(frozen=True)
+class Shadow:
+    """A challenger and the share of decisions it scores."""
+
+    scorer: OnnxScorer
+    share: float
 
 
 @dataclass
@@ -45,13 +59,17 @@ class DecisionEngine:
     rng: np.random.Generator
     contacts: ContactLedger | None = None
     explore_top: int = 0
+    shadow: Shadow | None = None
     #: draws decision ids: 128 random bits, seeded from os.urandom (uuid4 cost a syscall)
     ids: random.Random = field(default_factory=random.Random)
 
     @property
     def model_versions(self) -> dict[str, str]:
+        return self._versions(self.scorer)
+
+    def _versions(self, scorer: OnnxScorer) -> dict[str, str]:
         return {
-            "offline": f"{self.scorer.manifest.name}:{self.scorer.version}",
+            "offline": scorer.label,
             "online": f"river-logreg:{self.learner.updates}",
             "catalog": self.catalog.version,
         }
@@ -90,7 +108,8 @@ class DecisionEngine:
             degraded = list(customer.degraded)
             stage.done("features")
 
-            z = self.scorer.logits(x) if len(rows) else np.zeros(0)
+            scorer = self.scorer  # one read: a swap never mixes two versions in a decision
+            z = scorer.logits(x) if len(rows) else np.zeros(0)
             stage.done("offline")
 
             correction = self.learner.weights.correction(
@@ -136,7 +155,7 @@ class DecisionEngine:
                         "priority": action["score"],
                     }
 
-            versions = self.model_versions
+            versions = self._versions(scorer)
             response: dict[str, Any] = {
                 "decision_id": decision_id,
                 "customer_id": req.customer_id,
@@ -150,7 +169,8 @@ class DecisionEngine:
             if not record:
                 return response
 
-            logged = self.log.submit({
+            shadow = self.shadow
+            record_doc: dict[str, Any] = {
                 "decision_id": decision_id,
                 "ts": time.time(),
                 "customer_id": req.customer_id,
@@ -168,8 +188,11 @@ class DecisionEngine:
                     for a, zl, n in zip(actions, logits, seen, strict=True)
                 ],
                 "degraded": degraded,
-            })
-            if not logged:  # the spool is full: answered, but feedback for it will be refused
+            }
+            if shadow is not None and len(rows) and self.rng.random() < shadow.share:
+                record_doc["shadow"] = self._shadow(shadow.scorer, x, correction, rows, pos,
+                                                    req.limit, req.channel)
+            if not self.log.submit(record_doc):  # the spool is full: feedback will be refused
                 degraded.append("decision_not_logged")
             stage.done("log")
 
@@ -182,3 +205,23 @@ class DecisionEngine:
         if n_explored:
             m.exploration.inc(req.channel, amount=n_explored)
         return response
+
+    def _shadow(self, scorer: OnnxScorer, x: np.ndarray, correction: np.ndarray,
+                rows: np.ndarray, shown: np.ndarray, limit: int, channel: str) -> dict[str, Any]:
+        """The challenger on the same candidates and features: what it would have shown
+        (greedily), and its propensity and pick probability for each shown action."""
+        z = scorer.logits(x)
+        propensity = sigmoid(z + correction)
+        priority = arbitrate(self.catalog, rows, propensity, channel).priority
+        ids = self.catalog.ids
+        would_show = np.argsort(-priority, kind="stable")[:limit]
+        probability = probabilities_of(priority, shown, self.epsilon, self.explore_top)
+        return {
+            "model": scorer.label,
+            "would_show": [ids[r] for r in rows[would_show].tolist()],
+            "shown": [
+                {"action_id": ids[r], "propensity": p, "probability": q, "offline_logit": zl}
+                for r, p, q, zl in zip(rows[shown].tolist(), propensity[shown].tolist(),
+                                       probability.tolist(), z[shown].tolist(), strict=True)
+            ],
+        }

@@ -8,6 +8,7 @@
     ├── Unauthorized (401)
     ├── PayloadTooLarge (413)
     ├── RequestTimeout (408)
+    ├── RegistryRefused (409)  a registry change refused (unknown version, nothing to roll back to)
     ├── NotFound (404)
     │   └── UnknownDecision (404)
     └── NotReady (503, Retry-After)
@@ -57,6 +58,11 @@ class PayloadTooLarge(NextbestError):
 class RequestTimeout(NextbestError):
     status_code = 408
     code = "request_timeout"
+
+
+class RegistryRefused(NextbestError):
+    status_code = 409
+    code = "registry_refused"
 
 
 class NotFound(NextbestError):

@@ -68,3 +68,18 @@ def _greedy(n: int, k: int, epsilon: float, explore_top: int) -> tuple[np.ndarra
     explored = np.zeros(k, dtype=bool)
     probability.flags.writeable = explored.flags.writeable = False
     return probability, explored
+
+
+def probabilities_of(priority: np.ndarray, shown: np.ndarray, epsilon: float,
+                     explore_top: int = 0) -> np.ndarray:
+    """The probability that `select_top_k` over `priority` picks each of `shown` at its
+    rank, given the ones above it: another policy's propensities for the shown actions
+    (what a shadow challenger logs for off-policy comparison)."""
+    remaining = np.argsort(-priority, kind="stable").tolist()
+    out = np.empty(len(shown))
+    for slot, position in enumerate(shown.tolist()):
+        m = min(len(remaining), explore_top) if explore_top > 0 else len(remaining)
+        j = remaining.index(position)
+        out[slot] = (1.0 - epsilon) * (j == 0) + (epsilon / m if j < m else 0.0)
+        remaining.pop(j)
+    return out

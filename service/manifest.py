@@ -5,7 +5,9 @@ Layout of the registry on disk (`models/` by default):
     models/<name>/<version>/model.onnx
     models/<name>/<version>/manifest.json
 
-Versions are positive integers; the newest is served unless one is pinned. The manifest
+Versions are positive integers. Registering one does not serve it: the registry's
+champion pointer (`service/registry.py`, set by `nextbest models promote`) says which
+version every replica serves. The manifest
 records the input columns in order, what they were encoded from (the world's encodings,
 the vocabularies and defaults they read) with its fingerprint, the FeatureService the
 model was trained on, the training metrics and the sha256 of the ONNX file, which the
@@ -47,6 +49,11 @@ class ModelManifest(BaseModel):
     sha256: str
     metrics: dict[str, float] = Field(default_factory=dict)
     training: dict[str, Any] = Field(default_factory=dict)
+    data_window: dict[str, str] | None = Field(
+        None, description="The event times the model was trained on: `start` and `end` "
+        "(ISO 8601) of its training rows, `holdout_start` of its holdout.")
+    parent_version: str | None = Field(
+        None, description="The champion when this version was trained (None: there was none).")
 
 
 def encoding_fingerprint(encoding: Mapping[str, Any]) -> str:

@@ -134,8 +134,23 @@ class Metrics:
             ["endpoint", "status"], registry=r,
         )
         self.model_info = Gauge(
-            "nextbest_model_info", "Models in use (value is always 1).",
+            "nextbest_model_info", "Models in use (value is always 1): the champion served "
+            "(`offline`) and the challenger scored in shadow, if any.",
             ["role", "name", "version", "sha256"], registry=r,
+        )
+        self.model_swaps = Counter(
+            "nextbest_model_swaps_total",
+            "Models this replica swapped in while serving, following the registry's pointers.",
+            ["role"], registry=r,
+        )
+        self.model_load_failures = Counter(
+            "nextbest_model_load_failures_total",
+            "Promoted models this replica could not load (it kept serving the one before).",
+            ["role"], registry=r,
+        )
+        self.model_pointer_errors = Counter(
+            "nextbest_model_pointer_errors_total",
+            "Failed reads of the registry's champion and challenger pointers.", registry=r,
         )
         self.learner_updates = Counter(
             "nextbest_learner_updates_total", "Feedback events learned by the online learner.",

@@ -104,6 +104,8 @@ class OnnxScorer:
             if name is not None and name not in outputs:
                 raise ModelError(f"model outputs are {outputs}, manifest names '{name}'")
         self.manifest: ModelManifest = manifest
+        #: `name:version`, as responses and decision records name the model
+        self.label = f"{manifest.name}:{manifest.version}"
         self._session = session
         self._input = manifest.input_name
         self._outputs = [manifest.output_name]

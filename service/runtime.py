@@ -37,7 +37,8 @@ from service.feedback_loop import FeedbackLoop
 from service.learner import EXPOSURE_PRIOR, OnlineLearner, learner_tables
 from service.loop_lag import watch as watch_loop_lag
 from service.metrics import Metrics
-from service.model import OnnxScorer, resolve_model_dir
+from service.model_watch import ModelWatcher, starting_models
+from service.registry import registry_for
 from service.schemas import RequestModels, request_models
 from service.settings import Settings
 from service.snapshots import Snapshots, SnapshotStore
@@ -120,6 +121,8 @@ class Runtime:
     requests: RequestModels
     snapshots: Snapshots | None = None
     export_status: ExportStatus | None = None
+    #: follows the registry's pointers (None: a pinned version, not watched)
+    model_watcher: ModelWatcher | None = None
     closers: list[Any] = field(default_factory=list)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     ready: bool = False
@@ -134,15 +137,17 @@ class Runtime:
         requests = requests if requests is not None else request_models(world)
         catalog = load_catalog(settings.catalog_file, world)
         encoder = Encoder(world)
-        scorer = OnnxScorer(
-            resolve_model_dir(settings.models_dir, settings.model_name, settings.model_version),
-            encoder.columns, encoder.encoding,
-        )
+        registry = registry_for(settings, world, encoder)
+        try:
+            scorer, shadow, revision = starting_models(registry, settings.model_version)
+        except BaseException:
+            registry.store.close()
+            raise
         # A world without a customer entity reads no customer features at all.
         customers = (EntityLayout.of(world, world.customer_entity)
                      if world.customer_entity is not None else None)
         actions = EntityLayout.of(world, world.action_entity)
-        closers: list[Any] = []
+        closers: list[Any] = [registry.store]
         customer_reader: OnlineFeatureReader | None = None
         action_reader: OnlineFeatureReader
         state: StateStore
@@ -215,10 +220,16 @@ class Runtime:
             explore_top=settings.explore_top,
             rng=np.random.default_rng(settings.seed),
             contacts=contacts,
+            shadow=shadow,
         )
         metrics.model_info.labels(
             "offline", scorer.manifest.name, scorer.version, scorer.manifest.sha256[:16]
         ).set(1)
+        if shadow is not None:
+            metrics.model_info.labels("challenger", shadow.scorer.manifest.name,
+                                      shadow.scorer.version, shadow.scorer.manifest.sha256[:16]).set(1)
+        watcher = (ModelWatcher(registry, engine, metrics, settings.model_watch_seconds, revision)
+                   if settings.model_version is None else None)
         return cls(
             settings=settings, metrics=metrics, state=state, engine=engine,
             feedback=FeedbackService(state, decision_log, metrics,
@@ -231,6 +242,7 @@ class Runtime:
                                        snapshots=snapshots),
             world=world, requests=requests, snapshots=snapshots, export_status=export_status,
             decision_log=decision_log, action_cache=action_cache, closers=closers,
+            model_watcher=watcher,
         )
 
     async def start(self) -> None:
@@ -245,6 +257,8 @@ class Runtime:
         ]
         if self.export_status is not None:
             self.tasks.append(asyncio.create_task(self.export_status.run(), name="export-status"))
+        if self.model_watcher is not None:
+            self.tasks.append(asyncio.create_task(self.model_watcher.run(), name="model-watch"))
         if self.settings.loop_lag_interval_seconds > 0:
             self.tasks.append(asyncio.create_task(
                 watch_loop_lag(self.metrics.loop_lag.observe,

@@ -37,7 +37,12 @@ class Settings(BaseSettings):
     data_dir: Path = Field(Path("var"), description="Demo data, Feast registry, SQLite store.")
     models_dir: Path = Field(Path("models"), description="Model registry on disk.")
     model_name: str = Field("nextbest-ranker", description="Model served from models_dir.")
-    model_version: str | None = Field(None, description="Pin a version; default newest.")
+    model_version: str | None = Field(
+        None, description="Pin a version: it is served whatever the registry's pointers say, "
+        "and they are not watched. Unset: the champion (`nextbest models promote`).")
+    model_watch_seconds: float = Field(
+        1.0, gt=0, le=60, description="How often a replica reads the registry's champion and "
+        "challenger pointers; a promotion serves within this plus the new model's load time.")
     catalog_path: Path | None = Field(
         None, description="Action catalog JSON; default <data_dir>/catalog.json."
     )

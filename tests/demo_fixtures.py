@@ -12,10 +12,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import redis
+
+if TYPE_CHECKING:
+    from features.config import World
 
 DEMO_CUSTOMERS = 400
 DEMO_INTERACTIONS = 8000
@@ -48,8 +51,27 @@ def build_demo(root: Path, example: str = "retail") -> DemoDirs:
              progress=False, example=example)
     world = shipped_world(example)
     apply_and_materialize(world, data_dir, None)
-    train(data_dir, models_dir, progress=False, world=world)
-    return DemoDirs(data_dir, models_dir, example)
+    _, manifest = train(data_dir, models_dir, progress=False, world=world)
+    dirs = DemoDirs(data_dir, models_dir, example)
+    promote(dirs, manifest.version, world=world)
+    return dirs
+
+
+def promote(dirs: DemoDirs, version: str, redis_url: str | None = None,
+            world: World | None = None) -> None:
+    """Make `version` the champion, in the models directory or in Redis (as `nextbest
+    models promote` does), for the dirs' world unless another is given."""
+    from features.config import shipped_world
+    from service.registry import registry_for
+    from service.settings import Settings
+
+    settings = Settings(data_dir=dirs.data_dir, models_dir=dirs.models_dir, redis_url=redis_url,
+                        config=dirs.config)
+    registry = registry_for(settings, world if world is not None else shipped_world(dirs.world))
+    try:
+        registry.promote(version)
+    finally:
+        registry.store.close()
 
 
 def materialize_into(dirs: DemoDirs, url: str) -> str:
@@ -60,13 +82,16 @@ def materialize_into(dirs: DemoDirs, url: str) -> str:
     client.flushdb()
     client.close()
     apply_and_materialize(shipped_world(dirs.world), dirs.data_dir, url)
+    promote(dirs, "1", url)
     return url
 
 
 def clear_service_state(url: str) -> None:
-    """Delete the service's own keys, keeping the materialized features."""
+    """Delete the service's own keys, keeping the materialized features and the model
+    registry's pointers."""
     client = redis.Redis.from_url(url)
-    keys = list(client.scan_iter(match="nb:*", count=1000))
+    keys = [k for k in client.scan_iter(match="nb:*", count=1000)
+            if not k.startswith(b"nb:registry:")]
     if keys:
         client.delete(*keys)
     client.close()
@@ -91,3 +116,21 @@ def serve_in_thread(app: Any, port: int) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+def registered_copies(demo: DemoDirs, root: Path, count: int = 2) -> DemoDirs:
+    """A models directory under `root` holding the demo's trained model as versions
+    1..`count` (the same ONNX file, each manifest naming its version), nothing promoted."""
+    import json
+    import shutil
+
+    from service.manifest import MANIFEST_FILE
+
+    source = demo.models_dir / "nextbest-ranker" / "1"
+    for version in range(1, count + 1):
+        target = root / "nextbest-ranker" / str(version)
+        shutil.copytree(source, target)
+        manifest = json.loads((target / MANIFEST_FILE).read_text())
+        manifest["version"] = str(version)
+        (target / MANIFEST_FILE).write_text(json.dumps(manifest))
+    return DemoDirs(demo.data_dir, root)

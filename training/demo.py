@@ -1,4 +1,4 @@
-"""Prepare an example world: data, online store, model, where missing.
+"""Prepare an example world: data, online store, a champion model, where missing.
 
 What `nextbest demo [--example retail|telco]` does before it serves, and what
 `nextbest simulate --start` does before it starts a service: both need the same world,
@@ -20,7 +20,8 @@ from pathlib import Path
 from features.config import DEFAULT_WORLD, WORLDS_DIR, configured_world, interactions_path
 from features.encoding import Encoder
 from features.store import apply_and_materialize
-from service.manifest import ModelManifest, encoding_fingerprint, read_manifest, versions
+from service.manifest import MANIFEST_FILE, ModelManifest, encoding_fingerprint, read_manifest, versions
+from service.registry import registry_for
 from service.settings import Settings
 from training.demo_data import generate
 from training.train import train
@@ -56,10 +57,12 @@ def example_settings(settings: Settings, example: str = DEFAULT_WORLD) -> Settin
 
 
 def prepare_demo(settings: Settings, force: bool = False, example: str = DEFAULT_WORLD) -> None:
-    """Generate the example's data, load the online store and train a model, where missing
-    (a model trained on other input columns or encodings than the configured world's
-    counts as missing; one from before manifests recorded the encoding does not, when its
-    columns match). `settings` are the example's (`example_settings`)."""
+    """Generate the example's data, load the online store, train a model and promote it to
+    champion, where missing (a champion trained on other input columns or encodings than
+    the configured world's counts as missing; one from before manifests recorded the
+    encoding does not, when its columns match). `settings` are the example's
+    (`example_settings`). Registering never promotes elsewhere: the demo promotes the
+    model it trains, and the newest one when nothing was ever promoted."""
     data_dir = settings.data_dir
     world = configured_world(settings.config)
     if force or not (settings.catalog_file.is_file() and interactions_path(data_dir).is_file()):
@@ -72,17 +75,30 @@ def prepare_demo(settings: Settings, force: bool = False, example: str = DEFAULT
         t = time.perf_counter()
         apply_and_materialize(world, data_dir, settings.redis_url, settings.redis_cluster)
         log.info("materialized in %.1f s", time.perf_counter() - t)
-    found = versions(settings.models_dir, settings.model_name)
-    newest = settings.models_dir / settings.model_name / str(found[-1]) if found else None
     encoder = Encoder(world)
-    stale = newest is not None and _stale(read_manifest(newest), encoder)
-    if stale:
-        log.info("the newest model was trained on other input columns or encodings: "
-                 "training a new version")
-    if force or stale or not found:
-        log.info("training the demo model into %s", settings.models_dir)
-        train(data_dir, settings.models_dir, settings.model_name, redis_url=settings.redis_url,
-              world=world)
+    registry = registry_for(settings, world, encoder)
+    try:
+        champion = registry.pointers().champion
+        found = versions(settings.models_dir, settings.model_name)
+        # the champion, or (models registered before the registry had pointers) the newest
+        serving = champion if champion is not None else (str(found[-1]) if found else None)
+        directory = settings.models_dir / settings.model_name / serving if serving else None
+        stale = directory is not None and (not (directory / MANIFEST_FILE).is_file()
+                                           or _stale(read_manifest(directory), encoder))
+        if stale:
+            log.info("model v%s was trained on other input columns or encodings: training a "
+                     "new version", serving)
+        if force or stale or serving is None:
+            log.info("training the demo model into %s", settings.models_dir)
+            _, manifest = train(data_dir, settings.models_dir, settings.model_name,
+                                redis_url=settings.redis_url, world=world)
+            serving = manifest.version
+        if serving != champion:
+            assert serving is not None
+            registry.promote(serving)
+            log.info("the demo promoted %s v%s to champion", settings.model_name, serving)
+    finally:
+        registry.store.close()
 
 
 def _stale(manifest: ModelManifest, encoder: Encoder) -> bool:

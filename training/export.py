@@ -82,6 +82,13 @@ DECISION_SCHEMA = pa.schema([
     _col("exposures", pa.list_(pa.int64()), "per shown action: times the customer had seen it before"),
     _col("explored", pa.list_(pa.bool_()), "per shown action: chosen by exploration, not by rank"),
     _col("degraded", _LIST_STR, "degradation reasons (unknown customer, stale features, ...)"),
+    _col("shadow_model", pa.string(), "the challenger that scored the decision in shadow, "
+         "`name:version` (null: none did)"),
+    _col("shadow_action_ids", _LIST_STR, "the actions the challenger would have shown, best first"),
+    _col("shadow_probabilities", _LIST_F64, "per shown action: the probability that the "
+         "challenger's policy (same exploration) picked it for its slot"),
+    _col("shadow_propensities", _LIST_F64, "per shown action: the challenger's predicted "
+         "acceptance probability"),
 ])
 FEEDBACK_SCHEMA = pa.schema([
     _col("stream_id", pa.string(), "Redis stream id (`ms-seq`), unique and increasing in the stream"),
@@ -107,6 +114,8 @@ SCHEMAS = {"decisions": DECISION_SCHEMA, "feedback": FEEDBACK_SCHEMA}
 def decision_row(entry_id: str, r: dict[str, Any]) -> dict[str, Any]:
     """One decision record (service/engine.py) as a row of DECISION_SCHEMA."""
     shown = r.get("shown") or []
+    shadow = r.get("shadow") or {}
+    shadow_shown = shadow.get("shown") or []
     return {
         "stream_id": entry_id, "decision_id": r.get("decision_id"), "ts": r.get("ts"),
         "customer_id": r.get("customer_id"), "channel": r.get("channel"),
@@ -121,6 +130,10 @@ def decision_row(entry_id: str, r: dict[str, Any]) -> dict[str, Any]:
         "exposures": [s.get("exposures", 0) for s in shown],
         "explored": [bool(s.get("explored", False)) for s in shown],
         "degraded": r.get("degraded") or [],
+        "shadow_model": shadow.get("model"),
+        "shadow_action_ids": shadow.get("would_show") or [],
+        "shadow_probabilities": [s.get("probability") for s in shadow_shown],
+        "shadow_propensities": [s.get("propensity") for s in shadow_shown],
     }
 
 

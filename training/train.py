@@ -1,7 +1,8 @@
 """Train the offline ranker, export it to ONNX, check the export, register it.
 
 dataset (Feast point-in-time join) -> time-ordered split -> fit -> ONNX -> verify ->
-holdout metrics -> `service.manifest.write_model`. The split is by time, not at random:
+holdout metrics -> `service.manifest.write_model` -> model card (`training/model_card.py`).
+Registering does not serve the version: `nextbest models promote` does. The split is by time, not at random:
 the model is used on decisions that come after its training data, and a random split
 would leak each customer's later snapshots into the past.
 
@@ -37,6 +38,7 @@ from features.config import World, configured_world, interactions_path
 from features.encoding import Encoder
 from service.manifest import ModelManifest, encoding_fingerprint, write_model
 from training.dataset import TrainingSet, build_training_set
+from training.model_card import write_model_card
 from training.onnx_logit import LOGIT_NAME, with_logit_output
 from training.pairwise import PairwiseLogistic
 
@@ -155,6 +157,7 @@ def train(
     progress: bool = True,
     world: World | None = None,
     interactions: Path | None = None,
+    parent_version: str | None = None,
 ) -> tuple[Path, ModelManifest]:
     """Train on the logged decisions of `data_dir` and register a new model version.
 
@@ -162,6 +165,7 @@ def train(
     records it and its fingerprint, which the service checks against its own world.
     `interactions` is the interaction log to train on (default: `<data_dir>/sources/
     interactions.parquet`; `nextbest dataset` builds one from the service's own logs).
+    `parent_version`: the champion when training started, recorded in the manifest.
     """
     started = time.perf_counter()
     world = world if world is not None else configured_world(None)
@@ -210,12 +214,25 @@ def train(
         metrics=metrics,
         training=_training_info(
             data_dir, source, data, cut, estimator, gap, calibration(y_hold, p_onnx), started),
+        data_window=_data_window(data, cut),
+        parent_version=parent_version,
     )
+    write_model_card(directory, manifest)
     steps.update()
     steps.close()
     log.info("registered %s v%s: auc %.3f log_loss %.4f", name, manifest.version,
              metrics["auc"], metrics["log_loss"])
     return directory, manifest
+
+
+def _data_window(data: TrainingSet, cut: int) -> dict[str, str] | None:
+    ts = data.event_timestamp
+    if not len(ts):
+        return None
+    window = {"start": str(ts[0]), "end": str(ts[-1])}
+    if cut < len(ts):
+        window["holdout_start"] = str(ts[cut])
+    return window
 
 
 def _training_info(

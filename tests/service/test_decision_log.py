@@ -179,3 +179,17 @@ async def test_a_retried_batch_is_written_to_the_stream_once(redis_url: str) -> 
     finally:
         await client.delete("once:decisions", *(f"once:decision:d{i}" for i in range(3)))
         await state.close()
+
+
+async def test_a_batch_held_by_a_writer_cancelled_while_lingering_is_flushed() -> None:
+    """Shutdown cancels the writer mid-linger; the records it held are still written."""
+    state = CountingState()
+    log = DecisionLog(state, linger_seconds=5.0)
+    task = asyncio.create_task(log.run())
+    log.submit(record(1))
+    log.submit(record(2))
+    await asyncio.sleep(0.05)  # the writer took d1 and lingers
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    await log.flush()
+    assert [r["decision_id"] for r in await state.get_decisions(["d1", "d2"]) if r] == ["d1", "d2"]

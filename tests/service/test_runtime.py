@@ -19,7 +19,7 @@ from features.config import World
 from service.metrics import Metrics
 from service.runtime import Runtime
 from service.schemas import request_models
-from tests.demo_fixtures import DemoDirs
+from tests.demo_fixtures import DemoDirs, promote
 from tests.features.world_data import world_named
 from tests.service.conftest import make_settings
 
@@ -61,6 +61,7 @@ async def test_a_context_only_world_reads_no_customer_features(
     models = tmp_path / "models"
     _, manifest = train(data_dir, models, progress=False, world=world)
     assert not any(c.startswith(("segment=", "log_recency")) for c in manifest.columns)
+    promote(DemoDirs(data_dir, models), manifest.version, url, world=world)
     settings = make_settings(DemoDirs(data_dir, models), url, online_learning=False,
                              contact_policy=False)
     runtime = Runtime.build(settings, Metrics(), world)

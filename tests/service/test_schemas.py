@@ -15,7 +15,7 @@ from pydantic import ValidationError
 from features.config import WORLDS_DIR, World
 from service.app import create_app
 from service.schemas import RequestModels, request_models
-from tests.demo_fixtures import DemoDirs
+from tests.demo_fixtures import DemoDirs, promote
 from tests.service.conftest import make_settings
 
 
@@ -93,8 +93,11 @@ def kiosk_client(demo: DemoDirs, tmp_path_factory: pytest.TempPathFactory) -> It
     path: Path = root / "kiosk.yaml"
     path.write_text(yaml.safe_dump(kiosk_document(), sort_keys=False))
     models = root / "models"
-    train(demo.data_dir, models, progress=False, world=World.model_validate(kiosk_document()))
-    with TestClient(create_app(make_settings(DemoDirs(demo.data_dir, models), config=path))) as c:
+    world = World.model_validate(kiosk_document())
+    _, manifest = train(demo.data_dir, models, progress=False, world=world)
+    dirs = DemoDirs(demo.data_dir, models)
+    promote(dirs, manifest.version, world=world)
+    with TestClient(create_app(make_settings(dirs, config=path))) as c:
         yield c
 
 

@@ -1,4 +1,5 @@
-"""The demo world's preparation: a model trained on other input columns or encodings is replaced."""
+"""The demo world's preparation: a model trained on other input columns or encodings is
+replaced, and the demo promotes what it serves."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import pytest
 
 from features.config import shipped_world
 from service.manifest import MANIFEST_FILE, read_manifest, versions
+from service.registry import POINTERS_FILE, FilePointers
 from tests.demo_fixtures import DemoDirs
 from tests.service.conftest import make_settings
 from training.demo import prepare_demo
@@ -34,9 +36,23 @@ def test_a_model_on_other_columns_is_retrained_once(demo: DemoDirs, tmp_path: Pa
     after = versions(models_dir, name)
     assert after == [*before, before[-1] + 1]
     assert read_manifest(models_dir / name / str(after[-1])).columns == shipped_world("retail").model_columns()
+    pointers = FilePointers(models_dir, name).read()
+    assert pointers.champion == str(after[-1])  # the demo serves what it trained
+    assert pointers.history == (str(before[-1]),)
 
     prepare_demo(settings)  # current now: nothing to do
     assert versions(models_dir, name) == after
+    assert FilePointers(models_dir, name).read() == pointers
+
+
+def test_models_registered_before_pointers_existed_get_the_newest_promoted(
+        demo: DemoDirs, tmp_path: Path) -> None:
+    models_dir = tmp_path / "models"
+    shutil.copytree(demo.models_dir, models_dir)
+    (models_dir / "nextbest-ranker" / POINTERS_FILE).unlink()
+    prepare_demo(make_settings(DemoDirs(demo.data_dir, models_dir)))
+    assert versions(models_dir, "nextbest-ranker") == [1]  # nothing trained
+    assert FilePointers(models_dir, "nextbest-ranker").read().champion == "1"
 
 
 def test_the_telco_example_keeps_its_data_and_models_apart(tmp_path: Path) -> None:

@@ -34,7 +34,7 @@ def r(redis_url: str) -> Iterator[redis.Redis]:
 
 
 def decision(i: int) -> dict[str, Any]:
-    return {
+    record: dict[str, Any] = {
         "decision_id": f"d{i:06d}", "ts": (MIDNIGHT_MS + i) / 1000, "customer_id": f"c{i % 97:05d}",
         "channel": "web" if i % 2 else "pos", "placement": "home", "journey_stage": "browse",
         "segment": "value", "context": {"device": "mobile", "basket": [f"a{i % 5}"], "cart_value": 1.5},
@@ -45,6 +45,13 @@ def decision(i: int) -> dict[str, Any]:
                    "offline_logit": -2.0, "exposures": 0, "explored": True}],
         "degraded": ["anonymous"] if i % 10 == 0 else [],
     }
+    if i % 3 == 0:  # scored by a challenger in shadow too (service/engine.py)
+        record["shadow"] = {
+            "model": "nextbest-ranker:4", "would_show": ["a3", "a2"],
+            "shown": [{"action_id": "a2", "propensity": 0.2, "probability": 0.05, "offline_logit": -1.5},
+                      {"action_id": "a3", "propensity": 0.3, "probability": 0.9, "offline_logit": -0.9}],
+        }
+    return record
 
 
 def feedback(i: int) -> dict[str, Any]:
@@ -103,6 +110,12 @@ def test_export_writes_what_the_streams_hold_by_day(r: redis.Redis, tmp_path: Pa
     assert row["action_ids"] == ["a2", "a3"] and row["propensities"] == [0.25, 0.125]
     assert row["explored"] == [False, True] and row["degraded"] == ["anonymous"]
     assert row["candidates"] == ["a1", "a2", "a3"] and row["exposures"] == [1, 0]
+    assert row["shadow_model"] is None and row["shadow_action_ids"] == []
+    shadowed = decisions.to_pylist()[9]
+    assert shadowed["shadow_model"] == "nextbest-ranker:4"
+    assert shadowed["shadow_action_ids"] == ["a3", "a2"]
+    assert shadowed["shadow_probabilities"] == [0.05, 0.9]
+    assert shadowed["shadow_propensities"] == [0.2, 0.3]
 
     fb = read(tmp_path, "feedback")
     assert fb.num_rows == 600

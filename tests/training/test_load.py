@@ -204,7 +204,8 @@ def _nextbest(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[st
 def test_bring_your_own_files_from_files_to_a_served_model(files: dict[str, Path],
                                                            tmp_path: Path) -> None:
     """docs/byo.md's commands, in order, on the bookshop's files: load, materialize
-    (Feast apply + materialize), train, serve; the served model ranks each reader's genre."""
+    (Feast apply + materialize), train, promote, serve; the served model ranks each
+    reader's genre."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("NEXTBEST_")}
     env.update(NEXTBEST_CONFIG=str(BOOKSHOP), NEXTBEST_DATA_DIR=str(tmp_path / "var"),
                NEXTBEST_MODELS_DIR=str(tmp_path / "models"), PYTHONPATH=str(ROOT))
@@ -215,6 +216,7 @@ def test_bring_your_own_files_from_files_to_a_served_model(files: dict[str, Path
     _nextbest(env, "materialize")
     trained = _nextbest(env, "train")
     assert "registered" in trained.stdout
+    _nextbest(env, "models", "promote", "1")  # registering never serves: promote it
     manifest = json.loads(next((tmp_path / "models").rglob("manifest.json")).read_text())
     assert manifest["metrics"]["auc"] > 0.75  # the genre signal the log carries
 

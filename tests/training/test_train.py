@@ -72,5 +72,8 @@ def test_onnx_export_matches_scikit_learn(algorithm: str, small_training_set) ->
 def test_second_training_is_a_new_version(small_data_dir: Path, registered) -> None:  # type: ignore[no-untyped-def]
     directory, _ = registered
     models_dir = directory.parent.parent
-    again, manifest = train(small_data_dir, models_dir, algorithm="logreg", progress=False)
+    again, manifest = train(small_data_dir, models_dir, algorithm="logreg", progress=False,
+                            parent_version="1")
     assert manifest.version == "2" and again.parent == directory.parent
+    assert manifest.parent_version == "1"
+    assert not (directory.parent / "pointers.json").exists()  # registering never promotes
