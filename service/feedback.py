@@ -10,8 +10,9 @@ batch such events are listed as rejected and the rest accepted.
 
 from __future__ import annotations
 
+import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -20,7 +21,9 @@ from service.decision_log import DecisionLog
 from service.errors import ActionNotInDecision, UnknownDecision
 from service.metrics import Metrics
 from service.schemas import FeedbackEvent
-from service.state import StateStore
+from service.state import Record, StateStore
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -33,7 +36,9 @@ class Rejection:
 
 
 class FeedbackService:
-    def __init__(self, state: StateStore, decisions: DecisionLog, metrics: Metrics) -> None:
+    def __init__(self, state: StateStore, decisions: DecisionLog, metrics: Metrics,
+                 spend: Callable[[Sequence[Record]], Awaitable[None]] | None = None) -> None:
+        self._spend = spend  # accept budgets (`Limiter.spend`), once per accepted event
         self._state = state
         self._decisions = decisions
         self._metrics = metrics
@@ -76,6 +81,11 @@ class FeedbackService:
             })
         if accepted:
             await self._state.append_feedback(accepted)
+            if self._spend is not None:
+                try:
+                    await self._spend(accepted)
+                except Exception as exc:  # the events are durable; the budget under-counts them
+                    log.warning("spending accept budgets failed: %r", exc)
         for e in accepted:
             self._metrics.feedback.labels(e["outcome"], e["channel"], e["journey_stage"]).inc()
         for r in rejected:
