@@ -37,7 +37,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
@@ -97,14 +97,16 @@ class Budget(BaseModel):
             raise ValueError(f"{zone!r} is not a known time zone") from None
         return zone
 
-    def period(self, now: float) -> tuple[str, float]:
-        """(the period's name, seconds a counter of it must live)."""
+    def period(self, now: float) -> tuple[str, float, float]:
+        """(the period's name, seconds a counter of it must live, epoch when it ends)."""
         if self.per == "total":
-            return "total", 0.0
+            return "total", 0.0, math.inf
         local = datetime.fromtimestamp(now, ZoneInfo(self.timezone))
         if self.per == "hour":
-            return local.strftime("%Y-%m-%dT%H"), 2 * 3600.0
-        return local.strftime("%Y-%m-%d"), 2 * 86_400.0
+            start = local.replace(minute=0, second=0, microsecond=0)
+            return local.strftime("%Y-%m-%dT%H"), 2 * 3600.0, (start + timedelta(hours=1)).timestamp()
+        start = local.replace(hour=0, minute=0, second=0, microsecond=0)
+        return local.strftime("%Y-%m-%d"), 2 * 86_400.0, (start + timedelta(days=1)).timestamp()
 
 
 class Limits:
@@ -120,6 +122,7 @@ class Limits:
         self.budgeted = np.array([b is not None for b in budgets], dtype=bool)
         self.limited = self.capped | self.budgeted
         self.active = bool(self.limited.any())
+        self._periods: dict[int, tuple[str, float, float]] = {}  # row -> the current period
         #: per-action cooldowns (NaN: the global setting)
         self.dismiss_seconds = np.full(n, np.nan)
         self.accept_seconds = np.full(n, np.nan)
@@ -144,7 +147,9 @@ class Limits:
             out.append(Slot(key, "window", limit, window, group))
         b = self.budgets[row]
         if b is not None:
-            period, ttl = b.period(now)
+            period, ttl, ends = self._periods.get(row) or ("", 0.0, -math.inf)
+            if now >= ends:
+                period, ttl, ends = self._periods[row] = b.period(now)
             kind: Literal["reserve", "check"] = "reserve" if b.counts == "impression" else "check"
             out.append(Slot(budget_key(action, period), kind, b.limit, ttl, group))
         return out
@@ -242,7 +247,7 @@ class Limiter:
             b = limits.budgets[row]
             if b is None or b.counts != "accept":
                 continue
-            period, ttl = b.period(float(e.get("ts") or self._clock()))
+            period, ttl, _ = b.period(float(e.get("ts") or self._clock()))
             slots.append(Slot(budget_key(limits.ids[row], period), "reserve", b.limit, ttl, 0))
         await self.store.add(slots)
 

@@ -43,6 +43,8 @@ Day = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 Source = Literal["customer", "context"]
 #: sugar keys of `rules` and the customer feature each one conditions
 SUGAR = {"segments": "segment", "journey_stages": "journey_stage"}
+#: combined masks of categorical values kept per catalog (ids in a list make many)
+MAX_COMBINATIONS = 4096
 
 
 class _Strict(BaseModel):
@@ -293,6 +295,11 @@ class Rules:
                                   for (source, name), by_row in categorical.items())
         self._numeric = tuple(self._compile_numeric(source, name, by_row, customer_defaults, world)
                               for (source, name), by_row in numeric.items())
+        if self._numeric:
+            self._low = np.stack([x.low for x in self._numeric])
+            self._high = np.stack([x.high for x in self._numeric])
+        #: categorical values (and the window mask they were combined with) -> combined mask
+        self._combined: dict[tuple[Any, ...], np.ndarray] = {}
         self._windows = self._compile_windows(window_rows, windows) if window_rows else None
         self._window_mask: np.ndarray | None = None
         self._window_until = -np.inf
@@ -393,15 +400,17 @@ class Rules:
             return getattr(d.context, field, None)
         return d.values.get(field) if numeric else d.labels.get(field)
 
-    def _checks(self, d: Decision, now: float | None) -> list[tuple[str, np.ndarray]]:
-        """(reason, catalog-wide mask) of every compiled rule, in the order reasons name them."""
+    def _checks(self, d: Decision, now: float | None,
+                structural_only: bool = False) -> list[tuple[str, np.ndarray]]:
+        """(reason, catalog-wide mask) of every compiled rule, in the order reasons name them
+        (`structural_only`: the basket and holdings rules only)."""
         checks: list[tuple[str, np.ndarray]] = []
-        window = self.window_mask(now)
+        window = None if structural_only else self.window_mask(now)
         if window is not None:
             checks.append(("window", window))
-        for c in self._categorical:
+        for c in () if structural_only else self._categorical:
             checks.append((c.reason, c.mask(self._value(c.source, c.field, d, False))))
-        for x in self._numeric:
+        for x in () if structural_only else self._numeric:
             checks.append((x.reason, x.mask(self._value(x.source, x.field, d, True))))
         if self._basket_rows.size:
             held = self._category_code[d.basket_rows]
@@ -420,13 +429,31 @@ class Rules:
         return checks
 
     def mask(self, d: Decision, now: float | None = None) -> np.ndarray | None:
-        """Catalog-wide: every rule holds for this decision (None: no action has a rule)."""
+        """Catalog-wide: every rule holds for this decision (None: no action has a rule).
+
+        The window and the categorical conditions depend on few values: their combined
+        mask is kept per combination (at most `MAX_COMBINATIONS`); the numeric bounds are
+        one comparison over a (conditions x actions) array.
+        """
         if not self.active:
             return None
-        checks = self._checks(d, now)
-        mask = checks[0][1]
-        for _, m in checks[1:]:
-            mask = mask & m
+        window = self.window_mask(now)
+        key = (id(window), *(self._value(c.source, c.field, d, False) for c in self._categorical))
+        mask = self._combined.get(key)
+        if mask is None:
+            mask = np.ones(self._n, dtype=bool) if window is None else window
+            for c in self._categorical:
+                mask = mask & c.mask(self._value(c.source, c.field, d, False))
+            if len(self._combined) >= MAX_COMBINATIONS:
+                self._combined.clear()
+            self._combined[key] = mask
+        if self._numeric:
+            v = np.array([[x.default if (value := self._value(x.source, x.field, d, True)) is None
+                           else float(value)] for x in self._numeric])
+            mask = mask & ((self._low <= v) & (v <= self._high)).all(axis=0)
+        if self._basket_rows.size or self._requires is not None or self._excludes is not None:
+            for _, m in self._checks(d, now, structural_only=True):
+                mask = mask & m
         return mask
 
     def reasons(self, d: Decision, rows: np.ndarray, now: float | None = None) -> list[str]:

@@ -173,7 +173,7 @@ def test_two_replicas_never_exceed_a_cap_or_a_budget(demo_redis: str, demo: Demo
         def burst(server_url: str) -> list[list[str]]:
             out = []
             with httpx.Client(base_url=server_url, timeout=10) as http:
-                for round_ in range(6):
+                for _ in range(6):
                     for customer in CUSTOMERS:
                         r = http.post("/v1/decisions", json={
                             "customer_id": customer, "channel": "web", "placement": "home",
@@ -200,6 +200,7 @@ def test_two_replicas_never_exceed_a_cap_or_a_budget(demo_redis: str, demo: Demo
     client = redis.Redis.from_url(demo_redis)
     held = {(c, a): client.zcard(f"nb:{{c:{c}}}:cap:{a}") for c in CUSTOMERS for a in capped}
     day_keys = list(client.scan_iter(match=f"nb:{{budget}}:{budgeted}:*"))
-    assert held == dict(per_customer) and [int(client.get(k) or 0) for k in day_keys] == [BUDGET]
+    spent: list[Any] = [client.get(k) for k in day_keys]
+    assert held == dict(per_customer) and [int(v) for v in spent] == [BUDGET]
     client.close()
 
