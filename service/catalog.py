@@ -21,16 +21,28 @@ category", so the catalog is refused with an error naming the action and the fie
 unless that encoding maps unknowns to `other` (`unknown: other`): then the value is
 accepted and encodes as other. A `kind` or `category` left out is the world's default
 for actions.
+
+Business rules (docs/rules.md): an action's optional `rules` (eligibility,
+`service/rules.py`), `contact` and `budget` (`service/limits.py`) and
+`exclusion_group`, and the document's `diversity`, are checked against the world and
+compiled when a `Catalog` is built, so a catalog built at run time from a new document
+brings its own compiled rules.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from features.config import World
+from service.exploration import Constraints
+from service.limits import Budget, ContactPolicy, Limits
+from service.rules import ActionRules, Rules
 
 
 class Action(BaseModel):
@@ -43,6 +55,17 @@ class Action(BaseModel):
     placements: list[str] = Field(default_factory=list)
     lever: float = Field(default=1.0, ge=0.0, description="Business lever in arbitration.")
     active: bool = True
+    rules: ActionRules | None = Field(None, description="who and when (docs/rules.md)")
+    contact: ContactPolicy | None = Field(None, description="caps and cooldowns, per customer")
+    budget: Budget | None = Field(None, description="a cap over every customer")
+    exclusion_group: str | None = Field(
+        None, min_length=1, max_length=64, description="at most one action of a group per decision")
+
+
+class Diversity(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_per_category: int = Field(ge=1, description="at most this many shown actions per category")
 
 
 #: Catalog fields that are action features too (their values are encoded).
@@ -78,6 +101,7 @@ class CatalogFile(BaseModel):
     version: str = "unversioned"
     actions: list[Action]
     context_weights: dict[str, dict[str, float]] = Field(default_factory=dict)
+    diversity: Diversity | None = None
 
 
 class Catalog:
@@ -104,12 +128,28 @@ class Catalog:
         self.value = np.array([a.value for a in actions], dtype=np.float64)
         self.lever = np.array([a.lever for a in actions], dtype=np.float64)
         self.kind = [a.kind for a in actions]
+        self.category = [a.category for a in actions]
         self._by_channel: dict[str, np.ndarray] = {}
         self._by_slot: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = {}
         for ch in world.channels:
             weights = spec.context_weights.get(ch, {})
             self._by_channel[ch] = np.array(
                 [weights.get(k, 1.0) for k in self.kind], dtype=np.float64
+            )
+        self.rules = Rules(ids, self.category, [a.rules for a in actions], world)
+        self.limits = Limits(ids, [a.contact for a in actions], [a.budget for a in actions])
+        groups = sorted({a.exclusion_group for a in actions if a.exclusion_group})
+        categories = sorted(set(self.category))
+        max_per_category = spec.diversity.max_per_category if spec.diversity else 0
+        #: per action: exclusion group and category codes for arbitration (None: no constraint)
+        self.constraints: Constraints | None = None
+        if groups or max_per_category:
+            self.group_names, self.category_names = groups, categories
+            self.constraints = Constraints(
+                np.array([groups.index(a.exclusion_group) if a.exclusion_group else -1
+                          for a in actions], dtype=np.int64),
+                np.array([categories.index(c) for c in self.category], dtype=np.int64),
+                max_per_category,
             )
 
     def groups(self, feature: str) -> list[str | None]:
@@ -125,6 +165,13 @@ class Catalog:
     def context_weight(self, channel: str) -> np.ndarray:
         """Per-action context weight for this channel (vector over the catalog)."""
         return self._by_channel[channel]
+
+    def constraints_of(self, rows: np.ndarray) -> Constraints | None:
+        """The arbitration constraints over these candidate rows (None: none)."""
+        c = self.constraints
+        if c is None:
+            return None
+        return Constraints(c.group[rows], c.category[rows], c.max_per_category)
 
     def candidates(self, channel: str, placement: str) -> np.ndarray:
         """Rows of the actions allowed in this channel and placement."""
@@ -152,10 +199,38 @@ class Catalog:
         return slot
 
 
+def parse_catalog(document: bytes | str) -> CatalogFile:
+    """A catalog document, validated; errors name the action (by id) and the field."""
+    try:
+        return CatalogFile.model_validate_json(document)
+    except ValidationError as exc:
+        raw: Any = None
+        with contextlib.suppress(ValueError):
+            raw = json.loads(document)
+        problems = []
+        for error in exc.errors(include_url=False):
+            loc = list(error["loc"])
+            message = error["msg"].removeprefix("Value error, ")
+            if len(loc) >= 2 and loc[0] == "actions" and isinstance(loc[1], int):
+                action = _action_id(raw, loc[1])
+                field = ".".join(str(part) for part in loc[2:]) or "(the action)"
+                problems.append(f"action {action} field {field!r}: {message}")
+            else:
+                problems.append(f"{'.'.join(str(part) for part in loc) or '(top level)'}: {message}")
+        raise ValueError("; ".join(problems)) from None
+
+
+def _action_id(raw: Any, i: int) -> str:
+    try:
+        return repr(str(raw["actions"][i]["action_id"]))
+    except (KeyError, IndexError, TypeError):
+        return f"#{i}"
+
+
 def load_catalog(path: Path, world: World) -> Catalog:
     """Read and validate a catalog file against `world`'s vocabularies; errors name the file."""
     try:
-        return Catalog(CatalogFile.model_validate_json(path.read_bytes()), world)
+        return Catalog(parse_catalog(path.read_bytes()), world)
     except FileNotFoundError as exc:
         raise FileNotFoundError(f"catalog file {path} does not exist") from exc
     except ValueError as exc:

@@ -14,7 +14,11 @@ What counts (per customer x action, anonymous events ignored):
 - suppression: a `dismiss` within `suppress_seconds` removes the action for that
   customer on every channel; an `accept` or `purchase` within `cooldown_seconds`
   does the same (0 = off: re-offering what someone just took is a business choice,
-  and learned fatigue already lowers it).
+  and learned fatigue already lowers it). An action's own contact policy in the catalog
+  (`cooldown_after_dismiss_seconds`, `cooldown_after_accept_seconds`) replaces these
+  two for it (`policies`);
+- holdings: what the customer accepted or purchased, as long as the ledger keeps it
+  (`held`), which the catalog's `requires` / `excludes_holders_of` rules read.
 
 Bounds: at most `max_customers` customers (least recently *contacted* customer evicted:
 recency follows the stream, not this replica's traffic, so replicas agree; only a
@@ -52,12 +56,14 @@ VIEW_CACHE_BYTES = 32 * 2**20
 class _View:
     """One customer's exposures and blocked actions, valid until `valid_until`."""
 
-    __slots__ = ("valid_until", "exposures", "blocked")
+    __slots__ = ("valid_until", "exposures", "blocked", "accepted")
 
-    def __init__(self, valid_until: float, exposures: np.ndarray, blocked: np.ndarray | None) -> None:
+    def __init__(self, valid_until: float, exposures: np.ndarray, blocked: np.ndarray | None,
+                 accepted: np.ndarray | None) -> None:
         self.valid_until = valid_until
         self.exposures = exposures  # (n_actions,) int32
         self.blocked = blocked  # (n_actions,) bool, None when nothing is blocked
+        self.accepted = accepted  # (n_actions,) bool, None when nothing was accepted
 
 
 @dataclass(frozen=True)
@@ -90,11 +96,25 @@ class ContactLedger:
         self.cooldown_seconds = cooldown_seconds
         self.max_customers = max_customers
         self.max_contacts = max_contacts
-        self._horizon = max(window_seconds, suppress_seconds, cooldown_seconds)
         self._clock = clock
         self._contacts: OrderedDict[str, np.ndarray] = OrderedDict()
         self._views: dict[str, _View] = {}
         self._max_views = max(256, VIEW_CACHE_BYTES // (5 * max(self._n, 1)))
+        self.policies(None, None)
+
+    def policies(self, dismiss_seconds: np.ndarray | None, accept_seconds: np.ndarray | None) -> None:
+        """Per-action cooldowns after a dismiss and after an accept (NaN: the global one)."""
+        n = self._n
+        self._dismiss = np.full(n, float(self.suppress_seconds))
+        self._accept = np.full(n, float(self.cooldown_seconds))
+        for mine, given in ((self._dismiss, dismiss_seconds), (self._accept, accept_seconds)):
+            if given is not None:
+                own = ~np.isnan(given)
+                mine[own] = given[own]
+        self._cooling = bool(np.count_nonzero(self._accept > 0))
+        self._horizon = max(self.window_seconds, float(self._dismiss.max(initial=0.0)),
+                            float(self._accept.max(initial=0.0)))
+        self._views.clear()
 
     def __len__(self) -> int:
         return len(self._contacts)
@@ -164,14 +184,7 @@ class ContactLedger:
         """
         if customer_id is None or (history := self._contacts.get(customer_id)) is None:
             return np.zeros(len(rows), dtype=np.int64), None
-        now = self._clock()
-        view = self._views.get(customer_id)
-        if view is None or now >= view.valid_until:
-            view = self._view(history, now)
-            self._views.pop(customer_id, None)
-            while len(self._views) >= self._max_views:
-                del self._views[next(iter(self._views))]
-            self._views[customer_id] = view
+        view = self._current(customer_id, history)
         if view.blocked is None:
             return view.exposures[rows], None
         suppressed = view.blocked[rows]
@@ -186,19 +199,55 @@ class ContactLedger:
         # overhead dominates on arrays this short
         valid_until = (float(ts[counted].min()) + self.window_seconds
                        if np.count_nonzero(counted) else np.inf)
-        blocked = (code == _DISMISS) & (ts >= now - self.suppress_seconds)
+        dismissed = code == _DISMISS
+        until = ts + self._dismiss[contact_rows]
+        blocked = dismissed & (until >= now)
         if np.count_nonzero(blocked):
-            valid_until = min(valid_until, float(ts[blocked].min()) + self.suppress_seconds)
-        if self.cooldown_seconds > 0:
-            cooling = (code == _ACCEPT) & (ts >= now - self.cooldown_seconds)
-            if np.count_nonzero(cooling):
-                valid_until = min(valid_until, float(ts[cooling].min()) + self.cooldown_seconds)
-                blocked |= cooling
+            valid_until = min(valid_until, float(until[blocked].min()))
+        took = code == _ACCEPT
+        accepted = None
+        if np.count_nonzero(took):
+            accepted = np.zeros(self._n, dtype=bool)
+            accepted[contact_rows[took]] = True
+            if self._cooling:
+                window = self._accept[contact_rows]
+                cooling = took & (window > 0) & (ts + window >= now)
+                if np.count_nonzero(cooling):
+                    valid_until = min(valid_until, float((ts + window)[cooling].min()))
+                    blocked |= cooling
         mask = None
         if np.count_nonzero(blocked):
             mask = np.zeros(self._n, dtype=bool)
             mask[contact_rows[blocked]] = True
-        return _View(valid_until, exposures, mask)
+        return _View(valid_until, exposures, mask, accepted)
+
+    def _current(self, customer_id: str, history: np.ndarray) -> _View:
+        now = self._clock()
+        view = self._views.get(customer_id)
+        if view is None or now >= view.valid_until:
+            view = self._view(history, now)
+            self._views.pop(customer_id, None)
+            while len(self._views) >= self._max_views:
+                del self._views[next(iter(self._views))]
+            self._views[customer_id] = view
+        return view
+
+    def held(self, customer_id: str | None) -> np.ndarray | None:
+        """Catalog-wide: what the customer accepted or purchased (None: nothing known)."""
+        if customer_id is None or (history := self._contacts.get(customer_id)) is None:
+            return None
+        return self._current(customer_id, history).accepted
+
+    def why(self, customer_id: str | None, row: int) -> str:
+        """Why `row` is suppressed for the customer (for explain): which cooldown holds it."""
+        history = self._contacts.get(customer_id or "")
+        if history is None:
+            return ""
+        now = self._clock()
+        mine = history[history["row"] == row]
+        if np.count_nonzero((mine["code"] == _DISMISS) & (mine["ts"] + self._dismiss[row] >= now)):
+            return "cooldown_after_dismiss"
+        return "cooldown_after_accept"
 
     def exposures(self, customer_id: str | None, rows: np.ndarray) -> np.ndarray:
         """Impressions of each candidate action to this customer within the window."""

@@ -1,7 +1,9 @@
 """The decision engine: one decision, top to bottom, as docs/architecture.md lists it.
 
-candidates -> eligibility -> contacts -> features -> offline score -> online correction
--> arbitration -> exploration -> response -> log. Each step is a call into the module that
+candidates -> customer -> eligibility -> contacts -> features -> offline score -> online
+correction -> arbitration -> exploration -> limits -> response -> log. The customer's
+features are read before eligibility, whose rules read them; `limits` takes the caps and
+budgets of the actions about to be shown (`service/limits.py`). Each step is a call into the module that
 owns it; this class only wires them and times each step. It knows nothing about HTTP.
 
 The offline model is read once per decision (`scorer`): `service/model_watch.py` swaps
@@ -27,12 +29,14 @@ from service.catalog import Catalog
 from service.contacts import ContactLedger
 from service.customer_features import CustomerFeatureService
 from service.decision_log import DecisionLog
-from service.eligibility import Eligibility
+from service.eligibility import Eligibility, Removals
 from service.errors import NotReady
-from service.exploration import probabilities_of, select_top_k
+from service.exploration import EXCLUSION_GROUP, Selection, probabilities_of, select_top_k
 from service.learner import OnlineLearner
+from service.limits import Limiter
 from service.metrics import Metrics
 from service.model import OnnxScorer, sigmoid
+from service.rules import Decision
 from service.schemas import DecisionRequestBase
 
 
@@ -60,6 +64,7 @@ class DecisionEngine:
     contacts: ContactLedger | None = None
     explore_top: int = 0
     shadow: Shadow | None = None
+    limiter: Limiter | None = None
     #: draws decision ids: 128 random bits, seeded from os.urandom (uuid4 cost a syscall)
     ids: random.Random = field(default_factory=random.Random)
 
@@ -74,6 +79,30 @@ class DecisionEngine:
             "catalog": self.catalog.version,
         }
 
+    def _held(self, customer_id: str | None, basket_rows: np.ndarray) -> np.ndarray | None:
+        """Catalog-wide: what the customer holds (in the basket, or accepted before)."""
+        if not self.catalog.rules.reads_held:
+            return None
+        accepted = self.contacts.held(customer_id) if self.contacts is not None else None
+        if not basket_rows.size:
+            return accepted
+        held = np.zeros(len(self.catalog), dtype=bool) if accepted is None else accepted.copy()
+        held[basket_rows] = True
+        return held
+
+    def _left_out(self, rows: np.ndarray, sel: Selection, removals: Removals) -> None:
+        """Explain: the candidates an exclusion group or the diversity rule left out."""
+        assert sel.left_out is not None
+        shown = set(sel.positions.tolist())
+        c = self.catalog
+        for p in np.flatnonzero(sel.left_out).tolist():
+            if p in shown:
+                continue
+            a = c.actions[int(rows[p])]
+            removals.rows([rows[p]], [f"exclusion_group:{a.exclusion_group}"
+                                      if sel.left_out[p] == EXCLUSION_GROUP
+                                      else f"diversity:{a.category}"])
+
     async def decide(self, req: DecisionRequestBase, record: bool = True) -> dict[str, Any]:
         """Decide for one request; `record=False` (the warm-up) skips the log and counters."""
         m = self.metrics
@@ -82,13 +111,27 @@ class DecisionEngine:
             raise NotReady("action features are not loaded yet")
         ctx: Any = req.context  # the world's context fields (service/schemas.py)
 
+        removals = Removals(self.catalog.ids) if req.explain else None
+        decision_id = f"{self.ids.getrandbits(128):032x}"
         with m.stages() as stage:
             rows = self.eligibility.candidates(req.channel, req.placement, req.candidates)
+            if removals is not None:
+                self.eligibility.slot_reasons(req.channel, req.placement, req.candidates, rows, removals)
             stage.done("candidates")
+
+            customer = await self.customers.get(req.customer_id)
+            seen_as = self.encoder.with_context(customer.vector, ctx)  # the request's overrides applied
+            stage.done("customer")
 
             basket = getattr(ctx, self.encoder.basket) if self.encoder.basket else ()
             basket_rows = self.eligibility.basket_rows(basket)
-            rows = self.eligibility.filter(rows, basket_rows)
+            before, rows = rows, self.eligibility.filter(rows, basket_rows)
+            if removals is not None:
+                removals.add(before, rows, "in_basket")
+            if self.catalog.rules.active:
+                rows = self.eligibility.rules(rows, Decision(
+                    seen_as.labels, customer.values, ctx, basket_rows,
+                    self._held(req.customer_id, basket_rows)), removals)
             stage.done("eligibility")
 
             # Dismissed (on any channel) -> not proposed; prior exposures -> fatigue.
@@ -97,12 +140,14 @@ class DecisionEngine:
             else:
                 exposures, suppressed = self.contacts.lookup(req.customer_id, rows)
                 if suppressed is not None:
+                    if removals is not None:
+                        removals.rows(rows[suppressed].tolist(), [
+                            self.contacts.why(req.customer_id, r) for r in rows[suppressed].tolist()])
                     rows, exposures = rows[~suppressed], exposures[~suppressed]
                     if record:
                         m.contact_suppressed.inc(req.channel, amount=int(suppressed.sum()))
             stage.done("contacts")
 
-            customer = await self.customers.get(req.customer_id)
             cv, x = self.encoder.encode_decision(
                 customer.vector, req.channel, req.placement, ctx, matrix, rows, basket_rows)
             degraded = list(customer.degraded)
@@ -119,14 +164,28 @@ class DecisionEngine:
             stage.done("online")
 
             pr = arbitrate(self.catalog, rows, propensity, req.channel)
+            constraints = self.catalog.constraints_of(rows)
             stage.done("arbitration")
 
-            sel = select_top_k(pr.priority, req.limit, self.epsilon, self.rng, self.explore_top)
+            def select(excluded: np.ndarray | None = None) -> Selection:
+                return select_top_k(pr.priority, req.limit, self.epsilon, self.rng, self.explore_top,
+                                    constraints, excluded)
+
+            sel = select()
             stage.done("exploration")
+
+            # Caps and budgets of the actions about to be shown: checked and taken at once.
+            if self.limiter is not None and self.catalog.limits.active and record:
+                sel, refused = await self.limiter.hold(
+                    self.catalog.limits, rows, sel, req.customer_id, req.channel, decision_id, select)
+                if removals is not None:
+                    removals.rows([rows[p] for p in refused], list(refused.values()))
+            if removals is not None and sel.left_out is not None:
+                self._left_out(rows, sel, removals)
+            stage.done("limits")
 
             if not len(rows):
                 degraded.append("no_eligible_actions")
-            decision_id = f"{self.ids.getrandbits(128):032x}"
             # the shown actions' figures, gathered once and turned into Python numbers
             pos = sel.positions
             ids = self.catalog.ids
@@ -165,6 +224,8 @@ class DecisionEngine:
                 "model_versions": versions,
                 "degraded": degraded,
             }
+            if removals is not None:
+                response["removed"] = removals.items
             stage.done("response")
             if not record:
                 return response

@@ -15,6 +15,12 @@ than greedy ones). Drawing from the best few keeps the learner's data on the act
 compete for the slot. The price is support: off-policy estimates of a policy that would
 show actions outside the window are biased, because those actions were never logged;
 set `explore_top` to 0 when the logs must support evaluating arbitrary policies.
+
+Arbitration constraints (`Constraints`) narrow what remains after each pick: an action
+of an exclusion group takes the group's only place (the others of the group leave the
+remaining ones), and a category holds at most `max_per_category` places. The
+probabilities above then hold over the remaining actions as narrowed, slot by slot.
+`excluded` drops candidates before anything is picked (what caps refused).
 """
 
 from __future__ import annotations
@@ -30,17 +36,37 @@ class Selection:
     positions: np.ndarray  # indices into the priority vector, in rank order
     probability: np.ndarray  # probability the policy picked each at its rank
     explored: np.ndarray  # bool: shown by exploration rather than by rank
+    #: with constraints: per position, what a pick left it out for (0 nothing, else a code)
+    left_out: np.ndarray | None = None
+
+
+#: `Selection.left_out` codes
+EXCLUSION_GROUP, DIVERSITY = 1, 2
+
+
+@dataclass(frozen=True)
+class Constraints:
+    """Per candidate position: its exclusion group and its category (codes, -1: none)."""
+
+    group: np.ndarray
+    category: np.ndarray
+    max_per_category: int  # 0: no diversity constraint
 
 
 def select_top_k(
-    priority: np.ndarray, k: int, epsilon: float, rng: np.random.Generator, explore_top: int = 0
+    priority: np.ndarray, k: int, epsilon: float, rng: np.random.Generator, explore_top: int = 0,
+    constraints: Constraints | None = None, excluded: np.ndarray | None = None,
 ) -> Selection:
-    n = len(priority)
+    order = np.argsort(-priority, kind="stable")
+    if excluded is not None:
+        order = order[~excluded[order]]
+    n = len(order)
     k = min(k, n)
     if k == 0:
         empty = np.zeros(0, dtype=np.int64)
         return Selection(empty, np.zeros(0), np.zeros(0, dtype=bool))
-    order = np.argsort(-priority, kind="stable")
+    if constraints is not None:
+        return _constrained(priority, order, k, epsilon, rng, explore_top, constraints)
     if epsilon <= 0.0:
         return Selection(order[:k], np.ones(k), np.zeros(k, dtype=bool))
     draws = rng.random(k)
@@ -57,6 +83,42 @@ def select_top_k(
         probs[slot] = (1.0 - epsilon) * (j == 0) + epsilon / m
         explored[slot] = j != 0
     return Selection(picks, probs, explored)
+
+
+def _constrained(priority: np.ndarray, order: np.ndarray, k: int, epsilon: float,
+                 rng: np.random.Generator, explore_top: int, c: Constraints) -> Selection:
+    """Slot by slot, over the remaining actions the constraints leave."""
+    draws = rng.random(k) if epsilon > 0 else np.ones(k)
+    alive = np.ones(len(order), dtype=bool)
+    group, category = c.group[order], c.category[order]
+    left_out = np.zeros(len(priority), dtype=np.int8)
+    held: dict[int, int] = {}
+    picks: list[int] = []
+    probs: list[float] = []
+    explored: list[bool] = []
+    for slot in range(k):
+        remaining = np.flatnonzero(alive)
+        if not remaining.size:
+            break
+        m = min(remaining.size, explore_top) if explore_top > 0 else remaining.size
+        j = int(rng.integers(m)) if draws[slot] < epsilon else 0
+        p = int(remaining[j])
+        alive[p] = False
+        picks.append(int(order[p]))
+        probs.append((1.0 - epsilon) * (j == 0) + epsilon / m)
+        explored.append(j != 0)
+        if group[p] >= 0:
+            out = alive & (group == group[p])
+            left_out[order[out]] = EXCLUSION_GROUP
+            alive &= ~out
+        if c.max_per_category and category[p] >= 0:
+            held[int(category[p])] = held.get(int(category[p]), 0) + 1
+            if held[int(category[p])] >= c.max_per_category:
+                out = alive & (category == category[p])
+                left_out[order[out]] = DIVERSITY
+                alive &= ~out
+    return Selection(np.array(picks, dtype=np.int64), np.array(probs), np.array(explored, dtype=bool),
+                     left_out)
 
 
 @lru_cache(maxsize=1024)

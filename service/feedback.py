@@ -31,7 +31,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -57,7 +57,9 @@ class Rejection:
 class FeedbackService:
     def __init__(self, state: StateStore, decisions: DecisionLog, metrics: Metrics,
                  max_spooled: int = 100_000, write_timeout: float = 1.0,
-                 max_skew: float = 300.0) -> None:
+                 max_skew: float = 300.0,
+                 spend: Callable[[Sequence[Record]], Awaitable[None]] | None = None) -> None:
+        self._spend = spend  # accept budgets (`Limiter.spend`), once per applied event
         self._state = state
         self._decisions = decisions
         self._metrics = metrics
@@ -140,11 +142,16 @@ class FeedbackService:
             self._metrics.feedback_rejected.labels(r.reason).inc()
         return len(accepted) + repeated, duplicates, rejected
 
-
-    def _count(self, events: Sequence[Record], applied: Sequence[bool]) -> None:
-        for e, fresh in zip(events, applied, strict=True):
-            if fresh:
-                self._metrics.feedback.labels(e["outcome"], e["channel"], e["journey_stage"]).inc()
+    async def _applied(self, events: Sequence[Record], applied: Sequence[bool]) -> None:
+        """Count the events the store applied now, and spend their accept budgets (once)."""
+        fresh = [e for e, new in zip(events, applied, strict=True) if new]
+        for e in fresh:
+            self._metrics.feedback.labels(e["outcome"], e["channel"], e["journey_stage"]).inc()
+        if self._spend is not None and fresh:
+            try:
+                await self._spend(fresh)
+            except Exception as exc:  # the events are durable; the budget under-counts them
+                log.warning("spending accept budgets failed: %r", exc)
 
     async def _append(self, events: list[Record], keys: list[str]) -> list[bool]:
         """Append now, or spool when the store does not take them (every event then counts
@@ -154,7 +161,7 @@ class FeedbackService:
             try:
                 async with asyncio.timeout(self._write_timeout):
                     applied = await self._state.append_feedback(events, keys)
-                self._count(events, applied)
+                await self._applied(events, applied)
                 return applied
             except UNAVAILABLE as exc:
                 log.warning("feedback store unavailable (%s): spooling %d events",
@@ -186,7 +193,7 @@ class FeedbackService:
                 await asyncio.sleep(min(0.05 * 2**attempt, MAX_BACKOFF_SECONDS))
                 continue
             attempt = 0
-            self._count(events, applied)
+            await self._applied(events, applied)
             self._spool.popleft()
             self._spooled -= len(events)
             self._metrics.spool_written.labels("feedback").inc(len(events))
@@ -200,7 +207,7 @@ class FeedbackService:
             async with asyncio.timeout(timeout):
                 while self._spool:
                     events, keys = self._spool[0]
-                    self._count(events, await self._state.append_feedback(events, keys))
+                    await self._applied(events, await self._state.append_feedback(events, keys))
                     self._spool.popleft()
                     self._spooled -= len(events)
         except Exception:

@@ -39,8 +39,8 @@ STAGE_BUCKETS = (
 LAG_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 STAGES = (
-    "candidates", "eligibility", "contacts", "features", "offline", "online",
-    "arbitration", "exploration", "response", "log",
+    "candidates", "customer", "eligibility", "contacts", "features", "offline", "online",
+    "arbitration", "exploration", "limits", "response", "log",
 )
 
 

@@ -11,6 +11,7 @@ import contextlib
 import gc
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,6 +36,7 @@ from service.export_status import ExportStatus
 from service.feedback import FeedbackService
 from service.feedback_loop import FeedbackLoop
 from service.learner import EXPOSURE_PRIOR, OnlineLearner, learner_tables
+from service.limits import Limiter
 from service.loop_lag import watch as watch_loop_lag
 from service.metrics import Metrics
 from service.model_watch import ModelWatcher, starting_models
@@ -42,7 +44,8 @@ from service.registry import registry_for
 from service.schemas import RequestModels, request_models
 from service.settings import Settings
 from service.snapshots import Snapshots, SnapshotStore
-from service.state import StateStore, stream_position
+from service.state import Record, StateStore, stream_position
+from service.state.counters import CounterStore, MemoryCounters, RedisCounters
 from service.state.memory import MemoryState
 from service.state.redis_store import RedisState
 from service.state.resp import RespConnection
@@ -151,6 +154,7 @@ class Runtime:
         customer_reader: OnlineFeatureReader | None = None
         action_reader: OnlineFeatureReader
         state: StateStore
+        counters: CounterStore
         if settings.redis_url:
             # Customer reads get their own connection with the decision path's tight
             # timeout; state writes a patient one; blocking stream reads and the action
@@ -161,6 +165,8 @@ class Runtime:
                                scripted=not settings.redis_cluster, reader=client)
             if customers is not None:
                 customer_reader = RedisFeatureReader(fast, customers)
+            # caps and budgets: the decision path's tight timeout (refused on a timeout)
+            counters = RedisCounters(fast, scripted=not settings.redis_cluster)
             action_reader = RedisFeatureReader(client, actions)
             closers += [state, _AsyncCloser(fast)]
         else:
@@ -168,6 +174,7 @@ class Runtime:
             sqlite_actions = SqliteFeatureReader(online_db, actions)
             action_reader = sqlite_actions
             state = MemoryState(settings.decision_ttl_seconds)
+            counters = MemoryCounters()
             closers += [sqlite_actions, state]
             if customers is not None:
                 sqlite_customers = SqliteFeatureReader(online_db, customers)
@@ -187,6 +194,9 @@ class Runtime:
             catalog.ids, settings.contact_window_seconds, settings.contact_suppress_seconds,
             settings.contact_cooldown_seconds, settings.contact_max_customers,
         ) if settings.contact_policy else None
+        if contacts is not None:
+            contacts.policies(catalog.limits.dismiss_seconds, catalog.limits.accept_seconds)
+        limiter = Limiter(counters)
         snapshots = None
         export_status = ExportStatus(client, metrics) if settings.redis_url else None
         if settings.redis_url and settings.snapshot_seconds > 0 and settings.folds_feedback:
@@ -221,7 +231,14 @@ class Runtime:
             rng=np.random.default_rng(settings.seed),
             contacts=contacts,
             shadow=shadow,
+            limiter=limiter,
         )
+
+        async def spend(events: Sequence[Record]) -> None:
+            c = engine.catalog  # the catalog serving now
+            if c.limits.active:
+                await limiter.spend(c.limits, c.index, events)
+
         metrics.model_info.labels(
             "offline", scorer.manifest.name, scorer.version, scorer.manifest.sha256[:16]
         ).set(1)
@@ -235,7 +252,7 @@ class Runtime:
             feedback=FeedbackService(state, decision_log, metrics,
                                      max_spooled=settings.spool_max_records,
                                      write_timeout=settings.feedback_write_timeout_seconds,
-                                     max_skew=settings.feedback_max_skew_seconds),
+                                     max_skew=settings.feedback_max_skew_seconds, spend=spend),
             feedback_loop=FeedbackLoop(state, learner, metrics, contacts=contacts,
                                        learn=settings.online_learning,
                                        read_interval=settings.learner_read_interval_seconds,

@@ -155,6 +155,15 @@ class RankedAction(BaseModel):
     explanation: Explanation | None = None
 
 
+class Removed(BaseModel):
+    action_id: str
+    rule: str = Field(description="What removed it: `channel`, `placement`, `in_basket`, "
+                      "`rule:<key>` (an eligibility rule, e.g. `rule:window`, `rule:segments`, "
+                      "`rule:context.cart_value`), `cooldown_after_dismiss`, "
+                      "`cooldown_after_accept`, `cap`, `budget`, `limits_unavailable`, "
+                      "`limit_rounds`, `exclusion_group:<group>`, `diversity:<category>`.")
+
+
 class DecisionResponse(BaseModel):
     decision_id: str
     customer_id: str | None
@@ -163,6 +172,9 @@ class DecisionResponse(BaseModel):
     actions: list[RankedAction]
     model_versions: dict[str, str]
     degraded: list[str]
+    removed: list[Removed] | None = Field(
+        None, description="With `explain`: every candidate removed before ranking or by "
+        "arbitration, with the rule that removed it.")
 
 
 class FeedbackEvent(BaseModel):

@@ -161,8 +161,8 @@ def test_stage_clock_observes_each_step_once_and_counts_the_step_that_failed() -
 
     with pytest.raises(RuntimeError), m.stages() as stage:
         stage.done("candidates")
-        raise RuntimeError("the eligibility step broke")
-    assert m.stage_failures.labels("eligibility")._value.get() == 1
+        raise RuntimeError("the customer step broke")
+    assert m.stage_failures.labels("customer")._value.get() == 1
     assert _stage_counts(m)["candidates"] == 2  # steps done before the failure still count
 
     with pytest.raises(RuntimeError), m.stages():
