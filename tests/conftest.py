@@ -61,7 +61,8 @@ def telco_demo(tmp_path_factory: pytest.TempPathFactory) -> DemoDirs:
 
 @pytest.fixture(scope="session")
 def telco_demo_redis(redis_server: str, telco_demo: DemoDirs) -> str:
-    """The telco features materialized into db 3 of the suite's Redis."""
+    """The telco features materialized into db 5 of the suite's Redis (a db of its own: other
+    tests flush theirs: 1 the retail demo's, 2 the parity test's, 3 scratch)."""
     from tests.demo_fixtures import materialize_into
 
-    return materialize_into(telco_demo, redis_server.rsplit("/", 1)[0] + "/3")
+    return materialize_into(telco_demo, redis_server.rsplit("/", 1)[0] + "/5")

@@ -294,7 +294,8 @@ def test_served_decisions_and_feedback_become_a_model(
         time.sleep(1.2)  # then one more event, so that every decision's 1 s window has closed
         last = next(iter(sent))
         assert client.post("/v1/feedback", json={"decision_id": last, "action_id": sent[last]["actions"][0]
-                                                 ["action_id"], "outcome": "impression"}).status_code == 202
+                                                 ["action_id"], "outcome": "impression",
+                                                 "event_id": "one-more"}).status_code == 202
 
     r = redis.Redis.from_url(demo_redis)
     try:
