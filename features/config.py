@@ -9,9 +9,9 @@ an undeclared vocabulary, an encoding of an undeclared feature) are checked afte
 fields, so a file that loads is consistent.
 
 The bottom of the project: imports nothing else of it. The shipped worlds live in
-`features/worlds/`; `retail.yaml` is the demo's world and is pinned, by
-tests/features/test_config.py, to the constants the service encodes with today
-(`features/schema.py`, `features/encoding.py`), which it is meant to replace.
+`features/worlds/`: `retail.yaml`, the demo's world (pinned by
+tests/features/test_config.py to the constants the code had before this configuration
+existed, and by a golden encoding), and `telco.yaml`.
 """
 
 from __future__ import annotations

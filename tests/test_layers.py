@@ -4,7 +4,7 @@ Every import counts, also those inside functions and under `if TYPE_CHECKING:`: 
 import deferred for start-up speed still couples the two modules, and a deferred cycle
 is a cycle that only shows at run time. Lowest layer first:
 
-    configuration   features.config, features.schema, service.settings (import nothing of the project)
+    configuration   features.config, service.settings (import nothing of the project)
     features        the feature reader, encoder and the Feast repository
     service         the service's domain and HTTP
     training        training, the simulator, off-policy evaluation, the demo world
@@ -27,7 +27,7 @@ PACKAGES = ("features", "service", "training", "load_tests")
 #: (layer, modules or packages in it), lowest first; a module belongs to the layer of
 #: the longest entry that names it or one of its packages.
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("configuration", ("features.config", "features.schema", "service.settings")),
+    ("configuration", ("features.config", "service.settings")),
     ("features", ("features",)),
     ("service", ("service",)),
     ("training", ("training",)),
@@ -188,15 +188,15 @@ def test_find_cycle_reports_a_cycle() -> None:
 def test_layer_violations_reports_upward_imports() -> None:
     graph = {
         "service.settings": set(),
-        "features.store": {"features.schema", "service.engine"},  # upward
-        "features.schema": {"service.settings"},  # the bottom imports nothing of the project
+        "features.store": {"features.config", "service.engine"},  # upward
+        "features.config": {"service.settings"},  # the bottom imports nothing of the project
         "service.engine": {"features.store", "service.catalog"},
         "service.catalog": set(),
         "training.demo": {"service.cli"},  # nothing imports the CLI
         "service.cli": {"training.demo"},
     }
     assert layer_violations(graph) == [
-        "features.schema (layer configuration) imports service.settings (layer configuration)",
+        "features.config (layer configuration) imports service.settings (layer configuration)",
         "features.store (layer features) imports service.engine (layer service)",
         "training.demo (layer training) imports service.cli (layer cli)",
     ]

@@ -3,8 +3,8 @@
 The demo data, the training pipeline's tests and the simulator all need the same
 answer to "would this customer accept this action here?". This module owns it for the
 retail world (`features/worlds/retail.yaml`), behind the interface of
-`training/truth.py`; it is the only module of `training/` that reads the retail
-constants of `features/schema.py`. The truth
+`training/truth.py`; it reads the retail vocabularies from the shipped world file
+(pinned by tests/features/test_config.py). The truth
 is written in terms of LATENT customer state (true category preferences, true price
 sensitivity, channel habits, the true journey stage); the features the model sees are
 noisy observations of that state, produced by `observe_customers`:
@@ -37,15 +37,16 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from features.schema import (
-    ACTION_KINDS,
-    CATEGORIES,
-    CHANNELS,
-    JOURNEY_STAGES,
-    PLACEMENTS,
-    SEGMENTS,
-)
+from features.config import shipped_world
 from training.truth import Requests, affinity_shares, codes, eligible_rows, sample_rows
+
+_RETAIL = shipped_world("retail")
+CHANNELS = tuple(_RETAIL.channels)
+PLACEMENTS = tuple(_RETAIL.placements)
+SEGMENTS = tuple(_RETAIL.vocabulary("segments"))
+JOURNEY_STAGES = tuple(_RETAIL.vocabulary("journey_stages"))
+ACTION_KINDS = tuple(_RETAIL.vocabulary("action_kinds"))
+CATEGORIES = tuple(_RETAIL.vocabulary("categories"))
 
 #: Where each channel shows actions; the demo logging policy draws from these slots.
 SLOTS: dict[str, tuple[str, ...]] = {

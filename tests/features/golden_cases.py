@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from features.schema import (
+from tests.features.retail_schema import (
     ACTION_KINDS,
     CATEGORIES,
     CHANNELS,

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import yaml
 
-from features import schema
 from features.config import WORLDS_DIR, World, WorldConfigError, load_world, shipped_world
 from service.learner import EXPOSURE_CAP, LearningExample, _keys
 from service.schemas import request_models
+from tests.features import retail_schema as schema
 from training.world import SLOTS
 
 RETAIL = WORLDS_DIR / "retail.yaml"

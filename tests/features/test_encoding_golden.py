@@ -1,8 +1,9 @@
 """Retail encodes bit for bit as the encoder did before it was compiled from the world.
 
 `data/retail_encoding_golden.npz` holds what the hard-coded retail encoder (the one
-`features/schema.py`'s constants drove) produced for the inputs of `golden_cases.py`,
-column names included; `Encoder(retail)` must reproduce every array exactly.
+`features/schema.py`'s constants drove, now `tests/features/retail_schema.py`) produced
+for the inputs of `golden_cases.py`, column names included; `Encoder(retail)` must
+reproduce every array exactly.
 """
 
 from __future__ import annotations

@@ -15,14 +15,14 @@ import pandas as pd
 import pytest
 
 from features.config import shipped_world
-from features.schema import (
+from features.store import redis_connection_string
+from tests.features.retail_schema import (
     ACTION_JOIN_KEY,
     CUSTOMER_JOIN_KEY,
     FEATURE_SERVICE,
     action_features,
     customer_features,
 )
-from features.store import redis_connection_string
 from tests.features.world_data import world_named, write_sources
 
 RETAIL = shipped_world("retail")

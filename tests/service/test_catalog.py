@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from features.config import World, shipped_world
-from features.schema import CATEGORIES
 from service.catalog import Catalog, load_catalog
+from tests.features.retail_schema import CATEGORIES
 
 RETAIL = shipped_world("retail")
 

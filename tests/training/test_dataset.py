@@ -9,8 +9,8 @@ import pandas as pd
 
 from features.config import shipped_world
 from features.encoding import Encoder
-from features.schema import ACTION_JOIN_KEY, CUSTOMER_JOIN_KEY, action_features, customer_features
 from service.catalog import load_catalog
+from tests.features.retail_schema import ACTION_JOIN_KEY, CUSTOMER_JOIN_KEY, action_features, customer_features
 
 ENCODER = Encoder(shipped_world("retail"))
 MODEL_COLUMNS = ENCODER.columns

@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 
 from features.config import shipped_world
-from features.schema import action_features, customer_features
 from service.catalog import load_catalog
+from tests.features.retail_schema import action_features, customer_features
 from training.demo_data import generate
 from training.world import World
 

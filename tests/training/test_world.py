@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import numpy as np
 import pytest
 
-from features.schema import ACTION_KINDS, CATEGORIES
+from tests.features.retail_schema import ACTION_KINDS, CATEGORIES
 from training.world import SLOTS, World
 
 

@@ -1,8 +1,10 @@
-"""The feature schema shared by the Feast definitions, the online reader and the model.
+"""The retail world as code constants, from before the world configuration existed.
 
-Kept free of Feast imports so the service can use it without paying for `import feast`.
-The Feast repository (`definitions.py`) builds its FeatureViews from these lists, so the
-names written to the online store and the names the service reads cannot drift.
+Once the feature schema of the service (`features/schema.py`); now the pin of
+`features/worlds/retail.yaml`: `tests/features/test_config.py` checks that the shipped
+retail world declares exactly these channels, vocabularies, views and defaults, so the
+demo's data, its truth (`training/world.py`, which reads the world file) and the golden
+encoding stay what they were.
 """
 
 from __future__ import annotations
