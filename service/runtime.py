@@ -38,6 +38,7 @@ from service.learner import EXPOSURE_PRIOR, OnlineLearner, learner_tables
 from service.loop_lag import watch as watch_loop_lag
 from service.metrics import Metrics
 from service.model import OnnxScorer, resolve_model_dir
+from service.rate_limit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
 from service.schemas import RequestModels, request_models
 from service.settings import Settings
 from service.snapshots import Snapshots, SnapshotStore
@@ -120,6 +121,7 @@ class Runtime:
     requests: RequestModels
     snapshots: Snapshots | None = None
     export_status: ExportStatus | None = None
+    rate_limiter: RateLimiter = field(default_factory=MemoryRateLimiter)
     closers: list[Any] = field(default_factory=list)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     ready: bool = False
@@ -146,6 +148,7 @@ class Runtime:
         customer_reader: OnlineFeatureReader | None = None
         action_reader: OnlineFeatureReader
         state: StateStore
+        rate_limiter: RateLimiter = MemoryRateLimiter()
         if settings.redis_url:
             # Customer reads get their own connection with the decision path's tight
             # timeout; state writes a patient one; blocking stream reads and the action
@@ -156,6 +159,9 @@ class Runtime:
                                scripted=not settings.redis_cluster, reader=client)
             if customers is not None:
                 customer_reader = RedisFeatureReader(fast, customers)
+            if settings.rate_limits_in_redis:
+                # The customer reads' connection: pipelined, and its timeout bounds a check.
+                rate_limiter = RedisRateLimiter(fast, on_fallback=metrics.rate_limit_fallbacks.inc)
             action_reader = RedisFeatureReader(client, actions)
             closers += [state, _AsyncCloser(fast)]
         else:
@@ -231,6 +237,7 @@ class Runtime:
                                        snapshots=snapshots),
             world=world, requests=requests, snapshots=snapshots, export_status=export_status,
             decision_log=decision_log, action_cache=action_cache, closers=closers,
+            rate_limiter=rate_limiter,
         )
 
     async def start(self) -> None:
