@@ -170,6 +170,9 @@ def test_each_log_line_of_a_request_has_its_id_and_only_its_own() -> None:
         layer = HTTPMetrics(app, Metrics())
         headers: list[list[tuple[bytes, bytes]]] = []
 
+        async def receive() -> Any:
+            return {"type": "http.request", "body": b"", "more_body": False}
+
         async def send(message: Any) -> None:
             if message["type"] == "http.response.start":
                 headers.append(message["headers"])
@@ -177,7 +180,7 @@ def test_each_log_line_of_a_request_has_its_id_and_only_its_own() -> None:
         for request_id in (b"first", None):
             scope = {"type": "http", "method": "GET", "path": "/x", "state": {},
                      "headers": [(b"x-request-id", request_id)] if request_id else []}
-            await layer(scope, None, send)
+            await layer(scope, receive, send)
             seen.append(logs.REQUEST_ID.get())  # reset once the request is answered
         assert headers[0] == [(b"x-request-id", b"first")]
         assert OURS.fullmatch(headers[1][0][1].decode())
