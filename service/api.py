@@ -13,8 +13,8 @@ registered here as FastAPI routes (`LeanRoute`), so /docs documents them (reques
 schemas through `openapi_extra`, see `body_schemas`) and a request that reaches FastAPI
 gets the same answer (the route calls the app's handler, `app.state.handlers`). A body
 that does not validate raises `RequestValidationError`, so clients see FastAPI's 422
-shape. The API key check is an ASGI middleware (`service/app.py`), installed only when
-keys are set.
+shape. The API key check (keys, scopes, rate limits) is an ASGI middleware
+(`service/app.py`, `AccessCheck`), installed only when keys are configured.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ from service.errors import (
     InvalidTimestamp,
     NextbestError,
     NotReady,
+    RateLimited,
     UnknownDecision,
 )
 from service.runtime import Runtime
@@ -145,8 +146,8 @@ def error_payload(exc: Exception, path: str) -> tuple[int, dict[str, Any]]:
 
 
 def error_headers(exc: Exception) -> list[tuple[bytes, bytes]]:
-    """`Retry-After` for the errors that mean "try again" (503), nothing for the others."""
-    if isinstance(exc, NotReady):
+    """`Retry-After` for the errors that mean "try again" (503, 429), nothing for the others."""
+    if isinstance(exc, NotReady | RateLimited):
         return [(b"retry-after", str(exc.retry_after_seconds).encode())]
     return []
 
@@ -164,6 +165,7 @@ def decision_handler(models: RequestModels) -> Handler:
                      state: dict[str, Any]) -> tuple[int, Any]:
         request: DecisionRequestBase = parse_json(body, content_type, model)
         state["channel"] = request.channel
+        state["customer_id"] = request.customer_id  # for the access log (hashed there)
         return 200, await runtime.engine.decide(request)
 
     return decide
@@ -221,7 +223,8 @@ API_KEY_HEADER: dict[str, Any] = {
 }
 
 ERRORS: dict[int | str, dict[str, Any]] = {
-    401: {"model": ErrorBody}, 404: {"model": ErrorBody},
+    401: {"model": ErrorBody}, 403: {"model": ErrorBody}, 404: {"model": ErrorBody},
+    429: {"model": ErrorBody},
     422: {"description": "Invalid request"}, 503: {"model": ErrorBody},
 }
 

@@ -1,17 +1,23 @@
 """The app factory: settings and collaborators in, a FastAPI app out.
 
 Requests pass three pure ASGI layers before FastAPI sees them, outermost first:
-`HTTPMetrics` (latency and errors per endpoint, the only `send` wrapper of ours),
-`APIKeyCheck` (only when API keys are configured; refused requests are counted too) and
-`FastRoutes`, which serves `POST /v1/decisions` and `POST /v1/feedback` itself and
-hands every other request to FastAPI (docs, health, metrics, 404/405).
+`HTTPMetrics` (latency and errors per endpoint, request ids and the access log: the only
+`send` wrapper of ours), `AccessCheck` (API keys, scopes and rate limits; only when keys
+are configured; refused requests are counted too) and `FastRoutes`, which serves
+`POST /v1/decisions` and `POST /v1/feedback` itself and hands every other request to
+FastAPI (docs, health, metrics, 404/405).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
+import itertools
 import logging
+import math
+import re
+import secrets
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -26,9 +32,19 @@ from pydantic.json_schema import models_json_schema
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from features.config import configured_world
-from service import __version__, api
-from service.errors import BadRequest, NextbestError, PayloadTooLarge, RequestTimeout, Unauthorized
+from service import __version__, api, logs
+from service.access import AccessPolicy, KeySource
+from service.errors import (
+    BadRequest,
+    Forbidden,
+    NextbestError,
+    PayloadTooLarge,
+    RateLimited,
+    RequestTimeout,
+    Unauthorized,
+)
 from service.metrics import Metrics
+from service.rate_limit import MemoryRateLimiter
 from service.runtime import Runtime
 from service.schemas import RequestModels, request_models
 from service.settings import Settings
@@ -39,12 +55,30 @@ ENDPOINTS = frozenset({"/v1/decisions", "/v1/feedback", "/metrics", "/healthz", 
 
 
 class HTTPMetrics:
-    """Pure ASGI middleware: latency per endpoint, method, status and channel."""
+    """Pure ASGI middleware: latency per endpoint, method, status and channel; request ids.
 
-    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+    Every request gets an id: the caller's `X-Request-ID` when it is a plausible one (up
+    to 128 letters, digits and `-_.:`), else a new one (a random prefix of this process
+    and a counter). It is echoed in the response's `X-Request-ID`, left in the request
+    state and set in `logs.REQUEST_ID` for every log line written meanwhile. With
+    `access_log` "errors" or "all", one log line per request (4xx/5xx only, or all).
+    """
+
+    def __init__(self, app: ASGIApp, metrics: Metrics, access_log: str = "off") -> None:
         self.app = app
         self.metrics = metrics
+        self.access_log = access_log if access_log in ("errors", "all") else ""
         self._children: dict[tuple[str, str, int, str], Any] = {}
+        self._prefix = secrets.token_hex(4)
+        self._count = itertools.count(1)
+
+    def _request_id(self, scope: Scope) -> str:
+        for name, value in scope["headers"]:
+            if name == b"x-request-id":
+                if _REQUEST_ID.fullmatch(value):
+                    return value.decode()
+                break
+        return f"{self._prefix}-{next(self._count):x}"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -52,11 +86,16 @@ class HTTPMetrics:
             return
         start = time.perf_counter()
         status = 500
+        request_id = self._request_id(scope)
+        scope.setdefault("state", {})["request_id"] = request_id
+        header = (b"x-request-id", request_id.encode())
+        token = logs.REQUEST_ID.set(request_id)
 
         async def send_wrapper(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
+                message["headers"] = [*message.get("headers", ()), header]
             await send(message)
 
         try:
@@ -64,41 +103,93 @@ class HTTPMetrics:
         finally:
             path = scope["path"]
             endpoint = path if path in ENDPOINTS else "other"
-            channel = scope.get("state", {}).get("channel", "")
+            state = scope["state"]
+            channel = state.get("channel", "")
             key = (endpoint, scope["method"], status, channel)
             child = self._children.get(key)
             if child is None:
                 child = self.metrics.http_latency.labels(endpoint, key[1], str(status), channel)
                 if len(self._children) < 10_000:
                     self._children[key] = child
-            child.observe(time.perf_counter() - start)
+            seconds = time.perf_counter() - start
+            child.observe(seconds)
             if status >= 400:
                 self.metrics.errors.labels(endpoint, str(status)).inc()
+            if self.access_log and (status >= 400 or self.access_log == "all"):
+                log.info("request", extra={
+                    "method": scope["method"], "path": path[:200], "status": status,
+                    "seconds": round(seconds, 6), "key": state.get("api_key"),
+                    "channel": channel or None, "customer_id": state.get("customer_id"),
+                })
+            logs.REQUEST_ID.reset(token)
 
 
-class APIKeyCheck:
-    """Pure ASGI middleware: `/v1/*` needs an `X-API-Key` header holding one of `keys`."""
+_REQUEST_ID = re.compile(rb"[A-Za-z0-9._:-]{1,128}")
 
-    def __init__(self, app: ASGIApp, keys: frozenset[str]) -> None:
+
+class AccessCheck:
+    """Pure ASGI middleware: API keys, their scopes and their rate limits.
+
+    `policy` says which scope a path needs (`service/access.py`); the key is looked up in
+    `keys.ring` on every request, so a reload of the key file applies to the next one.
+    401 without a key or with one not in force, 403 with a key that lacks the scope, 429
+    with `Retry-After` once the key's rate limit is reached (through the runtime's
+    limiter; in-process while the service starts). The key's name, never the key, is
+    left in the request state for the logs. Keys without a limit cost no limiter call.
+    """
+
+    def __init__(self, app: ASGIApp, keys: KeySource, policy: AccessPolicy, metrics: Metrics) -> None:
         self.app = app
-        self.keys = frozenset(k.encode() for k in keys)
-        error = Unauthorized("missing or invalid X-API-Key header")
-        self._body = orjson.dumps({"error": error.code, "message": error.message})
-        self._status = error.status_code
+        self.keys = keys
+        self.policy = policy
+        self.metrics = metrics
+        self._starting = MemoryRateLimiter()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not scope["path"].startswith("/v1/"):
+        needed = self.policy.scope_for(scope["path"]) if scope["type"] == "http" else None
+        if needed is None:
             await self.app(scope, receive, send)
             return
+        presented = None
         for name, value in scope["headers"]:
-            if name == b"x-api-key" and value in self.keys:
-                await self.app(scope, receive, send)
+            if name == b"x-api-key":
+                presented = value
+                break
+        if presented is None:
+            await _refuse(send, Unauthorized("missing X-API-Key header"))
+            return
+        key = self.keys.ring.find(presented)
+        if key is None:
+            await _refuse(send, Unauthorized("the X-API-Key header holds no key in force"))
+            return
+        if needed and needed not in key.scopes:
+            await _refuse(send, Forbidden(
+                f"key {key.name!r} lacks the scope {needed!r} this path needs (it has "
+                f"{', '.join(sorted(key.scopes))})"))
+            return
+        state = scope.setdefault("state", {})
+        state["api_key"] = key.name
+        if key.rate_limit is not None:
+            runtime: Runtime | None = state.get("runtime")
+            limiter = runtime.rate_limiter if runtime is not None else self._starting
+            wait = await limiter.acquire(key, key.rate_limit)
+            if wait > 0:
+                self.metrics.rate_limited.labels(key.name).inc()
+                await _refuse(send, RateLimited(
+                    f"key {key.name!r} is limited to {key.rate_limit.describe()}; the next "
+                    f"request may pass in {wait:.3f} s", retry_after_seconds=math.ceil(wait)))
                 return
-        await send({"type": "http.response.start", "status": self._status, "headers": [
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(self._body)).encode()),
-        ]})
-        await send({"type": "http.response.body", "body": self._body})
+        await self.app(scope, receive, send)
+
+
+async def _refuse(send: Send, error: NextbestError) -> None:
+    body = orjson.dumps({"error": error.code, "message": error.message})
+    await send({"type": "http.response.start", "status": error.status_code, "headers": [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        *api.error_headers(error),
+    ]})
+    await send({"type": "http.response.body", "body": body})
 
 
 class ClientGone(Exception):
@@ -208,26 +299,44 @@ class NextbestAPI(FastAPI):
 
 
 def create_app(settings: Settings, metrics: Metrics | None = None,
-               handlers: Callable[[RequestModels], Mapping[str, api.Handler]] | None = None) -> FastAPI:
+               handlers: Callable[[RequestModels], Mapping[str, api.Handler]] | None = None,
+               route_scopes: Mapping[str, str] | None = None) -> FastAPI:
     """Build the app; the lifespan builds the runtime from `settings` at start-up.
 
     The request models follow the world `settings.config` names (`/docs` shows them).
     `handlers` (default `api.handlers(models)`) serve the `/v1` POST endpoints; the
     benchmark's cost breakdown (`load_tests/layers_app.py`) passes ones cut short at some
-    layer (a function of the models).
+    layer (a function of the models). `route_scopes` adds paths (exact, or prefixes ending
+    in "/") to the scopes of `service.access.ROUTE_SCOPES`. Keys that cannot be used
+    (`access.AccessConfigError`) are refused here, before the app serves anything.
     """
     metrics = metrics or Metrics()
     world = configured_world(settings.config)
     models = request_models(world)
+    def reloaded(result: str, n_keys: int) -> None:
+        metrics.api_key_reloads.labels(result).inc()
+        metrics.api_keys.set(n_keys)
+
+    keys = KeySource(settings.api_keys.get_secret_value() if settings.api_keys else None,
+                     settings.api_keys_file, on_reload=reloaded)
+    metrics.api_keys.set(len(keys.load()))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
         runtime = Runtime.build(settings, metrics, world, models)
+        watch = None
         try:
             await runtime.start()
+            if keys.file is not None:
+                watch = asyncio.create_task(keys.watch(settings.api_keys_reload_seconds),
+                                            name="api-keys")
             app.state.runtime = runtime
             yield {"runtime": runtime}
         finally:
+            if watch is not None:
+                watch.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watch
             await runtime.stop()
 
     app = NextbestAPI(
@@ -242,9 +351,9 @@ def create_app(settings: Settings, metrics: Metrics | None = None,
     app.state.handlers = api.handlers(models) if handlers is None else dict(handlers(models))
     entry: ASGIApp = FastRoutes(functools.partial(FastAPI.__call__, app), app.state.handlers,
                                 settings.max_body_bytes, settings.body_timeout_seconds)
-    if settings.api_key_set:
-        entry = APIKeyCheck(entry, keys=settings.api_key_set)
-    app.entry = HTTPMetrics(entry, metrics=metrics)
+    if keys.configured:
+        entry = AccessCheck(entry, keys, AccessPolicy(route_scopes, settings.protect_read), metrics)
+    app.entry = HTTPMetrics(entry, metrics=metrics, access_log=settings.access_log)
 
     # The same mapping for requests FastAPI serves itself (docs, ops, unknown paths).
     async def error(request: Request, exc: Exception) -> JSONResponse:

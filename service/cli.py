@@ -236,12 +236,18 @@ def _models_table(registry: Registry) -> str:
 def _serve(settings: Settings, host: str, port: int) -> None:
     import uvicorn
 
+    from service.access import AccessConfigError
     from service.app import create_app
 
+    try:
+        app = create_app(settings)
+    except AccessConfigError as exc:
+        print(f"nextbest: invalid API keys: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
     print(f"nextbest: serving on http://{host}:{port}  (OpenAPI docs: http://{host}:{port}/docs)",
           flush=True)
     uvicorn.run(
-        create_app(settings), host=host, port=port, loop="uvloop", http="httptools",
+        app, host=host, port=port, loop="uvloop", http="httptools",
         workers=1, access_log=False, log_config=None, lifespan="on",
     )
 
@@ -411,7 +417,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     from service.logs import configure
 
-    configure(settings.log_level)
+    configure(settings.log_level, customer_ids=settings.log_customer_ids,
+              salt=settings.log_customer_salt.get_secret_value()
+              if settings.log_customer_salt is not None else None)
 
     if args.command == "demo":
         from training.demo import prepare_demo

@@ -5,7 +5,9 @@
     │   ├── UnknownCandidates (422)
     │   ├── ActionNotInDecision (422)
     │   └── InvalidTimestamp (422)   feedback dated in the future, or before its decision
-    ├── Unauthorized (401)
+    ├── Unauthorized (401)   no API key, or one that is not in force
+    ├── Forbidden (403)      a key without the scope the path needs
+    ├── RateLimited (429, Retry-After)   the key's rate limit is reached
     ├── PayloadTooLarge (413)
     ├── RequestTimeout (408)
     ├── RegistryRefused (409)  a registry change refused (unknown version, nothing to roll back to)
@@ -48,6 +50,22 @@ class InvalidTimestamp(BadRequest):
 class Unauthorized(NextbestError):
     status_code = 401
     code = "unauthorized"
+
+
+class Forbidden(NextbestError):
+    status_code = 403
+    code = "forbidden"
+
+
+class RateLimited(NextbestError):
+    """Try again after `retry_after_seconds` (a whole number, as `Retry-After` has it)."""
+
+    status_code = 429
+    code = "rate_limited"
+
+    def __init__(self, message: str, retry_after_seconds: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after_seconds = retry_after_seconds
 
 
 class PayloadTooLarge(NextbestError):

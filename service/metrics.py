@@ -133,6 +133,23 @@ class Metrics:
             "nextbest_errors_total", "Error responses by endpoint and status.",
             ["endpoint", "status"], registry=r,
         )
+        self.api_keys = Gauge(
+            "nextbest_api_keys", "API keys in force (0: requests need no key).", registry=r,
+        )
+        self.api_key_reloads = Counter(
+            "nextbest_api_key_reloads_total",
+            "Reloads of the API key file after it changed: `ok`, or `failed` (the keys in "
+            "force stay; the log says why).", ["result"], registry=r,
+        )
+        self.rate_limited = Counter(
+            "nextbest_rate_limited_total", "Requests refused with 429 by their key's rate limit.",
+            ["key"], registry=r,
+        )
+        self.rate_limit_fallbacks = Counter(
+            "nextbest_rate_limit_fallbacks_total",
+            "Rate-limit checks made in-process because Redis did not answer in time.",
+            registry=r,
+        )
         self.model_info = Gauge(
             "nextbest_model_info", "Models in use (value is always 1): the champion served "
             "(`offline`) and the challenger scored in shadow, if any.",

@@ -40,6 +40,7 @@ from service.limits import Limiter
 from service.loop_lag import watch as watch_loop_lag
 from service.metrics import Metrics
 from service.model_watch import ModelWatcher, starting_models
+from service.rate_limit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
 from service.registry import registry_for
 from service.schemas import RequestModels, request_models
 from service.settings import Settings
@@ -126,6 +127,7 @@ class Runtime:
     export_status: ExportStatus | None = None
     #: follows the registry's pointers (None: a pinned version, not watched)
     model_watcher: ModelWatcher | None = None
+    rate_limiter: RateLimiter = field(default_factory=MemoryRateLimiter)
     closers: list[Any] = field(default_factory=list)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     ready: bool = False
@@ -155,6 +157,7 @@ class Runtime:
         action_reader: OnlineFeatureReader
         state: StateStore
         counters: CounterStore
+        rate_limiter: RateLimiter = MemoryRateLimiter()
         if settings.redis_url:
             # Customer reads get their own connection with the decision path's tight
             # timeout; state writes a patient one; blocking stream reads and the action
@@ -167,6 +170,9 @@ class Runtime:
                 customer_reader = RedisFeatureReader(fast, customers)
             # caps and budgets: the decision path's tight timeout (refused on a timeout)
             counters = RedisCounters(fast, scripted=not settings.redis_cluster)
+            if settings.rate_limits_in_redis:
+                # The customer reads' connection: pipelined, and its timeout bounds a check.
+                rate_limiter = RedisRateLimiter(fast, on_fallback=metrics.rate_limit_fallbacks.inc)
             action_reader = RedisFeatureReader(client, actions)
             closers += [state, _AsyncCloser(fast)]
         else:
@@ -260,6 +266,7 @@ class Runtime:
             world=world, requests=requests, snapshots=snapshots, export_status=export_status,
             decision_log=decision_log, action_cache=action_cache, closers=closers,
             model_watcher=watcher,
+            rate_limiter=rate_limiter,
         )
 
     async def start(self) -> None:

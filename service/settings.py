@@ -1,7 +1,8 @@
 """Service settings: environment variables with the `NEXTBEST_` prefix.
 
 Built once by the CLI or the app factory, never at import. Outside `local` mode the
-settings refuse defaults that are unsafe in production (no Redis, no API keys).
+settings refuse defaults that are unsafe in production (no Redis, no API keys). Secrets
+(API keys, the log salt) are `SecretStr`: they never show in a repr or a log.
 """
 
 from __future__ import annotations
@@ -47,7 +48,25 @@ class Settings(BaseSettings):
         None, description="Action catalog JSON; default <data_dir>/catalog.json."
     )
     api_keys: SecretStr | None = Field(
-        None, description="Comma-separated API keys; when set, /v1/* needs X-API-Key."
+        None, description="API keys, comma-separated: each `SECRET` (scopes decide and "
+        "feedback) or `NAME:SECRET:SCOPE+SCOPE[:RATE[/BURST]]`. With keys (here or in "
+        "API_KEYS_FILE), /v1/* needs `X-API-Key` (docs/operations.md, API keys)."
+    )
+    api_keys_file: Path | None = Field(
+        None, description="A key file (YAML or JSON: `keys: [{name, key or sha256, scopes, "
+        "rate_limit}]`), read at start-up and again whenever it changes, without a restart."
+    )
+    api_keys_reload_seconds: float = Field(
+        5.0, ge=0.1, le=300, description="How often the key file is checked for changes: a "
+        "key added or removed there is in force at most this long after the file changed."
+    )
+    protect_read: bool = Field(
+        False, description="`/metrics`, `/docs`, `/redoc` and `/openapi.json` need a key with "
+        "the `read` scope (off: open to whoever reaches the port)."
+    )
+    rate_limit_backend: Literal["memory", "redis"] | None = Field(
+        None, description="Where per-key rate limits are counted: `redis` (shared by every "
+        "replica) or `memory` (per replica). Unset: `redis` when REDIS_URL is set."
     )
     epsilon: float = Field(0.02, ge=0.0, le=1.0, description="Exploration rate per slot.")
     explore_top: int = Field(
@@ -147,6 +166,18 @@ class Settings(BaseSettings):
         1_048_576, gt=0, description="Largest request body on /v1 (413 above it)."
     )
     log_level: str = Field("INFO", description="Python logging level.")
+    access_log: Literal["off", "errors", "all"] = Field(
+        "off", description="One JSON log line per HTTP request (`errors`: those answered "
+        "4xx or 5xx only), with its request id, status, duration and key name."
+    )
+    log_customer_ids: bool = Field(
+        False, description="Log customer ids as they are (off: a salted SHA-256 prefix, "
+        "the same for one id within one salt)."
+    )
+    log_customer_salt: SecretStr | None = Field(
+        None, description="Salt of the hashed customer ids in logs; set the same on every "
+        "replica to follow one customer across them. Unset: random per process."
+    )
     seed: int | None = Field(None, description="Seed exploration (tests, simulations).")
 
     @property
@@ -159,16 +190,25 @@ class Settings(BaseSettings):
         return self.catalog_path or self.data_dir / "catalog.json"
 
     @property
-    def api_key_set(self) -> frozenset[str]:
-        if self.api_keys is None:
-            return frozenset()
-        return frozenset(k.strip() for k in self.api_keys.get_secret_value().split(",") if k.strip())
+    def access_configured(self) -> bool:
+        """Whether requests need API keys (keys listed, or a key file named)."""
+        listed = self.api_keys is not None and self.api_keys.get_secret_value().strip(" ,")
+        return bool(listed) or self.api_keys_file is not None
+
+    @property
+    def rate_limits_in_redis(self) -> bool:
+        if self.rate_limit_backend is None:
+            return self.redis_url is not None
+        return self.rate_limit_backend == "redis"
 
     @model_validator(mode="after")
     def _refuse_unsafe_production(self) -> Settings:
         if self.env == "production":
             if not self.redis_url:
                 raise ValueError("NEXTBEST_ENV=production needs NEXTBEST_REDIS_URL")
-            if not self.api_key_set:
-                raise ValueError("NEXTBEST_ENV=production needs NEXTBEST_API_KEYS")
+            if not self.access_configured:
+                raise ValueError("NEXTBEST_ENV=production needs NEXTBEST_API_KEYS or "
+                                 "NEXTBEST_API_KEYS_FILE")
+        if self.rate_limit_backend == "redis" and not self.redis_url:
+            raise ValueError("NEXTBEST_RATE_LIMIT_BACKEND=redis needs NEXTBEST_REDIS_URL")
         return self

@@ -120,7 +120,15 @@ def test_production_wiring(rendered: dict[str, str]) -> None:
     c = service_container(objs)
     env = {e["name"]: e for e in c["env"]}
     assert env["NEXTBEST_REDIS_URL"]["valueFrom"]["secretKeyRef"] == {"name": "nextbest-redis", "key": "redis-url"}
-    assert env["NEXTBEST_API_KEYS"]["valueFrom"]["secretKeyRef"] == {"name": "nextbest-api-keys", "key": "api-keys"}
+    # Keys as a mounted key file, reloaded by the service when the Secret changes.
+    assert "NEXTBEST_API_KEYS" not in env
+    assert env["NEXTBEST_API_KEYS_FILE"]["value"] == "/etc/nextbest/api-keys/keys.yaml"
+    (mount,) = [m for m in c["volumeMounts"] if m["name"] == "api-keys"]
+    assert mount == {"name": "api-keys", "mountPath": "/etc/nextbest/api-keys", "readOnly": True}
+    pod = objs[("Deployment", "nb-nextbest")]["spec"]["template"]["spec"]
+    (volume,) = [v for v in pod["volumes"] if v["name"] == "api-keys"]
+    assert volume["secret"]["secretName"] == "nextbest-api-keys"
+    assert volume["secret"]["items"] == [{"key": "keys.yaml", "path": "keys.yaml"}]
     settings = objs[("ConfigMap", "nb-nextbest-settings")]["data"]
     assert settings["NEXTBEST_ENV"] == "production"
     assert settings["NEXTBEST_REDIS_CLUSTER"] == "true"
@@ -135,6 +143,7 @@ def test_production_wiring(rendered: dict[str, str]) -> None:
     assert train["containers"][0]["args"] == ["train"]
     assert materialize["containers"][0]["args"] == ["materialize", "--incremental"]
     for pod in (train, materialize):
+        assert all(v["name"] != "api-keys" for v in pod["volumes"])  # jobs serve no requests
         claims = [v["persistentVolumeClaim"]["claimName"] for v in pod["volumes"] if "persistentVolumeClaim" in v]
         assert claims == ["nb-nextbest-data"]
     policy = objs[("NetworkPolicy", "nb-nextbest")]["spec"]
@@ -188,6 +197,8 @@ def test_dev_extras(rendered: dict[str, str]) -> None:
     assert catalog["actions"][0]["action_id"] == "p001"
     secret = objs[("Secret", "nb-nextbest-api-keys")]
     assert secret["stringData"]["api-keys"] == "dev-key-1,dev-key-2"
+    assert env["NEXTBEST_API_KEYS"]["valueFrom"]["secretKeyRef"] == {"name": "nb-nextbest-api-keys", "key": "api-keys"}
+    assert "NEXTBEST_API_KEYS_FILE" not in env
 
 
 def test_default_install_is_self_contained(rendered: dict[str, str]) -> None:
@@ -204,6 +215,8 @@ def test_misconfiguration_is_refused(helm: str) -> None:
     assert result.returncode != 0 and "persistence.enabled" in result.stderr
     result = run([helm, "template", "nb", str(CHART), "--set", "settings.redis_url=redis://x"])
     assert result.returncode != 0 and "own section" in result.stderr
+    result = run([helm, "template", "nb", str(CHART), "--set", "apiKeys.mountAsFile=true"])
+    assert result.returncode != 0 and "apiKeys.existingSecret" in result.stderr
 
 
 def test_dockerfile_matches_chart() -> None:

@@ -64,7 +64,7 @@ def test_refused_keys_answer_401_and_are_counted(demo: DemoDirs) -> None:
     with TestClient(create_app(make_settings(demo, api_keys="k1"))) as c:
         r = c.post("/v1/feedback", json={"events": []}, headers={"X-API-Key": "k2"})
         assert r.status_code == 401
-        assert r.json() == {"error": "unauthorized", "message": "missing or invalid X-API-Key header"}
+        assert r.json() == {"error": "unauthorized", "message": "the X-API-Key header holds no key in force"}
         assert c.get("/readyz").status_code == 200 and c.get("/metrics").status_code == 200
         text = c.get("/metrics").text
         assert 'nextbest_errors_total{endpoint="/v1/feedback",status="401"} 1.0' in text

@@ -105,7 +105,13 @@ Redis URL (inline, from a Secret, or the in-chart dev Redis) and the API keys.
       name: {{ include "nextbest.redisSecretName" . }}
       key: redis-url
 {{- end }}
-{{- if or .Values.apiKeys.existingSecret .Values.apiKeys.keys }}
+{{- if .Values.apiKeys.mountAsFile }}
+{{- if not .Values.apiKeys.existingSecret }}
+{{- fail "apiKeys.mountAsFile needs apiKeys.existingSecret (a Secret holding the key file)" }}
+{{- end }}
+- name: NEXTBEST_API_KEYS_FILE
+  value: {{ printf "%s/%s" .Values.apiKeys.mountPath .Values.apiKeys.existingSecretKey | quote }}
+{{- else if or .Values.apiKeys.existingSecret .Values.apiKeys.keys }}
 - name: NEXTBEST_API_KEYS
   valueFrom:
     secretKeyRef:
