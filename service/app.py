@@ -26,7 +26,8 @@ from pydantic.json_schema import models_json_schema
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from features.config import configured_world
-from service import __version__, api
+from service import __version__, admin_api, api
+from service.catalog import Action, CatalogFile
 from service.errors import BadRequest, NextbestError, PayloadTooLarge, RequestTimeout, Unauthorized
 from service.metrics import Metrics
 from service.runtime import Runtime
@@ -35,7 +36,17 @@ from service.settings import Settings
 
 log = logging.getLogger(__name__)
 
-ENDPOINTS = frozenset({"/v1/decisions", "/v1/feedback", "/metrics", "/healthz", "/readyz"})
+ENDPOINTS = frozenset({"/v1/decisions", "/v1/feedback", "/metrics", "/healthz", "/readyz",
+                       "/v1/actions", "/v1/catalog", "/v1/catalog/audit"})
+
+
+def endpoint_label(path: str) -> str:
+    """The `endpoint` label of a request path (a bounded set: ids never become labels)."""
+    if path in ENDPOINTS:
+        return path
+    if path.startswith("/v1/actions/"):
+        return "/v1/actions/{action_id}"
+    return "other"
 
 
 class HTTPMetrics:
@@ -63,7 +74,7 @@ class HTTPMetrics:
             await self.app(scope, receive, send_wrapper)
         finally:
             path = scope["path"]
-            endpoint = path if path in ENDPOINTS else "other"
+            endpoint = endpoint_label(path)
             channel = scope.get("state", {}).get("channel", "")
             key = (endpoint, scope["method"], status, channel)
             child = self._children.get(key)
@@ -237,8 +248,9 @@ def create_app(settings: Settings, metrics: Metrics | None = None,
         lifespan=lifespan,
     )
     app.include_router(api.v1)
+    app.include_router(admin_api.admin)
     app.include_router(api.ops)
-    app.body_schemas = api.body_schemas(models)
+    app.body_schemas = [*api.body_schemas(models), Action, CatalogFile]
     app.state.handlers = api.handlers(models) if handlers is None else dict(handlers(models))
     entry: ASGIApp = FastRoutes(functools.partial(FastAPI.__call__, app), app.state.handlers,
                                 settings.max_body_bytes, settings.body_timeout_seconds)

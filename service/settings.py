@@ -44,8 +44,15 @@ class Settings(BaseSettings):
         1.0, gt=0, le=60, description="How often a replica reads the registry's champion and "
         "challenger pointers; a promotion serves within this plus the new model's load time.")
     catalog_path: Path | None = Field(
-        None, description="Action catalog JSON; default <data_dir>/catalog.json."
+        None, description="Action catalog JSON; default <data_dir>/catalog.json. Imported "
+        "into the catalog store (Redis; else a directory next to it, <name>-versions/) at "
+        "start-up when its content is not the one imported last; the store's current "
+        "version serves (docs/catalog.md)."
     )
+    catalog_watch_seconds: float = Field(
+        0.5, gt=0, le=60, description="How often a replica reads the catalog store's current "
+        "version; a catalog change serves on every replica within this plus the new "
+        "catalog's build time (docs/catalog.md).")
     api_keys: SecretStr | None = Field(
         None, description="Comma-separated API keys; when set, /v1/* needs X-API-Key."
     )
