@@ -36,7 +36,8 @@ from service.settings import Settings
 
 log = logging.getLogger(__name__)
 
-ENDPOINTS = frozenset({"/v1/decisions", "/v1/feedback", "/metrics", "/healthz", "/readyz",
+ENDPOINTS = frozenset({"/v1/decisions", "/v1/decisions/batch", "/v1/feedback", "/metrics",
+                       "/healthz", "/readyz",
                        "/v1/actions", "/v1/catalog", "/v1/catalog/audit"})
 
 

@@ -258,3 +258,19 @@ class AuditPage(BaseModel):
                                           "operation, changes (added, changed, removed, fields).")
     next_before: int | None = Field(None, description="Pass as `before` for the next page "
                                     "(None: this was the last).")
+
+
+class BatchResult(BaseModel):
+    """One request of a batch: its decision (status 200), or the error it got."""
+
+    index: int = Field(description="The request's position in `requests`.")
+    status: int = Field(description="What the request alone would have been answered.")
+    decision: DecisionResponse | None = None
+    error: str | None = None
+    message: str | None = None
+
+
+class DecisionBatchResponse(BaseModel):
+    results: list[BatchResult] = Field(description="One per request, in their order.")
+    decided: int
+    failed: int

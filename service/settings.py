@@ -150,6 +150,9 @@ class Settings(BaseSettings):
     body_timeout_seconds: float = Field(
         10.0, gt=0, description="A `/v1` request whose body has not all arrived within this "
         "long is answered 408.")
+    batch_max_requests: int = Field(
+        1000, ge=1, le=100_000, description="Most requests in one `POST /v1/decisions/batch` "
+        "(413 above it); the body must also fit MAX_BODY_BYTES.")
     max_body_bytes: int = Field(
         1_048_576, gt=0, description="Largest request body on /v1 (413 above it)."
     )
