@@ -2,7 +2,9 @@
 
 Actions change slowly and every decision needs the features of each of its candidates,
 so reading them per request would cost more than the whole decision. The cache holds the encoded action
-block for the whole catalog (row i = catalog action i) and swaps it atomically.
+block for the whole catalog (row i = catalog action i) and swaps it atomically. A new
+catalog gets its block built (`build`) before it serves, and both are swapped together
+(`install`, `service/catalog_watch.py`).
 """
 
 from __future__ import annotations
@@ -29,22 +31,37 @@ class ActionFeatureCache:
         self.missing: list[str] = []
         self.loaded_at = 0.0
 
-    async def load(self) -> ActionMatrix:
-        rows = await self._reader.read_many(self._catalog.ids)
-        self.missing = [a for a in self._catalog.ids if a not in rows]
-        if self.missing:
+    async def build(self, catalog: Catalog) -> ActionMatrix:
+        """The encoded block of `catalog`'s actions: the online store's features, the
+        catalog's own values where the store has none."""
+        rows = await self._reader.read_many(catalog.ids)
+        missing = [a for a, live in zip(catalog.ids, catalog.live.tolist(), strict=True)
+                   if live and a not in rows]
+        if missing:
             log.warning("no online features for %d catalog actions (defaults used): %s",
-                        len(self.missing), self.missing[:10])
+                        len(missing), missing[:10])
         raw: dict[str, dict[str, Scalar]] = {}
-        for a in self._catalog.actions:
+        for a in catalog.actions:
             values = dict(rows[a.action_id].values) if a.action_id in rows else {}
             for feature in self._encoder.action_features:  # the catalog's own, where the store has none
                 if hasattr(a, feature):
                     values.setdefault(feature, getattr(a, feature))
             raw[a.action_id] = values
-        self.matrix = self._encoder.encode_actions(raw)
+        self.missing = missing
+        return self._encoder.encode_actions(raw)
+
+    def install(self, catalog: Catalog, matrix: ActionMatrix) -> None:
+        """Serve `matrix` (built for `catalog`) and refresh for `catalog` from now on."""
+        self._catalog = catalog
+        self.matrix = matrix
         self.loaded_at = time.time()
-        return self.matrix
+
+    async def load(self) -> ActionMatrix:
+        catalog = self._catalog
+        matrix = await self.build(catalog)
+        if self._catalog is catalog:  # a catalog swapped in meanwhile brought its own
+            self.install(catalog, matrix)
+        return matrix
 
     async def run(self) -> None:
         """Refresh until cancelled; a failed refresh keeps the previous matrix."""

@@ -3,7 +3,7 @@
 Nothing here decides anything; see `service/engine.py` for the decision path and
 `service/feedback.py` for feedback.
 
-The two `/v1` endpoints are plain functions of the raw body (`handlers(models)`, built
+The `/v1` POST endpoints are plain functions of the raw body (`handlers(models)`, built
 by the app factory from its world's request models): they validate it with pydantic's
 JSON parser in one call (`parse_json`) and return a status and a JSON-able payload.
 `service/app.py` serves them through `FastRoutes`, a pure ASGI layer in front of
@@ -29,18 +29,21 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from fastapi.routing import APIRoute
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import BaseModel, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
+from service.batch import decide_many
 from service.errors import (
     ActionNotInDecision,
     InvalidTimestamp,
     NextbestError,
     NotReady,
+    PayloadTooLarge,
     RateLimited,
     UnknownDecision,
 )
 from service.runtime import Runtime
 from service.schemas import (
+    DecisionBatchResponse,
     DecisionRequestBase,
     DecisionResponse,
     ErrorBody,
@@ -82,6 +85,17 @@ RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 T = TypeVar("T")
 FeedbackBody = FeedbackEvent | FeedbackBatch
 FEEDBACK_BODY: TypeAdapter[FeedbackBody] = TypeAdapter(FeedbackBody)
+
+
+class DecisionBatch(BaseModel):
+    """The batch's envelope; each request is validated on its own (errors by index)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    requests: list[dict[str, Any]] = Field(min_length=1)
+
+
+BATCH_BODY = DecisionBatch
 
 
 def _is_json(content_type: str) -> bool:
@@ -171,6 +185,39 @@ def decision_handler(models: RequestModels) -> Handler:
     return decide
 
 
+def batch_handler(models: RequestModels) -> Handler:
+    """`POST /v1/decisions/batch`: `{"requests": [...]}`, each a decision request of the
+    world of `models`; the answer lists each one's decision or error by index."""
+    model = models.decision
+
+    async def decide_batch(runtime: Runtime, body: bytes, content_type: str | None,
+                           state: dict[str, Any]) -> tuple[int, Any]:
+        items: list[Any] = parse_json(body, content_type, BATCH_BODY).requests
+        most = runtime.settings.batch_max_requests
+        if len(items) > most:
+            raise PayloadTooLarge(f"{len(items)} requests in one batch; the limit is {most} "
+                                  "(NEXTBEST_BATCH_MAX_REQUESTS)")
+        requests: list[DecisionRequestBase | BaseException] = []
+        for i, item in enumerate(items):
+            try:
+                requests.append(model.model_validate(item))
+            except ValidationError as exc:
+                requests.append(RequestValidationError(
+                    [{**e, "loc": ("body", "requests", i, *e["loc"])}
+                     for e in exc.errors(include_url=False)]))
+        results = []
+        for i, outcome in enumerate(await decide_many(runtime.engine, requests)):
+            if isinstance(outcome, dict):
+                results.append({"index": i, "status": 200, "decision": outcome})
+            else:
+                status, error = error_payload(outcome, "/v1/decisions/batch")  # type: ignore[arg-type]
+                results.append({"index": i, "status": status, **error})
+        failed = sum(r["status"] != 200 for r in results)
+        return 200, {"results": results, "decided": len(results) - failed, "failed": failed}
+
+    return decide_batch
+
+
 #: A single event's rejection reason -> the error it is answered with.
 REJECTIONS: dict[str, type[NextbestError]] = {
     e.code: e for e in (UnknownDecision, ActionNotInDecision, InvalidTimestamp)}
@@ -189,7 +236,8 @@ async def feedback_handler(runtime: Runtime, body: bytes, content_type: str | No
 
 def handlers(models: RequestModels) -> dict[str, Handler]:
     """The `/v1` endpoints of an app whose world has these request models."""
-    return {"/v1/decisions": decision_handler(models), "/v1/feedback": feedback_handler}
+    return {"/v1/decisions": decision_handler(models), "/v1/feedback": feedback_handler,
+            "/v1/decisions/batch": batch_handler(models)}
 
 
 async def _serve(request: Request, path: str) -> Response:
@@ -249,6 +297,24 @@ ops = APIRouter()
 async def decide(request: Request) -> Response:
     """Rank the next best actions for one customer at one touchpoint."""
     return await _serve(request, "/v1/decisions")
+
+
+@v1.post("/decisions/batch", response_model=DecisionBatchResponse, tags=["decisions"],
+         responses={413: {"model": ErrorBody}},
+         openapi_extra={**_json_body({"type": "object", "title": "DecisionBatch",
+                                      "required": ["requests"], "additionalProperties": False,
+                                      "properties": {"requests": {
+                                          "type": "array", "minItems": 1,
+                                          "items": _ref("DecisionRequest")}}}),
+                        "parameters": [API_KEY_HEADER]})
+async def decide_batch(request: Request) -> Response:
+    """Decide for many customers at once (outbound channels: email, ...).
+
+    `{"requests": [...]}`, at most NEXTBEST_BATCH_MAX_REQUESTS (413 above it). Each is
+    decided as `POST /v1/decisions` would (rules, caps, budgets, the decision log) and
+    answered by index: its decision, or the error it alone would have got.
+    """
+    return await _serve(request, "/v1/decisions/batch")
 
 
 @v1.post("/feedback", status_code=202, response_model=FeedbackResponse, tags=["feedback"],

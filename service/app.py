@@ -32,8 +32,9 @@ from pydantic.json_schema import models_json_schema
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from features.config import configured_world
-from service import __version__, api, logs
+from service import __version__, admin_api, api, logs
 from service.access import AccessPolicy, KeySource
+from service.catalog import Action, CatalogFile
 from service.errors import (
     BadRequest,
     Forbidden,
@@ -51,7 +52,27 @@ from service.settings import Settings
 
 log = logging.getLogger(__name__)
 
-ENDPOINTS = frozenset({"/v1/decisions", "/v1/feedback", "/metrics", "/healthz", "/readyz"})
+ENDPOINTS = frozenset({"/v1/decisions", "/v1/decisions/batch", "/v1/feedback", "/metrics",
+                       "/healthz", "/readyz",
+                       "/v1/actions", "/v1/catalog", "/v1/catalog/audit"})
+
+
+#: The catalog admin API needs the admin scope (every method, the paths and below them);
+#: the batch of decisions the decide scope.
+ADMIN_SCOPES: dict[str, str] = {
+    **{p: "admin" for p in admin_api.ADMIN_ROUTES},
+    **{p + "/": "admin" for p in admin_api.ADMIN_ROUTES},
+    "/v1/decisions/batch": "decide",
+}
+
+
+def endpoint_label(path: str) -> str:
+    """The `endpoint` label of a request path (a bounded set: ids never become labels)."""
+    if path in ENDPOINTS:
+        return path
+    if path.startswith("/v1/actions/"):
+        return "/v1/actions/{action_id}"
+    return "other"
 
 
 class HTTPMetrics:
@@ -102,7 +123,7 @@ class HTTPMetrics:
             await self.app(scope, receive, send_wrapper)
         finally:
             path = scope["path"]
-            endpoint = path if path in ENDPOINTS else "other"
+            endpoint = endpoint_label(path)
             state = scope["state"]
             channel = state.get("channel", "")
             key = (endpoint, scope["method"], status, channel)
@@ -168,7 +189,7 @@ class AccessCheck:
                 f"{', '.join(sorted(key.scopes))})"))
             return
         state = scope.setdefault("state", {})
-        state["api_key"] = key.name
+        state["api_key"] = state["principal"] = key.name  # the principal: who, in audit trails
         if key.rate_limit is not None:
             runtime: Runtime | None = state.get("runtime")
             limiter = runtime.rate_limiter if runtime is not None else self._starting
@@ -346,13 +367,15 @@ def create_app(settings: Settings, metrics: Metrics | None = None,
         lifespan=lifespan,
     )
     app.include_router(api.v1)
+    app.include_router(admin_api.admin)
     app.include_router(api.ops)
-    app.body_schemas = api.body_schemas(models)
+    app.body_schemas = [*api.body_schemas(models), Action, CatalogFile]
     app.state.handlers = api.handlers(models) if handlers is None else dict(handlers(models))
     entry: ASGIApp = FastRoutes(functools.partial(FastAPI.__call__, app), app.state.handlers,
                                 settings.max_body_bytes, settings.body_timeout_seconds)
     if keys.configured:
-        entry = AccessCheck(entry, keys, AccessPolicy(route_scopes, settings.protect_read), metrics)
+        routes = {**ADMIN_SCOPES, **(route_scopes or {})}
+        entry = AccessCheck(entry, keys, AccessPolicy(routes, settings.protect_read), metrics)
     app.entry = HTTPMetrics(entry, metrics=metrics, access_log=settings.access_log)
 
     # The same mapping for requests FastAPI serves itself (docs, ops, unknown paths).

@@ -27,12 +27,21 @@ Business rules (docs/rules.md): an action's optional `rules` (eligibility,
 `exclusion_group`, and the document's `diversity`, are checked against the world and
 compiled when a `Catalog` is built, so a catalog built at run time from a new document
 brings its own compiled rules.
+
+Rows across versions (`Catalog(spec, world, previous)`): a serving replica keeps state
+per catalog row (the online learner's weights, the contact ledger), so a catalog that
+replaces another keeps every row of `previous` where it was and appends the actions it
+adds. A row whose action the new document deleted or deactivated stays, retired: it is
+never a candidate, it is not in `index`, and its learned state waits there should the
+action come back. Built without `previous` (start-up, tools), the rows are the
+document's active actions in its order.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -107,24 +116,42 @@ class CatalogFile(BaseModel):
 class Catalog:
     """The catalog in the vectorised form the decision path uses (row i = action i)."""
 
-    def __init__(self, spec: CatalogFile, world: World) -> None:
+    actions: list[Action]
+    ids: list[str]
+
+    def __init__(self, spec: CatalogFile, world: World, previous: Catalog | None = None,
+                 version: str | None = None) -> None:
+        """`version`: the label decisions report (default: the document's `version`)."""
         defaults = world.defaults.get(world.action_entity, {})
         filled = [a.model_copy(update={f: str(defaults.get(f, "")) for f in ENCODED_FIELDS
                                        if not getattr(a, f)}) for a in spec.actions]
-        actions = [a for a in filled if a.active]
-        ids = [a.action_id for a in actions]
-        if len(set(ids)) != len(ids):
-            raise ValueError("catalog has duplicate action_id values")
+        counts = Counter(a.action_id for a in filled)
+        duplicates = sorted(a for a, n in counts.items() if n > 1)
+        if duplicates:
+            raise ValueError("; ".join(f"action {a!r} field 'action_id': appears more than once"
+                                       for a in duplicates[:10]))
         allowed = vocabularies(world)
         problems = [p for a in filled for p in vocabulary_problems(a, allowed)]
         if problems:
             shown = "; ".join(problems[:10])
             more = f" (and {len(problems) - 10} more)" if len(problems) > 10 else ""
             raise ValueError(f"{shown}{more}")
-        self.version = spec.version
+        live = {a.action_id: a for a in filled if a.active}
+        if previous is None:
+            actions = list(live.values())
+        else:  # previous rows stay where they are (retired if gone), new actions appended
+            actions = [live.get(a.action_id) or _retired(a) for a in previous.actions]
+            kept = set(previous.ids)
+            actions += [a for a in live.values() if a.action_id not in kept]
+        ids = [a.action_id for a in actions]
+        self.version = spec.version if version is None else version
+        self.spec = spec
         self.actions = actions
         self.ids = ids
-        self.index = {a: i for i, a in enumerate(ids)}
+        #: action id -> row, for the actions that may be offered (retired rows are not here)
+        self.index = {a.action_id: i for i, a in enumerate(actions) if a.active}
+        #: per row: the action may be offered (False: retired)
+        self.live = np.array([a.active for a in actions], dtype=bool)
         self.value = np.array([a.value for a in actions], dtype=np.float64)
         self.lever = np.array([a.lever for a in actions], dtype=np.float64)
         self.kind = [a.kind for a in actions]
@@ -187,7 +214,8 @@ class Catalog:
         if slot is None:
             mask = np.array(
                 [
-                    (not a.channels or channel in a.channels)
+                    a.active
+                    and (not a.channels or channel in a.channels)
                     and (not a.placements or placement in a.placements)
                     for a in self.actions
                 ],
@@ -197,6 +225,12 @@ class Catalog:
             if len(self._by_slot) < 1024:  # placements are free-form: bound the cache
                 self._by_slot[key] = slot
         return slot
+
+
+def _retired(action: Action) -> Action:
+    """A row whose action left the catalog: never offered, no rules, caps or budget."""
+    return action.model_copy(update={"active": False, "rules": None, "contact": None,
+                                     "budget": None, "exclusion_group": None})
 
 
 def parse_catalog(document: bytes | str) -> CatalogFile:

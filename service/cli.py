@@ -1,5 +1,5 @@
 """The `nextbest` command line: demo, serve, load, train, materialize, export, dataset, models,
-bench, simulate, evaluate, gate.
+decide-batch, bench, simulate, evaluate, gate.
 
 The top of the project: it imports the rest, nothing imports it. Heavy imports (Feast,
 scikit-learn) happen inside the commands that need them, so `nextbest serve` does not
@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import logging
+import os
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -41,6 +43,7 @@ NEEDS: dict[str, dict[str, tuple[str, ...]]] = {
     "simulate": {"server": ("numpy", "pandas", "onnxruntime", "sklearn"), "bench": ("matplotlib",)},
     "bench": {"server": ("fastapi", "uvicorn", "feast", "onnxruntime", "river", "sklearn"), "bench": ("matplotlib",)},
     "evaluate": {"server": ("numpy", "scipy")},
+    "decide-batch": {"server": ("pydantic_settings", "pandas", "pyarrow", "tqdm")},
     "gate": {"server": ("numpy", "scipy", "pandas", "feast", "onnxruntime", "sklearn")},
 }
 
@@ -100,6 +103,34 @@ def _export(settings: Settings, out: Path | None, streams: str, chunk: int, prog
         for warning in result.warnings():
             print(f"warning: {warning}", file=sys.stderr)
     print(f"exported {sum(r.rows for r in results)} rows to {out_dir}")
+    return 0
+
+
+def _decide_batch(settings: Settings, world: World, args: argparse.Namespace) -> int:
+    """Decide for a file of customers against a running service; 2 on a bad file, 1 when
+    the service refused or could not be reached."""
+    from service.client import NextbestClientError, SyncNextbestClient
+    from service.outbound import OutboundError, decide, read_customers, write
+
+    try:
+        requests = read_customers(args.customers, world, args.channel, args.placement, args.limit)
+        if args.out.suffix.lower() not in (".csv", ".parquet", ".jsonl"):
+            raise OutboundError(f"--out {args.out}: expected a .csv, .parquet, .jsonl file")
+    except OutboundError as exc:
+        print(f"nextbest decide-batch: {exc}", file=sys.stderr)
+        return 2
+    key = args.api_key or os.environ.get("NEXTBEST_API_KEY")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # not one line per request
+    try:
+        with SyncNextbestClient(args.url, api_key=key, timeout=args.timeout) as client:
+            results, outcome = decide(client, requests, args.batch_size, not args.no_progress)
+    except NextbestClientError as exc:
+        print(f"nextbest decide-batch: {exc}", file=sys.stderr)
+        return 1
+    written = write(args.out, requests, results)
+    print(f"decided {outcome.decided} of {outcome.customers} customers in {outcome.seconds:.2f} s "
+          f"({outcome.per_second:.0f} decisions/s), {outcome.failed} failed; {written} rows "
+          f"written to {args.out}")
     return 0
 
 
@@ -375,6 +406,23 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="what `nextbest export` wrote (default: <NEXTBEST_DATA_DIR>/export)")
     a.add_argument("--challenger", default=None, metavar="NAME:VERSION",
                    help="the challenger to report on (default: the latest one logged)")
+    p = sub.add_parser("decide-batch", help="the next best action for every customer of a file "
+                       "(outbound: email, ...), from a running service's POST /v1/decisions/batch")
+    p.add_argument("--customers", type=Path, required=True,
+                   help="CSV or Parquet: customer_id, and optionally one column per context field")
+    p.add_argument("--channel", required=True, help="the outbound channel, e.g. email")
+    p.add_argument("--placement", default=None, help="the slot, e.g. inbox (default: the service's)")
+    p.add_argument("--out", type=Path, required=True,
+                   help="where the decisions go: .csv or .parquet (one row per shown action), "
+                   ".jsonl (one line per customer)")
+    p.add_argument("--url", default="http://127.0.0.1:8000", help="the running service")
+    p.add_argument("--api-key", default=None,
+                   help="the service's X-API-Key (default: the NEXTBEST_API_KEY environment variable)")
+    p.add_argument("--limit", type=_positive, default=1, help="actions per customer")
+    p.add_argument("--batch-size", type=_positive, default=500,
+                   help="customers per request (at most the service's NEXTBEST_BATCH_MAX_REQUESTS)")
+    p.add_argument("--timeout", type=float, default=60.0, help="seconds per request")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     for name, help_text in PASS_THROUGH.items():
         sub.add_parser(name, help=f"{help_text} (see `nextbest {name} --help`)", add_help=False)
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -465,6 +513,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _dataset(settings, world, args)
     elif args.command == "models":
         return _models(settings, world, args)
+    elif args.command == "decide-batch":
+        return _decide_batch(settings, world, args)
     return 0
 
 

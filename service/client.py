@@ -60,6 +60,7 @@ from typing import Any, Self, TypeVar, Unpack
 import httpx
 
 from service.client_calls import (
+    DECISION_BATCH,
     MAX_FEEDBACK_BATCH,
     BaseClient,
     DecisionFields,
@@ -75,6 +76,7 @@ from service.client_calls import (
     to_the_end,
 )
 from service.schemas import (
+    DecisionBatchResponse,
     DecisionRequestBase,
     DecisionResponse,
     FeedbackEvent,
@@ -83,6 +85,7 @@ from service.schemas import (
 )
 
 __all__ = [
+    "DECISION_BATCH",
     "MAX_FEEDBACK_BATCH",
     "DecisionFields",
     "NextbestAPIError",
@@ -128,6 +131,16 @@ class NextbestClient(BaseClient[httpx.AsyncBaseTransport, Sleep]):
         is the one a decision cannot do without.
         """
         return await self._run(self._decide_plan(request, fields))
+
+    async def decide_batch(self, requests: Iterable[DecisionRequestBase | Mapping[str, Any]],
+                           batch_size: int = DECISION_BATCH) -> DecisionBatchResponse:
+        """Decide for many customers (outbound channels), in requests of `batch_size`.
+
+        Each result carries its `index` in `requests`, and its decision or the error the
+        service gave that request alone. Repeated only when a request cannot have reached
+        the service (and on 429 and 503): a batch spends caps and budgets.
+        """
+        return await self._run(self._decide_batch_plan(requests, batch_size))
 
     async def feedback(self, decision_id: str, action_id: str, outcome: Outcome | str,
                        value: float | None = None,
@@ -200,6 +213,11 @@ class SyncNextbestClient(BaseClient[httpx.BaseTransport, BlockingSleep]):
                **fields: Unpack[DecisionFields]) -> DecisionResponse:
         """`NextbestClient.decide`, blocking."""
         return self._run(self._decide_plan(request, fields))
+
+    def decide_batch(self, requests: Iterable[DecisionRequestBase | Mapping[str, Any]],
+                     batch_size: int = DECISION_BATCH) -> DecisionBatchResponse:
+        """`NextbestClient.decide_batch`, blocking."""
+        return self._run(self._decide_batch_plan(requests, batch_size))
 
     def feedback(self, decision_id: str, action_id: str, outcome: Outcome | str,
                  value: float | None = None,

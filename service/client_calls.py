@@ -1,6 +1,6 @@
 """The client's calls, written once for both clients, without any I/O.
 
-Each call of the API (`decide`, `feedback`, `feedback_batch`) is a plan: a generator that
+Each call of the API (`decide`, `decide_batch`, `feedback`, `feedback_batch`) is a plan: a generator that
 yields the steps it needs, `Send` (POST this body to this path) and `Wait` (sleep before
 the next attempt), is sent back what came of each (the response or the transport error),
 and returns the call's result. Request bodies, the retry policy and response parsing
@@ -25,6 +25,8 @@ import httpx
 from pydantic import BaseModel
 
 from service.schemas import (
+    BatchResult,
+    DecisionBatchResponse,
     DecisionRequestBase,
     DecisionResponse,
     FeedbackEvent,
@@ -35,11 +37,15 @@ from service.schemas import (
 
 #: Largest `{"events": [...]}` the service takes; `feedback_batch` splits bigger ones.
 MAX_FEEDBACK_BATCH = 1000
+#: Requests per `POST /v1/decisions/batch` `decide_batch` sends by default (the service's
+#: NEXTBEST_BATCH_MAX_REQUESTS is 1000 by default).
+DECISION_BATCH = 500
 RETRY_STATUSES = frozenset({429, 503})
 
 # The request may have been processed: only an idempotent-safe call repeats it.
 _UNANSWERED = (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError)
 # The request never left: safe to repeat anything.
+_NEVER_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 
 T = TypeVar("T")
 TransportT = TypeVar("TransportT")
@@ -197,6 +203,20 @@ class BaseClient(Generic[TransportT, SleepT]):
         response = yield from self._post("/v1/decisions", _decision_body(request, fields),
                                          retry_on=_UNANSWERED)
         return DecisionResponse.model_validate_json(response.content)
+
+    def _decide_batch_plan(self, requests: Iterable[DecisionRequestBase | Mapping[str, Any]],
+                           batch_size: int) -> Plan[DecisionBatchResponse]:
+        items = [_plain(r) for r in requests]
+        results: list[BatchResult] = []
+        for start in range(0, len(items), batch_size):
+            # repeated only where the batch cannot have been decided (it may spend budgets)
+            response = yield from self._post("/v1/decisions/batch",
+                                             {"requests": items[start:start + batch_size]},
+                                             retry_on=_NEVER_SENT)
+            part = DecisionBatchResponse.model_validate_json(response.content)
+            results += [r.model_copy(update={"index": r.index + start}) for r in part.results]
+        failed = sum(r.status != 200 for r in results)
+        return DecisionBatchResponse(results=results, decided=len(results) - failed, failed=failed)
 
     def _feedback_plan(self, decision_id: str, action_id: str, outcome: Outcome | str,
                        value: float | None, timestamp: datetime | float | None,

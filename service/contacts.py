@@ -100,7 +100,23 @@ class ContactLedger:
         self._contacts: OrderedDict[str, np.ndarray] = OrderedDict()
         self._views: dict[str, _View] = {}
         self._max_views = max(256, VIEW_CACHE_BYTES // (5 * max(self._n, 1)))
+        self._dismiss: np.ndarray = np.zeros(0)
+        self._accept: np.ndarray = np.zeros(0)
         self.policies(None, None)
+
+    def extend(self, action_ids: Sequence[str]) -> None:
+        """Follow a new catalog's rows: `action_ids` begins with the ids known now (rows are
+        only appended), so every contact stays with its action."""
+        if list(action_ids[:self._n]) != list(self._index):
+            raise ValueError("a new catalog's rows must begin with the rows known now")
+        for a in action_ids[self._n:]:
+            self._index[a] = len(self._index)
+        grown = len(self._index) - self._n
+        self._dismiss = np.append(self._dismiss, np.full(grown, float(self.suppress_seconds)))
+        self._accept = np.append(self._accept, np.full(grown, float(self.cooldown_seconds)))
+        self._n = len(self._index)
+        self._max_views = max(256, VIEW_CACHE_BYTES // (5 * max(self._n, 1)))
+        self._views.clear()
 
     def policies(self, dismiss_seconds: np.ndarray | None, accept_seconds: np.ndarray | None) -> None:
         """Per-action cooldowns after a dismiss and after an accept (NaN: the global one)."""

@@ -56,7 +56,7 @@ class Eligibility:
                      rows: np.ndarray, removals: Removals) -> None:
         """Explain: the requested (or all) actions the slot left out, `channel` or `placement`."""
         catalog = self._catalog
-        universe = (np.arange(len(catalog)) if requested is None else
+        universe = (np.flatnonzero(catalog.live) if requested is None else
                     np.array([catalog.index[a] for a in dict.fromkeys(requested)], dtype=np.int64))
         reasons = ["channel" if catalog.actions[r].channels and channel not in catalog.actions[r].channels
                    else "placement" for r in universe.tolist()]

@@ -70,31 +70,38 @@ class DecisionEngine:
 
     @property
     def model_versions(self) -> dict[str, str]:
-        return self._versions(self.scorer)
+        return self._versions(self.scorer, self.catalog)
 
-    def _versions(self, scorer: OnnxScorer) -> dict[str, str]:
+    def use_catalog(self, catalog: Catalog) -> None:
+        """Serve `catalog` from the next decision on (its rows begin with the ones served
+        now, so a decision that started before keeps valid rows to the end)."""
+        self.catalog, self.eligibility = catalog, Eligibility(catalog)
+
+    def _versions(self, scorer: OnnxScorer, catalog: Catalog) -> dict[str, str]:
         return {
             "offline": scorer.label,
             "online": f"river-logreg:{self.learner.updates}",
-            "catalog": self.catalog.version,
+            "catalog": catalog.version,
         }
 
-    def _held(self, customer_id: str | None, basket_rows: np.ndarray) -> np.ndarray | None:
+    def _held(self, catalog: Catalog, customer_id: str | None, basket_rows: np.ndarray) -> np.ndarray | None:
         """Catalog-wide: what the customer holds (in the basket, or accepted before)."""
-        if not self.catalog.rules.reads_held:
+        if not catalog.rules.reads_held:
             return None
         accepted = self.contacts.held(customer_id) if self.contacts is not None else None
+        if accepted is not None:  # the ledger may know rows a newer catalog appended
+            accepted = accepted[:len(catalog)]
         if not basket_rows.size:
             return accepted
-        held = np.zeros(len(self.catalog), dtype=bool) if accepted is None else accepted.copy()
+        held = np.zeros(len(catalog), dtype=bool) if accepted is None else accepted.copy()
         held[basket_rows] = True
         return held
 
-    def _left_out(self, rows: np.ndarray, sel: Selection, removals: Removals) -> None:
+    def _left_out(self, catalog: Catalog, rows: np.ndarray, sel: Selection, removals: Removals) -> None:
         """Explain: the candidates an exclusion group or the diversity rule left out."""
         assert sel.left_out is not None
         shown = set(sel.positions.tolist())
-        c = self.catalog
+        c = catalog
         for p in np.flatnonzero(sel.left_out).tolist():
             if p in shown:
                 continue
@@ -106,17 +113,18 @@ class DecisionEngine:
     async def decide(self, req: DecisionRequestBase, record: bool = True) -> dict[str, Any]:
         """Decide for one request; `record=False` (the warm-up) skips the log and counters."""
         m = self.metrics
-        matrix = self.actions.matrix
+        # one read of each: a catalog swapped in meanwhile serves from the next decision on
+        catalog, eligibility, matrix = self.catalog, self.eligibility, self.actions.matrix
         if matrix is None:
             raise NotReady("action features are not loaded yet")
         ctx: Any = req.context  # the world's context fields (service/schemas.py)
 
-        removals = Removals(self.catalog.ids) if req.explain else None
+        removals = Removals(catalog.ids) if req.explain else None
         decision_id = f"{self.ids.getrandbits(128):032x}"
         with m.stages() as stage:
-            rows = self.eligibility.candidates(req.channel, req.placement, req.candidates)
+            rows = eligibility.candidates(req.channel, req.placement, req.candidates)
             if removals is not None:
-                self.eligibility.slot_reasons(req.channel, req.placement, req.candidates, rows, removals)
+                eligibility.slot_reasons(req.channel, req.placement, req.candidates, rows, removals)
             stage.done("candidates")
 
             customer = await self.customers.get(req.customer_id)
@@ -124,14 +132,14 @@ class DecisionEngine:
             stage.done("customer")
 
             basket = getattr(ctx, self.encoder.basket) if self.encoder.basket else ()
-            basket_rows = self.eligibility.basket_rows(basket)
-            before, rows = rows, self.eligibility.filter(rows, basket_rows)
+            basket_rows = eligibility.basket_rows(basket)
+            before, rows = rows, eligibility.filter(rows, basket_rows)
             if removals is not None:
                 removals.add(before, rows, "in_basket")
-            if self.catalog.rules.active:
-                rows = self.eligibility.rules(rows, Decision(
+            if catalog.rules.active:
+                rows = eligibility.rules(rows, Decision(
                     seen_as.labels, customer.values, ctx, basket_rows,
-                    self._held(req.customer_id, basket_rows)), removals)
+                    self._held(catalog, req.customer_id, basket_rows)), removals)
             stage.done("eligibility")
 
             # Dismissed (on any channel) -> not proposed; prior exposures -> fatigue.
@@ -163,8 +171,8 @@ class DecisionEngine:
             propensity = sigmoid(z + correction)
             stage.done("online")
 
-            pr = arbitrate(self.catalog, rows, propensity, req.channel)
-            constraints = self.catalog.constraints_of(rows)
+            pr = arbitrate(catalog, rows, propensity, req.channel)
+            constraints = catalog.constraints_of(rows)
             stage.done("arbitration")
 
             def select(excluded: np.ndarray | None = None) -> Selection:
@@ -175,20 +183,20 @@ class DecisionEngine:
             stage.done("exploration")
 
             # Caps and budgets of the actions about to be shown: checked and taken at once.
-            if self.limiter is not None and self.catalog.limits.active and record:
+            if self.limiter is not None and catalog.limits.active and record:
                 sel, refused = await self.limiter.hold(
-                    self.catalog.limits, rows, sel, req.customer_id, req.channel, decision_id, select)
+                    catalog.limits, rows, sel, req.customer_id, req.channel, decision_id, select)
                 if removals is not None:
                     removals.rows([rows[p] for p in refused], list(refused.values()))
             if removals is not None and sel.left_out is not None:
-                self._left_out(rows, sel, removals)
+                self._left_out(catalog, rows, sel, removals)
             stage.done("limits")
 
             if not len(rows):
                 degraded.append("no_eligible_actions")
             # the shown actions' figures, gathered once and turned into Python numbers
             pos = sel.positions
-            ids = self.catalog.ids
+            ids = catalog.ids
             shown_rows, scores, propensities, values, logits, seen, probabilities, explored = (
                 a.tolist() for a in (rows[pos], pr.priority[pos], propensity[pos], pr.value[pos],
                                      z[pos], exposures[pos], sel.probability, sel.explored)
@@ -214,7 +222,7 @@ class DecisionEngine:
                         "priority": action["score"],
                     }
 
-            versions = self._versions(scorer)
+            versions = self._versions(scorer, catalog)
             response: dict[str, Any] = {
                 "decision_id": decision_id,
                 "customer_id": req.customer_id,
@@ -251,7 +259,7 @@ class DecisionEngine:
                 "degraded": degraded,
             }
             if shadow is not None and len(rows) and self.rng.random() < shadow.share:
-                record_doc["shadow"] = self._shadow(shadow.scorer, x, correction, rows, pos,
+                record_doc["shadow"] = self._shadow(catalog, shadow.scorer, x, correction, rows, pos,
                                                     req.limit, req.channel)
             if not self.log.submit(record_doc):  # the spool is full: feedback will be refused
                 degraded.append("decision_not_logged")
@@ -267,14 +275,14 @@ class DecisionEngine:
             m.exploration.inc(req.channel, amount=n_explored)
         return response
 
-    def _shadow(self, scorer: OnnxScorer, x: np.ndarray, correction: np.ndarray,
+    def _shadow(self, catalog: Catalog, scorer: OnnxScorer, x: np.ndarray, correction: np.ndarray,
                 rows: np.ndarray, shown: np.ndarray, limit: int, channel: str) -> dict[str, Any]:
         """The challenger on the same candidates and features: what it would have shown
         (greedily), and its propensity and pick probability for each shown action."""
         z = scorer.logits(x)
         propensity = sigmoid(z + correction)
-        priority = arbitrate(self.catalog, rows, propensity, channel).priority
-        ids = self.catalog.ids
+        priority = arbitrate(catalog, rows, propensity, channel).priority
+        ids = catalog.ids
         would_show = np.argsort(-priority, kind="stable")[:limit]
         probability = probabilities_of(priority, shown, self.epsilon, self.explore_top)
         return {

@@ -4,15 +4,18 @@
     ├── BadRequest (422)
     │   ├── UnknownCandidates (422)
     │   ├── ActionNotInDecision (422)
-    │   └── InvalidTimestamp (422)   feedback dated in the future, or before its decision
+    │   ├── InvalidTimestamp (422)   feedback dated in the future, or before its decision
+    │   └── InvalidCatalog (422)   a catalog change that does not validate (names action and field)
     ├── Unauthorized (401)   no API key, or one that is not in force
     ├── Forbidden (403)      a key without the scope the path needs
     ├── RateLimited (429, Retry-After)   the key's rate limit is reached
     ├── PayloadTooLarge (413)
     ├── RequestTimeout (408)
     ├── RegistryRefused (409)  a registry change refused (unknown version, nothing to roll back to)
+    ├── VersionMismatch (412)  If-Match names a catalog version that is no longer current
     ├── NotFound (404)
-    │   └── UnknownDecision (404)
+    │   ├── UnknownDecision (404)
+    │   └── UnknownAction (404)   no such action in the catalog
     └── NotReady (503, Retry-After)
         ├── ModelError (503)   a model that cannot be loaded or does not fit its manifest
         └── StateUnavailable (503)   the state store (Redis) is away and cannot be waited for
@@ -45,6 +48,10 @@ class ActionNotInDecision(BadRequest):
 
 class InvalidTimestamp(BadRequest):
     code = "invalid_timestamp"
+
+
+class InvalidCatalog(BadRequest):
+    code = "invalid_catalog"
 
 
 class Unauthorized(NextbestError):
@@ -83,6 +90,11 @@ class RegistryRefused(NextbestError):
     code = "registry_refused"
 
 
+class VersionMismatch(NextbestError):
+    status_code = 412
+    code = "version_mismatch"
+
+
 class NotFound(NextbestError):
     status_code = 404
     code = "not_found"
@@ -90,6 +102,10 @@ class NotFound(NextbestError):
 
 class UnknownDecision(NotFound):
     code = "unknown_decision"
+
+
+class UnknownAction(NotFound):
+    code = "unknown_action"
 
 
 class NotReady(NextbestError):

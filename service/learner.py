@@ -185,24 +185,29 @@ class OnlineLearner:
         self.model._weights[_Z] = 1.0
         for key in self._exposed:
             self.model._weights[key] = exposure_prior
+        self.updates = 0
+        # Where publication puts each weight: one column per (table, context value), one
+        # River key per action in it; values seen in feedback but not in the schema get
+        # a column when first learned.
+        self._columns: list[tuple[str, str]] = [("", "")] + [
+            (LEARNER_CROSSES[cross], value) for cross in self._crosses for value in tables[cross]
+        ]
+        self._known_columns = set(self._columns)
+        self._schema_columns = len(self._columns)
+        self._scalar_keys = [_Z, *self._exposed]
+        self._action_ids: list[str] = []
+        self._lay_out(action_ids, groups)
+        self.weights = OnlineWeights.neutral(self._n)
+        self.weights.fatigue = exposure_prior * np.arange(exposure_cap + 1.0)
+
+    def _lay_out(self, action_ids: Sequence[str], groups: Sequence[str | None] | None) -> None:
         self._n = len(action_ids)
         self._group: dict[str, str] = {}
         if groups is not None:
             if len(groups) != len(action_ids):
                 raise ValueError(f"{len(groups)} groups for {len(action_ids)} actions")
             self._group = {a: g for a, g in zip(action_ids, groups, strict=True) if g}
-        self.updates = 0
-        self.weights = OnlineWeights.neutral(self._n)
-        self.weights.fatigue = exposure_prior * np.arange(exposure_cap + 1.0)
-        # Where publication puts each weight: one column per (table, context value), one
-        # River key per action in it; values seen in feedback but not in the schema get
-        # a column when first learned.
         self._action_ids = list(action_ids)
-        self._columns: list[tuple[str, str]] = [("", "")] + [
-            (LEARNER_CROSSES[cross], value) for cross in self._crosses for value in tables[cross]
-        ]
-        self._known_columns = set(self._columns)
-        self._schema_columns = len(self._columns)
         self._slot_keys = self._keys_of(self._columns)
         group_names = sorted(set(self._group.values()))
         self._group_keys = [_GROUP + g for g in group_names]
@@ -212,7 +217,15 @@ class OnlineLearner:
             [position.get(self._group.get(a, ""), len(position)) for a in self._action_ids],
             dtype=np.int64,
         )
-        self._scalar_keys = [_Z, *self._exposed]
+
+    def relayout(self, action_ids: Sequence[str], groups: Sequence[str | None] | None = None) -> None:
+        """Serve over a new catalog's rows, and publish: `action_ids` must begin with the
+        ids served now (a catalog only ever appends rows), so what was learned for an
+        action stays with it; `groups` as in the constructor (a category may change)."""
+        if list(action_ids[:self._n]) != self._action_ids:
+            raise ValueError("a new catalog's rows must begin with the rows served now")
+        self._lay_out(action_ids, groups)
+        self.publish()
 
     def learn(self, examples: Iterable[LearningExample]) -> int:
         """Learn a batch; returns how many examples were used (unknown outcomes skipped)."""

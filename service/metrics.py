@@ -169,6 +169,22 @@ class Metrics:
             "nextbest_model_pointer_errors_total",
             "Failed reads of the registry's champion and challenger pointers.", registry=r,
         )
+        self.catalog_version = Gauge(
+            "nextbest_catalog_version", "The catalog version this replica serves.", registry=r,
+        )
+        self.catalog_swaps = Counter(
+            "nextbest_catalog_swaps_total",
+            "Catalog versions this replica swapped in while serving.", registry=r,
+        )
+        self.catalog_load_failures = Counter(
+            "nextbest_catalog_load_failures_total",
+            "Catalog versions this replica could not build (it kept serving the one before).",
+            registry=r,
+        )
+        self.catalog_read_errors = Counter(
+            "nextbest_catalog_read_errors_total",
+            "Failed reads of the catalog store's current version.", registry=r,
+        )
         self.learner_updates = Counter(
             "nextbest_learner_updates_total", "Feedback events learned by the online learner.",
             registry=r,

@@ -26,7 +26,10 @@ from features.online import (
     SqliteFeatureReader,
 )
 from service.action_features import ActionFeatureCache
-from service.catalog import load_catalog
+from service.catalog import Catalog
+from service.catalog_admin import CatalogAdmin, build, import_file
+from service.catalog_store import CatalogStore, catalog_store
+from service.catalog_watch import CatalogWatcher
 from service.contacts import ContactLedger
 from service.customer_features import CustomerFeatureService
 from service.decision_log import DecisionLog
@@ -103,6 +106,17 @@ def hot_path_clients(settings: Settings) -> tuple[Any, Any]:
             redis_client(settings, single_connection=True))
 
 
+def starting_catalog(store: CatalogStore, settings: Settings, world: World) -> Catalog:
+    """The catalog a starting replica serves: the store's current version, after the
+    catalog file was imported if its content is new (`service/catalog_admin.py`)."""
+    stored = import_file(store, settings.catalog_file, world)
+    try:
+        return build(stored, world)
+    except ValueError as exc:
+        raise ValueError(f"catalog version {stored.version} in {store.where} does not fit "
+                         f"the world: {exc}") from None
+
+
 @dataclass
 class _AsyncCloser:
     client: Any
@@ -128,6 +142,10 @@ class Runtime:
     #: follows the registry's pointers (None: a pinned version, not watched)
     model_watcher: ModelWatcher | None = None
     rate_limiter: RateLimiter = field(default_factory=MemoryRateLimiter)
+    #: the catalog's versions and audit trail, what the admin API changes
+    catalog_admin: CatalogAdmin | None = None
+    #: follows the catalog store's current version
+    catalog_watcher: CatalogWatcher | None = None
     closers: list[Any] = field(default_factory=list)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     ready: bool = False
@@ -140,19 +158,25 @@ class Runtime:
         `world` when the caller already loaded it, with its `requests` models)."""
         world = world if world is not None else configured_world(settings.config)
         requests = requests if requests is not None else request_models(world)
-        catalog = load_catalog(settings.catalog_file, world)
+        store = catalog_store(settings.redis_url, settings.redis_cluster, settings.catalog_file)
+        try:
+            catalog = starting_catalog(store, settings, world)
+        except BaseException:
+            store.close()
+            raise
         encoder = Encoder(world)
         registry = registry_for(settings, world, encoder)
         try:
             scorer, shadow, revision = starting_models(registry, settings.model_version)
         except BaseException:
             registry.store.close()
+            store.close()
             raise
         # A world without a customer entity reads no customer features at all.
         customers = (EntityLayout.of(world, world.customer_entity)
                      if world.customer_entity is not None else None)
         actions = EntityLayout.of(world, world.action_entity)
-        closers: list[Any] = [registry.store]
+        closers: list[Any] = [registry.store, store]
         customer_reader: OnlineFeatureReader | None = None
         action_reader: OnlineFeatureReader
         state: StateStore
@@ -253,6 +277,7 @@ class Runtime:
                                       shadow.scorer.version, shadow.scorer.manifest.sha256[:16]).set(1)
         watcher = (ModelWatcher(registry, engine, metrics, settings.model_watch_seconds, revision)
                    if settings.model_version is None else None)
+        metrics.catalog_version.set(int(catalog.version))
         return cls(
             settings=settings, metrics=metrics, state=state, engine=engine,
             feedback=FeedbackService(state, decision_log, metrics,
@@ -265,8 +290,10 @@ class Runtime:
                                        snapshots=snapshots),
             world=world, requests=requests, snapshots=snapshots, export_status=export_status,
             decision_log=decision_log, action_cache=action_cache, closers=closers,
-            model_watcher=watcher,
-            rate_limiter=rate_limiter,
+            model_watcher=watcher, rate_limiter=rate_limiter,
+            catalog_admin=CatalogAdmin(store, world),
+            catalog_watcher=CatalogWatcher(store, engine, world, metrics,
+                                           settings.catalog_watch_seconds, int(catalog.version)),
         )
 
     async def start(self) -> None:
@@ -283,6 +310,8 @@ class Runtime:
             self.tasks.append(asyncio.create_task(self.export_status.run(), name="export-status"))
         if self.model_watcher is not None:
             self.tasks.append(asyncio.create_task(self.model_watcher.run(), name="model-watch"))
+        if self.catalog_watcher is not None:
+            self.tasks.append(asyncio.create_task(self.catalog_watcher.run(), name="catalog-watch"))
         if self.settings.loop_lag_interval_seconds > 0:
             self.tasks.append(asyncio.create_task(
                 watch_loop_lag(self.metrics.loop_lag.observe,

@@ -221,3 +221,56 @@ class FeedbackResponse(BaseModel):
 class ErrorBody(BaseModel):
     error: str
     message: str
+
+
+class CatalogChange(BaseModel):
+    """What a change of the catalog wrote."""
+
+    version: int = Field(description="The catalog version now current (also the `ETag`).")
+    sha256: str = Field(description="sha256 of the version's canonical JSON document.")
+    changed: bool = Field(description="False when the document was already so: no new version.")
+    audit: dict[str, Any] | None = Field(
+        None, description="The audit entry the change appended (who, when, what).")
+
+
+class CatalogVersion(BaseModel):
+    version: int
+    sha256: str
+    updated_at: str
+    updated_by: str
+    serving: str = Field(description="The catalog version this replica serves now; it "
+                         "follows `version` within NEXTBEST_CATALOG_WATCH_SECONDS plus the build.")
+    document: dict[str, Any] = Field(description="The catalog document (`PUT /v1/catalog` format).")
+
+
+class ActionList(BaseModel):
+    version: int
+    actions: list[dict[str, Any]]
+
+
+class ActionVersion(BaseModel):
+    version: int
+    action: dict[str, Any]
+
+
+class AuditPage(BaseModel):
+    entries: list[dict[str, Any]] = Field(description="Newest first: version, sha256, at, by, "
+                                          "operation, changes (added, changed, removed, fields).")
+    next_before: int | None = Field(None, description="Pass as `before` for the next page "
+                                    "(None: this was the last).")
+
+
+class BatchResult(BaseModel):
+    """One request of a batch: its decision (status 200), or the error it got."""
+
+    index: int = Field(description="The request's position in `requests`.")
+    status: int = Field(description="What the request alone would have been answered.")
+    decision: DecisionResponse | None = None
+    error: str | None = None
+    message: str | None = None
+
+
+class DecisionBatchResponse(BaseModel):
+    results: list[BatchResult] = Field(description="One per request, in their order.")
+    decided: int
+    failed: int

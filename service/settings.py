@@ -45,8 +45,15 @@ class Settings(BaseSettings):
         1.0, gt=0, le=60, description="How often a replica reads the registry's champion and "
         "challenger pointers; a promotion serves within this plus the new model's load time.")
     catalog_path: Path | None = Field(
-        None, description="Action catalog JSON; default <data_dir>/catalog.json."
+        None, description="Action catalog JSON; default <data_dir>/catalog.json. Imported "
+        "into the catalog store (Redis; else a directory next to it, <name>-versions/) at "
+        "start-up when its content is not the one imported last; the store's current "
+        "version serves (docs/catalog.md)."
     )
+    catalog_watch_seconds: float = Field(
+        0.5, gt=0, le=60, description="How often a replica reads the catalog store's current "
+        "version; a catalog change serves on every replica within this plus the new "
+        "catalog's build time (docs/catalog.md).")
     api_keys: SecretStr | None = Field(
         None, description="API keys, comma-separated: each `SECRET` (scopes decide and "
         "feedback) or `NAME:SECRET:SCOPE+SCOPE[:RATE[/BURST]]`. With keys (here or in "
@@ -162,6 +169,9 @@ class Settings(BaseSettings):
     body_timeout_seconds: float = Field(
         10.0, gt=0, description="A `/v1` request whose body has not all arrived within this "
         "long is answered 408.")
+    batch_max_requests: int = Field(
+        1000, ge=1, le=100_000, description="Most requests in one `POST /v1/decisions/batch` "
+        "(413 above it); the body must also fit MAX_BODY_BYTES.")
     max_body_bytes: int = Field(
         1_048_576, gt=0, description="Largest request body on /v1 (413 above it)."
     )

@@ -194,15 +194,15 @@ def test_401_says_what_is_missing_and_403_which_scope(demo: DemoDirs) -> None:
 
 
 def test_a_route_can_require_a_scope(demo: DemoDirs) -> None:
-    app = create_app(make_settings(demo, api_keys=STRUCTURED), route_scopes={"/v1/catalog": "admin"})
+    app = create_app(make_settings(demo, api_keys=STRUCTURED), route_scopes={"/v1/special": "admin"})
 
-    @app.put("/v1/catalog")
-    async def put_catalog() -> dict[str, str]:
-        return {"catalog": "replaced"}
+    @app.put("/v1/special")
+    async def put_special() -> dict[str, str]:
+        return {"special": "done"}
 
     with TestClient(app) as c:
-        assert c.put("/v1/catalog", headers=h(SHOP)).status_code == 403
-        assert c.put("/v1/catalog", headers=h(OPS)).json() == {"catalog": "replaced"}
+        assert c.put("/v1/special", headers=h(SHOP)).status_code == 403
+        assert c.put("/v1/special", headers=h(OPS)).json() == {"special": "done"}
 
 
 def test_protected_read_needs_the_read_scope(demo: DemoDirs) -> None:
@@ -275,3 +275,25 @@ def test_unusable_keys_refuse_to_start(demo: DemoDirs, tmp_path: Path) -> None:
     bad.write_text("keys: [{name: a, key: k, scopes: [everything]}]")
     with pytest.raises(AccessConfigError, match="unknown scope"):
         create_app(make_settings(demo, api_keys_file=bad))
+
+
+def test_the_catalog_admin_api_needs_the_admin_scope_and_audits_the_key(
+        demo: DemoDirs, tmp_path: Path) -> None:
+    """The admin routes (service/admin_api.py) are admin-scoped, and an admin change is
+    recorded in the audit trail under the key's name."""
+    keys = "shop:s3cret-shop:decide+feedback,ops:s3cret-ops:admin"
+    catalog = tmp_path / "catalog.json"  # the versions live next to it: not the shared demo's
+    catalog.write_bytes((demo.data_dir / "catalog.json").read_bytes())
+    with TestClient(create_app(make_settings(demo, api_keys=keys, catalog_path=catalog))) as client:
+        shop, ops = {"X-API-Key": "s3cret-shop"}, {"X-API-Key": "s3cret-ops"}
+        assert client.get("/v1/actions", headers=shop).status_code == 403
+        assert client.get("/v1/catalog/audit", headers=shop).status_code == 403
+        assert client.post("/v1/decisions/batch", json={"requests": []}, headers=ops).status_code == 403
+        listed = client.get("/v1/actions", headers=ops)
+        assert listed.status_code == 200
+        action = listed.json()["actions"][0]
+        changed = client.put(f"/v1/actions/{action['action_id']}", headers=ops,
+                             json={**action, "lever": 1.5})
+        assert changed.status_code == 200, changed.text
+        audit = client.get("/v1/catalog/audit", headers=ops).json()
+        assert audit["entries"][0]["by"] == "ops"  # newest first

@@ -107,3 +107,35 @@ def test_an_encoding_that_maps_unknowns_to_other_accepts_them(tmp_path: Path) ->
     assert catalog.actions[0].category == "electronics"
     with pytest.raises(ValueError, match="action 'e1' field 'kind': 'voucher'"):
         load(write(tmp_path, {"action_id": "e1", "category": "electronics", "kind": "voucher"}), world)
+
+
+def _spec(*actions: dict[str, Any]) -> Any:
+    from service.catalog import parse_catalog
+
+    return parse_catalog(json.dumps({"actions": list(actions)}))
+
+
+def test_a_new_version_keeps_the_rows_of_the_one_before_and_appends() -> None:
+    first = Catalog(_spec({"action_id": "a"}, {"action_id": "b"}, {"action_id": "c"}), RETAIL)
+    second = Catalog(_spec({"action_id": "c", "value": 9.0}, {"action_id": "d"},
+                           {"action_id": "a", "active": False}), RETAIL, first, version="2")
+    assert second.ids == ["a", "b", "c", "d"] and second.version == "2"
+    assert second.live.tolist() == [False, False, True, True]
+    assert second.index == {"c": 2, "d": 3}
+    assert second.value.tolist()[2:] == [9.0, 1.0]
+    assert second.candidates("web", "home").tolist() == [2, 3]
+    third = Catalog(_spec({"action_id": "b"}), RETAIL, second)  # b comes back to its row
+    assert third.ids == second.ids and third.index == {"b": 1}
+
+
+def test_a_retired_row_carries_no_rules_caps_or_budget() -> None:
+    first = Catalog(_spec({"action_id": "a", "budget": {"limit": 1}, "exclusion_group": "g",
+                           "contact": {"once": True}}, {"action_id": "b"}), RETAIL)
+    second = Catalog(_spec({"action_id": "b"}), RETAIL, first)
+    assert first.limits.active and not second.limits.active
+    assert second.actions[0].exclusion_group is None and second.constraints is None
+
+
+def test_duplicate_ids_name_the_action_and_the_field(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="action 'a' field 'action_id': appears more than once"):
+        load(write(tmp_path, {"action_id": "a"}, {"action_id": "a", "active": False}))

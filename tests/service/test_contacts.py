@@ -143,3 +143,19 @@ def test_lookups_follow_time_and_new_contacts_as_a_fresh_count_would(clock: Cloc
                    for action in IDS]
         assert ledger.exposures(customer, ALL).tolist() == seen
         assert ledger.suppressed(customer, ALL).tolist() == blocked
+
+
+def test_new_rows_keep_every_contact_with_its_action(clock: Clock) -> None:
+    ledger = ContactLedger(IDS, suppress_seconds=DAY, clock=clock)
+    ledger.record([event("c1", "b", "dismiss", clock.now), event("c1", "c", "impression", clock.now)])
+    assert ledger.suppressed("c1", ALL).tolist() == [False, True, False, False]
+    ledger.extend([*IDS, "e"])
+    ledger.record([event("c1", "e", "dismiss", clock.now)])
+    rows = np.arange(5)
+    assert ledger.suppressed("c1", rows).tolist() == [False, True, False, False, True]
+    assert ledger.exposures("c1", rows).tolist() == [0, 0, 1, 0, 0]
+    ledger.policies(np.array([np.nan, np.nan, np.nan, np.nan, 0.0]), None)
+    clock.now += 1
+    assert ledger.suppressed("c1", rows).tolist() == [False, True, False, False, False]
+    with pytest.raises(ValueError, match="must begin with the rows known now"):
+        ledger.extend(["e", *IDS])

@@ -169,3 +169,22 @@ def test_the_worlds_learner_section_sets_the_crosses_and_the_fatigue_cap() -> No
     document["learner"]["crosses"] = ["device"]
     with pytest.raises(ValueError, match="learner.crosses: .* not 'device'"):
         learner_tables(World.model_validate(document))
+
+
+def test_a_relayout_keeps_what_was_learned_with_each_action() -> None:
+    """A new catalog appends rows: learned weights stay with their actions, the new one
+    starts neutral, and the vectorised copy still equals River (groups changed too)."""
+    learner = OnlineLearner(["a", "b"], RETAIL_TABLES, groups=["x", "y"])
+    for _ in range(30):
+        learner.learn([example("a", "accept", channel="pos"), example("b", "dismiss")])
+    before = learner.publish()
+    learner.relayout(["a", "b", "c"], ["x", "x", "x"])
+    after = learner.weights
+    assert after.action.shape == (3,) and after.by_channel["pos"].shape == (3,)
+    assert after.by_channel["pos"][0] == before.by_channel["pos"][0]
+    for action, row in (("a", 0), ("b", 1), ("c", 2)):
+        z = np.array([-1.5])
+        vec = sigmoid(z + after.correction(z, np.array([row]), "pos", "home", "purchase"))[0]
+        assert vec == pytest.approx(learner.predict_proba(example(action, z=-1.5, channel="pos")), rel=1e-9)
+    with pytest.raises(ValueError, match="must begin with the rows served now"):
+        learner.relayout(["b", "a", "c"])
