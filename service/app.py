@@ -35,7 +35,8 @@ from service.settings import Settings
 
 log = logging.getLogger(__name__)
 
-ENDPOINTS = frozenset({"/v1/decisions", "/v1/feedback", "/metrics", "/healthz", "/readyz"})
+ENDPOINTS = frozenset({"/v1/decisions", "/v1/feedback", "/metrics", "/healthz", "/readyz",
+                       *api.REPORT_ROUTES, *api.ADMIN_ROUTES, *api.CONSOLE_PAGES})
 
 
 class HTTPMetrics:
@@ -238,6 +239,8 @@ def create_app(settings: Settings, metrics: Metrics | None = None,
     )
     app.include_router(api.v1)
     app.include_router(api.ops)
+    app.include_router(api.reports)
+    app.include_router(api.pages)
     app.body_schemas = api.body_schemas(models)
     app.state.handlers = api.handlers(models) if handlers is None else dict(handlers(models))
     entry: ASGIApp = FastRoutes(functools.partial(FastAPI.__call__, app), app.state.handlers,

@@ -28,6 +28,7 @@ from features.online import (
 from service.action_features import ActionFeatureCache
 from service.catalog import load_catalog
 from service.contacts import ContactLedger
+from service.control import ControlGroup
 from service.customer_features import CustomerFeatureService
 from service.decision_log import DecisionLog
 from service.eligibility import Eligibility
@@ -35,6 +36,7 @@ from service.engine import DecisionEngine
 from service.export_status import ExportStatus
 from service.feedback import FeedbackService
 from service.feedback_loop import FeedbackLoop
+from service.insights import CountStore, Insights, Labels, MemoryCounts, RedisCounts
 from service.learner import EXPOSURE_PRIOR, OnlineLearner, learner_tables
 from service.limits import Limiter
 from service.loop_lag import watch as watch_loop_lag
@@ -126,6 +128,8 @@ class Runtime:
     export_status: ExportStatus | None = None
     #: follows the registry's pointers (None: a pinned version, not watched)
     model_watcher: ModelWatcher | None = None
+    #: the counts behind the uplift report and the touchpoint insights
+    insights: Insights | None = None
     closers: list[Any] = field(default_factory=list)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     ready: bool = False
@@ -155,6 +159,7 @@ class Runtime:
         action_reader: OnlineFeatureReader
         state: StateStore
         counters: CounterStore
+        insight_counts: CountStore
         if settings.redis_url:
             # Customer reads get their own connection with the decision path's tight
             # timeout; state writes a patient one; blocking stream reads and the action
@@ -168,6 +173,7 @@ class Runtime:
             # caps and budgets: the decision path's tight timeout (refused on a timeout)
             counters = RedisCounters(fast, scripted=not settings.redis_cluster)
             action_reader = RedisFeatureReader(client, actions)
+            insight_counts = RedisCounts(client)
             closers += [state, _AsyncCloser(fast)]
         else:
             online_db = settings.data_dir / "feast" / "online.db"
@@ -175,6 +181,7 @@ class Runtime:
             action_reader = sqlite_actions
             state = MemoryState(settings.decision_ttl_seconds)
             counters = MemoryCounters()
+            insight_counts = MemoryCounts()
             closers += [sqlite_actions, state]
             if customers is not None:
                 sqlite_customers = SqliteFeatureReader(online_db, customers)
@@ -232,7 +239,18 @@ class Runtime:
             contacts=contacts,
             shadow=shadow,
             limiter=limiter,
+            control=(ControlGroup(settings.control_share, settings.control_policy, settings.control_salt)
+                     if settings.control_share > 0 else None),
         )
+
+        def kind_of(action_id: str) -> str | None:
+            c = engine.catalog  # the catalog serving now
+            row = c.index.get(action_id)
+            return c.kind[row] if row is not None else None
+
+        insights = Insights(insight_counts, metrics, Labels.of(world, catalog.kind), kind_of,
+                            settings.insights_flush_seconds, settings.insights_retention_hours)
+        decision_log.on_written = insights.decided
 
         async def spend(events: Sequence[Record]) -> None:
             c = engine.catalog  # the catalog serving now
@@ -252,14 +270,15 @@ class Runtime:
             feedback=FeedbackService(state, decision_log, metrics,
                                      max_spooled=settings.spool_max_records,
                                      write_timeout=settings.feedback_write_timeout_seconds,
-                                     max_skew=settings.feedback_max_skew_seconds, spend=spend),
+                                     max_skew=settings.feedback_max_skew_seconds, spend=spend,
+                                     observe=insights.observed),
             feedback_loop=FeedbackLoop(state, learner, metrics, contacts=contacts,
                                        learn=settings.online_learning,
                                        read_interval=settings.learner_read_interval_seconds,
                                        snapshots=snapshots),
             world=world, requests=requests, snapshots=snapshots, export_status=export_status,
             decision_log=decision_log, action_cache=action_cache, closers=closers,
-            model_watcher=watcher,
+            model_watcher=watcher, insights=insights,
         )
 
     async def start(self) -> None:
@@ -274,6 +293,8 @@ class Runtime:
         ]
         if self.export_status is not None:
             self.tasks.append(asyncio.create_task(self.export_status.run(), name="export-status"))
+        if self.insights is not None:
+            self.tasks.append(asyncio.create_task(self.insights.run(), name="insights"))
         if self.model_watcher is not None:
             self.tasks.append(asyncio.create_task(self.model_watcher.run(), name="model-watch"))
         if self.settings.loop_lag_interval_seconds > 0:
@@ -348,6 +369,9 @@ class Runtime:
             await self.decision_log.flush()
         with contextlib.suppress(Exception):
             await self.feedback.flush()
+        if self.insights is not None:
+            with contextlib.suppress(Exception):
+                await self.insights.flush()
         for c in self.closers:
             with contextlib.suppress(Exception):
                 result = c.close()
