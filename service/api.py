@@ -20,17 +20,20 @@ shape. The API key check (keys, scopes, rate limits) is an ASGI middleware
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Annotated, Any, TypeVar
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal, TypeVar
 
 import orjson
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import Response
+from fastapi.responses import HTMLResponse, Response
 from fastapi.routing import APIRoute
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
+from service import console
 from service.batch import decide_many
 from service.errors import (
     ActionNotInDecision,
@@ -52,6 +55,8 @@ from service.schemas import (
     FeedbackResponse,
     RequestModels,
 )
+from service.touchpoints import TouchpointReport, touchpoint_report
+from service.uplift import UpliftReport, uplift_report
 
 log = logging.getLogger(__name__)
 
@@ -354,3 +359,79 @@ async def readyz(runtime: RuntimeDep) -> dict[str, object]:
 async def metrics(runtime: RuntimeDep) -> Response:
     """Prometheus exposition."""
     return Response(generate_latest(runtime.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+# --- reports and the console -----------------------------------------------------------
+#: Read-only reports over the cluster-wide counts (service/insights.py).
+REPORT_ROUTES = frozenset({"/v1/reports/uplift", "/v1/insights/touchpoints"})
+#: The console's data, for the people who run the service (the admin scope, once keys
+#: have scopes); the console's page calls these and the report routes with its key.
+ADMIN_ROUTES = frozenset({"/v1/console/catalog"})
+#: The console's page and script: static, no data in them (a browser loading them sends
+#: no API key; the page asks for one and sends it with its calls).
+CONSOLE_PAGES = frozenset({"/console", "/console/console.js"})
+
+reports = APIRouter(prefix="/v1", responses=ERRORS)
+pages = APIRouter(include_in_schema=False)
+
+Since = Annotated[datetime | None, Query(
+    description="Count from the hour of this time (ISO 8601; without a zone: UTC). "
+    "Default: everything retained (NEXTBEST_INSIGHTS_RETENTION_HOURS).")]
+Level = Annotated[float, Query(gt=0.5, lt=1.0, description="Confidence level of the intervals.")]
+
+
+def _epoch(ts: datetime | None) -> float | None:
+    if ts is None:
+        return None
+    return (ts if ts.tzinfo else ts.replace(tzinfo=UTC)).timestamp()
+
+
+def _insights(runtime: Runtime) -> Any:
+    if runtime.insights is None:
+        raise NotReady("insights are not counted by this runtime")
+    return runtime.insights
+
+
+@reports.get("/reports/uplift", response_model=UpliftReport, tags=["reports"],
+             openapi_extra={"parameters": [API_KEY_HEADER]})
+async def uplift(runtime: RuntimeDep, since: Since = None, level: Level = 0.95) -> UpliftReport:
+    """nextbest against the control group: acceptance rate and value per decision for each
+    group and channel, with intervals, and the uplift between them (docs/insights.md)."""
+    counts, start = await _insights(runtime).counts(_epoch(since))
+    s = runtime.settings
+    return uplift_report(counts, start, time.time(), level, s.control_share, s.control_policy)
+
+
+@reports.get("/insights/touchpoints", response_model=TouchpointReport, tags=["reports"],
+             openapi_extra={"parameters": [API_KEY_HEADER]})
+async def touchpoints(
+    runtime: RuntimeDep, since: Since = None,
+    group: Annotated[Literal["treatment", "control"] | None, Query(
+        description="Count one group only (default: both).")] = None,
+    min_impressions: Annotated[int, Query(ge=1, le=1_000_000, description="Fewest impressions "
+                                          "a touchpoint needs to be a pleasure or pain point.")] = 30,
+    top: Annotated[int, Query(ge=1, le=100, description="Pleasure and pain points listed.")] = 5,
+) -> TouchpointReport:
+    """Impressions, acceptance, dismissal and value per channel x journey stage (x action
+    kind), with the pleasure points and the pain points (docs/insights.md)."""
+    counts, start = await _insights(runtime).counts(_epoch(since))
+    return touchpoint_report(counts, start, time.time(), group, min_impressions, top)
+
+
+@reports.get("/console/catalog", response_model=console.CatalogView, tags=["console"],
+             openapi_extra={"parameters": [API_KEY_HEADER]})
+async def console_catalog(runtime: RuntimeDep) -> console.CatalogView:
+    """The catalog serving now: each action with its rules, caps and the budget it has left."""
+    return await console.catalog_view(runtime.engine.catalog, runtime.engine.limiter,
+                                      runtime.requests.decision.placements_by_channel)
+
+
+@pages.get("/console")
+async def console_page() -> HTMLResponse:
+    """The console (docs/insights.md): one HTML page and one script, no build step."""
+    return HTMLResponse(console.page())
+
+
+@pages.get("/console/console.js")
+async def console_script() -> Response:
+    return Response(console.script(), media_type="text/javascript")

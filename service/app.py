@@ -54,14 +54,17 @@ log = logging.getLogger(__name__)
 
 ENDPOINTS = frozenset({"/v1/decisions", "/v1/decisions/batch", "/v1/feedback", "/metrics",
                        "/healthz", "/readyz",
-                       "/v1/actions", "/v1/catalog", "/v1/catalog/audit"})
+                       "/v1/actions", "/v1/catalog", "/v1/catalog/audit",
+                       *api.REPORT_ROUTES, *api.ADMIN_ROUTES, *api.CONSOLE_PAGES})
 
 
-#: The catalog admin API needs the admin scope (every method, the paths and below them);
-#: the batch of decisions the decide scope.
+#: The catalog admin API and the console's catalog view need the admin scope (every method,
+#: the paths and below them); the batch of decisions the decide scope; the reports any key
+#: (the console's pages hold no data and stay open: a browser cannot send a key header).
 ADMIN_SCOPES: dict[str, str] = {
     **{p: "admin" for p in admin_api.ADMIN_ROUTES},
     **{p + "/": "admin" for p in admin_api.ADMIN_ROUTES},
+    **{p: "admin" for p in api.ADMIN_ROUTES},  # the console's catalog view
     "/v1/decisions/batch": "decide",
 }
 
@@ -369,6 +372,8 @@ def create_app(settings: Settings, metrics: Metrics | None = None,
     app.include_router(api.v1)
     app.include_router(admin_api.admin)
     app.include_router(api.ops)
+    app.include_router(api.reports)
+    app.include_router(api.pages)
     app.body_schemas = [*api.body_schemas(models), Action, CatalogFile]
     app.state.handlers = api.handlers(models) if handlers is None else dict(handlers(models))
     entry: ASGIApp = FastRoutes(functools.partial(FastAPI.__call__, app), app.state.handlers,

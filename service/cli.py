@@ -1,5 +1,5 @@
 """The `nextbest` command line: demo, serve, load, train, materialize, export, dataset, models,
-decide-batch, bench, simulate, evaluate, gate.
+decide-batch, report, bench, simulate, evaluate, gate.
 
 The top of the project: it imports the rest, nothing imports it. Heavy imports (Feast,
 scikit-learn) happen inside the commands that need them, so `nextbest serve` does not
@@ -44,6 +44,7 @@ NEEDS: dict[str, dict[str, tuple[str, ...]]] = {
     "bench": {"server": ("fastapi", "uvicorn", "feast", "onnxruntime", "river", "sklearn"), "bench": ("matplotlib",)},
     "evaluate": {"server": ("numpy", "scipy")},
     "decide-batch": {"server": ("pydantic_settings", "pandas", "pyarrow", "tqdm")},
+    "report": {"server": ("pydantic_settings", "prometheus_client")},
     "gate": {"server": ("numpy", "scipy", "pandas", "feast", "onnxruntime", "sklearn")},
 }
 
@@ -264,6 +265,39 @@ def _models_table(registry: Registry) -> str:
     return "\n".join(lines)
 
 
+def _report(args: argparse.Namespace) -> int:
+    """`nextbest report uplift|touchpoints`: a running service's report, over HTTP."""
+    import os
+
+    import httpx
+
+    from service import touchpoints, uplift
+
+    path = "/v1/reports/uplift" if args.kind == "uplift" else "/v1/insights/touchpoints"
+    params: dict[str, str] = {}
+    if args.since is not None:
+        params["since"] = args.since.isoformat()
+    if args.kind == "uplift":
+        params["level"] = str(args.level)
+    key = os.environ.get("NEXTBEST_API_KEY")
+    try:
+        response = httpx.get(args.url.rstrip("/") + path, params=params, timeout=30.0,
+                             headers={"x-api-key": key} if key else {})
+    except httpx.HTTPError as exc:
+        print(f"nextbest report: {args.url} cannot be reached: {exc}", file=sys.stderr)
+        return 2
+    if response.status_code != 200:
+        print(f"nextbest report: {response.status_code} from {path}: {response.text}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(response.text)
+    elif args.kind == "uplift":
+        print(uplift.table(uplift.UpliftReport.model_validate_json(response.content)))
+    else:
+        print(touchpoints.table(touchpoints.TouchpointReport.model_validate_json(response.content)))
+    return 0
+
+
 def _serve(settings: Settings, host: str, port: int) -> None:
     import uvicorn
 
@@ -423,6 +457,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="customers per request (at most the service's NEXTBEST_BATCH_MAX_REQUESTS)")
     p.add_argument("--timeout", type=float, default=60.0, help="seconds per request")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p = sub.add_parser("report", help="a running nextbest's uplift report (nextbest against the "
+                       "control group) or touchpoint insights, over HTTP (NEXTBEST_API_KEY: its key)")
+    p.add_argument("kind", choices=("uplift", "touchpoints"))
+    p.add_argument("--url", default="http://127.0.0.1:8000", help="the service (any replica: the "
+                   "reports are cluster-wide with Redis)")
+    p.add_argument("--since", type=_timestamp, default=None,
+                   help="ISO time: count the decisions from its hour on (default: all retained)")
+    p.add_argument("--level", type=float, default=0.95, help="confidence level of the intervals")
+    p.add_argument("--json", action="store_true", help="print the JSON the service returned")
     for name, help_text in PASS_THROUGH.items():
         sub.add_parser(name, help=f"{help_text} (see `nextbest {name} --help`)", add_help=False)
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -441,6 +484,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if _refuse_without_extras(args.command):
         return 2
 
+    if args.command == "report":  # a client of a running service: no settings of its own
+        return _report(args)
     from service.settings import Settings
 
     try:

@@ -35,7 +35,7 @@ import asyncio
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import orjson
 
@@ -66,6 +66,8 @@ class DecisionLog:
         self._linger = linger_seconds
         self._ttl = ttl_seconds
         self.dropped = 0
+        #: called with every batch once it is written (the insights count decisions there)
+        self.on_written: Callable[[Sequence[Record]], None] | None = None
 
     def submit(self, record: Record) -> bool:
         """Queue `record` for writing; False when the spool is full and it is not kept."""
@@ -171,3 +173,5 @@ class DecisionLog:
                 recent[decision_id] = blob
         while len(recent) > self._recent_size:
             recent.popitem(last=False)
+        if self.on_written is not None:
+            self.on_written(batch)

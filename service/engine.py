@@ -11,6 +11,11 @@ that reference between two requests when the registry's champion changes, so a d
 is scored, reported and logged by one version. `shadow`, when set, is a challenger that
 scores a share of decisions next to the champion; what it would have shown and its
 propensities for what was shown go into the decision record, never into the response.
+
+`control`, when set, puts a share of customers in a control group (`service/control.py`):
+for them a baseline policy ranks the same eligible candidates at the exploration step,
+and caps, budgets and arbitration constraints apply as for everyone. The group is in the
+response and the decision record, and the feedback joined from the record carries it.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from service.action_features import ActionFeatureCache
 from service.arbitration import arbitrate
 from service.catalog import Catalog
 from service.contacts import ContactLedger
+from service.control import CONTROL, TREATMENT, ControlGroup, Ranking
 from service.customer_features import CustomerFeatureService
 from service.decision_log import DecisionLog
 from service.eligibility import Eligibility, Removals
@@ -65,6 +71,8 @@ class DecisionEngine:
     explore_top: int = 0
     shadow: Shadow | None = None
     limiter: Limiter | None = None
+    #: a share of customers served by a baseline policy (service/control.py); None: off
+    control: ControlGroup | None = None
     #: draws decision ids: 128 random bits, seeded from os.urandom (uuid4 cost a syscall)
     ids: random.Random = field(default_factory=random.Random)
 
@@ -175,9 +183,16 @@ class DecisionEngine:
             constraints = catalog.constraints_of(rows)
             stage.done("arbitration")
 
+            # The control group: a baseline policy ranks the same eligible candidates.
+            baseline = self.control
+            group = baseline.group_of(req.customer_id, decision_id) if baseline else TREATMENT
+            ranking = (baseline.ranking(self.catalog, rows, z, req.channel)
+                       if baseline is not None and group == CONTROL
+                       else Ranking(pr.priority, self.epsilon, self.explore_top))
+
             def select(excluded: np.ndarray | None = None) -> Selection:
-                return select_top_k(pr.priority, req.limit, self.epsilon, self.rng, self.explore_top,
-                                    constraints, excluded)
+                return select_top_k(ranking.priority, req.limit, ranking.epsilon, self.rng,
+                                    ranking.explore_top, constraints, excluded)
 
             sel = select()
             stage.done("exploration")
@@ -198,8 +213,9 @@ class DecisionEngine:
             pos = sel.positions
             ids = catalog.ids
             shown_rows, scores, propensities, values, logits, seen, probabilities, explored = (
-                a.tolist() for a in (rows[pos], pr.priority[pos], propensity[pos], pr.value[pos],
-                                     z[pos], exposures[pos], sel.probability, sel.explored)
+                a.tolist() for a in (rows[pos], ranking.priority[pos], propensity[pos], pr.value[pos],
+                                     z[pos], exposures[pos], sel.probability,
+                                     sel.explored & (group == TREATMENT))  # control: a baseline, not exploring
             )
             actions: list[dict[str, Any]] = [
                 {"action_id": ids[r], "rank": rank, "score": score, "propensity": p,
@@ -219,7 +235,7 @@ class DecisionEngine:
                         "value": action["value"],
                         "context_weight": float(pr.context_weight[i]),
                         "lever": float(pr.lever[i]),
-                        "priority": action["score"],
+                        "priority": float(pr.priority[i]),
                     }
 
             versions = self._versions(scorer, catalog)
@@ -231,6 +247,7 @@ class DecisionEngine:
                 "actions": actions,
                 "model_versions": versions,
                 "degraded": degraded,
+                "group": group,
             }
             if removals is not None:
                 response["removed"] = removals.items
@@ -257,6 +274,7 @@ class DecisionEngine:
                     for a, zl, n in zip(actions, logits, seen, strict=True)
                 ],
                 "degraded": degraded,
+                "group": group,
             }
             if shadow is not None and len(rows) and self.rng.random() < shadow.share:
                 record_doc["shadow"] = self._shadow(catalog, shadow.scorer, x, correction, rows, pos,

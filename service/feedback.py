@@ -3,7 +3,8 @@
 An event is accepted only if its decision is known (not expired) and the action was
 shown in it; the stream entry is then a self-contained learning example (the shown
 action's offline logit, how often the customer had seen it before, and the decision's
-context), so learners and contact ledgers never read the decision log. A single event
+context, its group and time), so learners, contact ledgers and the insights' counts
+(`service/insights.py`) never read the decision log. A single event
 that cannot be joined is an error (404 unknown decision, 422 action not shown); in a
 batch such events are listed as rejected and the rest accepted.
 
@@ -58,8 +59,10 @@ class FeedbackService:
     def __init__(self, state: StateStore, decisions: DecisionLog, metrics: Metrics,
                  max_spooled: int = 100_000, write_timeout: float = 1.0,
                  max_skew: float = 300.0,
-                 spend: Callable[[Sequence[Record]], Awaitable[None]] | None = None) -> None:
+                 spend: Callable[[Sequence[Record]], Awaitable[None]] | None = None,
+                 observe: Callable[[Sequence[Record]], None] | None = None) -> None:
         self._spend = spend  # accept budgets (`Limiter.spend`), once per applied event
+        self._observe = observe  # the insights' counts (`Insights.observed`), likewise
         self._state = state
         self._decisions = decisions
         self._metrics = metrics
@@ -133,6 +136,8 @@ class FeedbackService:
                 "probability": shown["probability"],
                 "offline_logit": shown["offline_logit"],
                 "exposures": shown.get("exposures", 0),
+                "group": record.get("group", "treatment"),
+                "decided_at": record["ts"],
             })
         applied = await self._append(accepted, keys) if accepted else []
         duplicates = repeated + applied.count(False)
@@ -147,6 +152,8 @@ class FeedbackService:
         fresh = [e for e, new in zip(events, applied, strict=True) if new]
         for e in fresh:
             self._metrics.feedback.labels(e["outcome"], e["channel"], e["journey_stage"]).inc()
+        if self._observe is not None and fresh:
+            self._observe(fresh)
         if self._spend is not None and fresh:
             try:
                 await self._spend(fresh)

@@ -97,6 +97,32 @@ class Metrics:
             "nextbest_feedback_events_total", "Feedback events accepted.",
             ["outcome", "channel", "journey_stage"], registry=r,
         )
+        self.group_decisions = LoopCounter(
+            "nextbest_group_decisions_total",
+            "Decisions logged, by group (`treatment`, or `control`: the baseline policy) and "
+            "channel; counted by the replica that wrote the record.",
+            ["group", "channel"], registry=r,
+        )
+        self.group_outcomes = LoopCounter(
+            "nextbest_group_outcomes_total",
+            "Feedback events applied, by group, channel and outcome (each event once, by the "
+            "replica that accepted it).", ["group", "channel", "outcome"], registry=r,
+        )
+        self.group_value = LoopCounter(
+            "nextbest_group_value_total", "Value carried by applied feedback events, by group "
+            "and channel.", ["group", "channel"], registry=r,
+        )
+        self.touchpoint_events = LoopCounter(
+            "nextbest_touchpoint_events_total",
+            "Feedback events applied, by touchpoint: channel, journey stage and action kind "
+            "(values outside the world's vocabularies: `other`), and outcome.",
+            ["channel", "journey_stage", "kind", "outcome"], registry=r,
+        )
+        self.touchpoint_value = LoopCounter(
+            "nextbest_touchpoint_value_total",
+            "Value carried by applied feedback events, by channel, journey stage and action kind.",
+            ["channel", "journey_stage", "kind"], registry=r,
+        )
         self.feedback_rejected = Counter(
             "nextbest_feedback_rejected_total",
             "Feedback events refused (unknown decision, action not shown).",

@@ -31,6 +31,7 @@ from service.catalog_admin import CatalogAdmin, build, import_file
 from service.catalog_store import CatalogStore, catalog_store
 from service.catalog_watch import CatalogWatcher
 from service.contacts import ContactLedger
+from service.control import ControlGroup
 from service.customer_features import CustomerFeatureService
 from service.decision_log import DecisionLog
 from service.eligibility import Eligibility
@@ -38,6 +39,7 @@ from service.engine import DecisionEngine
 from service.export_status import ExportStatus
 from service.feedback import FeedbackService
 from service.feedback_loop import FeedbackLoop
+from service.insights import CountStore, Insights, Labels, MemoryCounts, RedisCounts
 from service.learner import EXPOSURE_PRIOR, OnlineLearner, learner_tables
 from service.limits import Limiter
 from service.loop_lag import watch as watch_loop_lag
@@ -146,6 +148,8 @@ class Runtime:
     catalog_admin: CatalogAdmin | None = None
     #: follows the catalog store's current version
     catalog_watcher: CatalogWatcher | None = None
+    #: the counts behind the uplift report and the touchpoint insights
+    insights: Insights | None = None
     closers: list[Any] = field(default_factory=list)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     ready: bool = False
@@ -182,6 +186,7 @@ class Runtime:
         state: StateStore
         counters: CounterStore
         rate_limiter: RateLimiter = MemoryRateLimiter()
+        insight_counts: CountStore
         if settings.redis_url:
             # Customer reads get their own connection with the decision path's tight
             # timeout; state writes a patient one; blocking stream reads and the action
@@ -198,6 +203,7 @@ class Runtime:
                 # The customer reads' connection: pipelined, and its timeout bounds a check.
                 rate_limiter = RedisRateLimiter(fast, on_fallback=metrics.rate_limit_fallbacks.inc)
             action_reader = RedisFeatureReader(client, actions)
+            insight_counts = RedisCounts(client)
             closers += [state, _AsyncCloser(fast)]
         else:
             online_db = settings.data_dir / "feast" / "online.db"
@@ -205,6 +211,7 @@ class Runtime:
             action_reader = sqlite_actions
             state = MemoryState(settings.decision_ttl_seconds)
             counters = MemoryCounters()
+            insight_counts = MemoryCounts()
             closers += [sqlite_actions, state]
             if customers is not None:
                 sqlite_customers = SqliteFeatureReader(online_db, customers)
@@ -262,7 +269,18 @@ class Runtime:
             contacts=contacts,
             shadow=shadow,
             limiter=limiter,
+            control=(ControlGroup(settings.control_share, settings.control_policy, settings.control_salt)
+                     if settings.control_share > 0 else None),
         )
+
+        def kind_of(action_id: str) -> str | None:
+            c = engine.catalog  # the catalog serving now
+            row = c.index.get(action_id)
+            return c.kind[row] if row is not None else None
+
+        insights = Insights(insight_counts, metrics, Labels.of(world, catalog.kind), kind_of,
+                            settings.insights_flush_seconds, settings.insights_retention_hours)
+        decision_log.on_written = insights.decided
 
         async def spend(events: Sequence[Record]) -> None:
             c = engine.catalog  # the catalog serving now
@@ -283,7 +301,8 @@ class Runtime:
             feedback=FeedbackService(state, decision_log, metrics,
                                      max_spooled=settings.spool_max_records,
                                      write_timeout=settings.feedback_write_timeout_seconds,
-                                     max_skew=settings.feedback_max_skew_seconds, spend=spend),
+                                     max_skew=settings.feedback_max_skew_seconds, spend=spend,
+                                     observe=insights.observed),
             feedback_loop=FeedbackLoop(state, learner, metrics, contacts=contacts,
                                        learn=settings.online_learning,
                                        read_interval=settings.learner_read_interval_seconds,
@@ -294,6 +313,7 @@ class Runtime:
             catalog_admin=CatalogAdmin(store, world),
             catalog_watcher=CatalogWatcher(store, engine, world, metrics,
                                            settings.catalog_watch_seconds, int(catalog.version)),
+            insights=insights,
         )
 
     async def start(self) -> None:
@@ -308,6 +328,8 @@ class Runtime:
         ]
         if self.export_status is not None:
             self.tasks.append(asyncio.create_task(self.export_status.run(), name="export-status"))
+        if self.insights is not None:
+            self.tasks.append(asyncio.create_task(self.insights.run(), name="insights"))
         if self.model_watcher is not None:
             self.tasks.append(asyncio.create_task(self.model_watcher.run(), name="model-watch"))
         if self.catalog_watcher is not None:
@@ -384,6 +406,9 @@ class Runtime:
             await self.decision_log.flush()
         with contextlib.suppress(Exception):
             await self.feedback.flush()
+        if self.insights is not None:
+            with contextlib.suppress(Exception):
+                await self.insights.flush()
         for c in self.closers:
             with contextlib.suppress(Exception):
                 result = c.close()

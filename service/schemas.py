@@ -172,6 +172,9 @@ class DecisionResponse(BaseModel):
     actions: list[RankedAction]
     model_versions: dict[str, str]
     degraded: list[str]
+    group: Literal["treatment", "control"] = Field(
+        "treatment", description="`control`: served by the control group's baseline policy "
+        "(docs/insights.md), not by nextbest's ranking.")
     removed: list[Removed] | None = Field(
         None, description="With `explain`: every candidate removed before ranking or by "
         "arbitration, with the rule that removed it.")

@@ -175,6 +175,24 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(
         1_048_576, gt=0, description="Largest request body on /v1 (413 above it)."
     )
+    control_share: float = Field(
+        0.0, ge=0.0, lt=1.0, description="Share of customers served by the baseline policy "
+        "(the control group), sticky by a salted hash of the customer id; an anonymous "
+        "decision is drawn into it with the same share (0: no control group; docs/insights.md).")
+    control_policy: Literal["random", "offline"] = Field(
+        "random", description="The control group's policy: `random` (uniform among the "
+        "eligible actions) or `offline` (the offline model alone: no online correction, no "
+        "exploration). Eligibility, rules, caps and budgets hold for both groups.")
+    control_salt: str = Field(
+        "nextbest-control", min_length=1, description="Salt of the control group's hash: "
+        "another salt draws another control group.")
+    insights_flush_seconds: float = Field(
+        1.0, gt=0, le=60, description="How often a replica adds the counts behind the uplift "
+        "report and the touchpoint insights to the shared store (Redis): the reports lag by "
+        "at most this much.")
+    insights_retention_hours: int = Field(
+        24 * 35, ge=1, le=24 * 400, description="How long the hourly counts behind the uplift "
+        "report and the touchpoint insights are kept.")
     log_level: str = Field("INFO", description="Python logging level.")
     access_log: Literal["off", "errors", "all"] = Field(
         "off", description="One JSON log line per HTTP request (`errors`: those answered "

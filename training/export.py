@@ -89,6 +89,8 @@ DECISION_SCHEMA = pa.schema([
          "challenger's policy (same exploration) picked it for its slot"),
     _col("shadow_propensities", _LIST_F64, "per shown action: the challenger's predicted "
          "acceptance probability"),
+    _col("group", pa.string(), "`treatment`, or `control`: the control group's baseline policy "
+         "chose (null: logged before control groups existed)"),
 ])
 FEEDBACK_SCHEMA = pa.schema([
     _col("stream_id", pa.string(), "Redis stream id (`ms-seq`), unique and increasing in the stream"),
@@ -107,6 +109,7 @@ FEEDBACK_SCHEMA = pa.schema([
     _col("probability", pa.float64(), "the probability that the policy picked the action"),
     _col("offline_logit", pa.float64(), "the offline model's logit for the action"),
     _col("exposures", pa.int64(), "times the customer had seen the action before the decision"),
+    _col("group", pa.string(), "from the decision: `treatment` or `control`"),
 ])
 SCHEMAS = {"decisions": DECISION_SCHEMA, "feedback": FEEDBACK_SCHEMA}
 
@@ -134,6 +137,7 @@ def decision_row(entry_id: str, r: dict[str, Any]) -> dict[str, Any]:
         "shadow_action_ids": shadow.get("would_show") or [],
         "shadow_probabilities": [s.get("probability") for s in shadow_shown],
         "shadow_propensities": [s.get("propensity") for s in shadow_shown],
+        "group": r.get("group"),
     }
 
 

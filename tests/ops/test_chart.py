@@ -181,7 +181,9 @@ def test_monitoring_objects(rendered: dict[str, str], promtool: str, tmp_path: P
                    "nextbest_degraded_decisions_total", "nextbest_degraded_responses_total",
                    'outcome="accept"', "by (channel)",
                    "by (journey_stage)", "nextbest_learner_lag_seconds_bucket",
-                   "nextbest_feedback_backlog", "nextbest_event_loop_lag_seconds_bucket"):
+                   "nextbest_feedback_backlog", "nextbest_event_loop_lag_seconds_bucket",
+                   "nextbest_group_decisions_total", "by (group)", "nextbest_touchpoint_events_total",
+                   "by (channel, journey_stage)", 'outcome="dismiss"'):
         assert needle in exprs, needle
 
 
