@@ -24,6 +24,7 @@ from service.decision_log import DecisionLog
 from service.eligibility import Eligibility
 from service.errors import NotReady
 from service.exploration import select_top_k
+from service.health import StoreHealth
 from service.learner import OnlineLearner
 from service.metrics import Metrics
 from service.model import OnnxScorer, sigmoid
@@ -45,6 +46,9 @@ class DecisionEngine:
     rng: np.random.Generator
     contacts: ContactLedger | None = None
     explore_top: int = 0
+    #: the background health check: its `degraded` reasons (an emptied online store) join
+    #: every decision's
+    health: StoreHealth | None = None
     #: draws decision ids: 128 random bits, seeded from os.urandom (uuid4 cost a syscall)
     ids: random.Random = field(default_factory=random.Random)
 
@@ -88,6 +92,8 @@ class DecisionEngine:
             cv, x = self.encoder.encode_decision(
                 customer.vector, req.channel, req.placement, ctx, matrix, rows, basket_rows)
             degraded = list(customer.degraded)
+            if self.health is not None and self.health.degraded:
+                degraded += self.health.degraded
             stage.done("features")
 
             z = self.scorer.logits(x) if len(rows) else np.zeros(0)

@@ -34,6 +34,7 @@ from service.engine import DecisionEngine
 from service.export_status import ExportStatus
 from service.feedback import FeedbackService
 from service.feedback_loop import FeedbackLoop
+from service.health import RedisStoreProbe, StateProbe, StoreHealth, StoreProbe
 from service.learner import EXPOSURE_PRIOR, OnlineLearner, learner_tables
 from service.loop_lag import watch as watch_loop_lag
 from service.metrics import Metrics
@@ -118,6 +119,7 @@ class Runtime:
     action_cache: ActionFeatureCache
     world: World
     requests: RequestModels
+    health: StoreHealth
     snapshots: Snapshots | None = None
     export_status: ExportStatus | None = None
     closers: list[Any] = field(default_factory=list)
@@ -195,7 +197,21 @@ class Runtime:
             recent=settings.recent_decisions, ttl_seconds=settings.decision_ttl_seconds,
             max_queue=settings.spool_max_records, metrics=metrics,
         )
-        action_cache = ActionFeatureCache(action_reader, catalog, encoder, settings.action_refresh_seconds)
+        action_cache = ActionFeatureCache(action_reader, catalog, encoder,
+                                          settings.action_refresh_seconds, metrics)
+        probe: StoreProbe = StateProbe(state)
+        if settings.redis_url:
+            # its own connections, the check's own timeout, no retries: a check never
+            # waits behind the service's traffic, nor for longer than it allows
+            health_client = redis_client(settings, settings.health_timeout_seconds,
+                                         decision_path=True)
+            layouts = {e: EntityLayout.of(world, e) for e in (world.customer_entity,
+                                                              world.action_entity) if e}
+            probe = RedisStoreProbe(health_client, world.project, layouts, world.action_entity,
+                                    catalog.ids)
+            closers.append(_AsyncCloser(health_client))
+        health = StoreHealth(probe, metrics, settings.health_interval_seconds,
+                             settings.health_timeout_seconds, action_cache)
         customer_features = CustomerFeatureService(
             customer_reader, encoder, settings.customer_max_age_seconds, settings.customer_cache_seconds,
             settings.customer_cache_size, stale_seconds=settings.customer_cache_stale_seconds,
@@ -215,6 +231,7 @@ class Runtime:
             explore_top=settings.explore_top,
             rng=np.random.default_rng(settings.seed),
             contacts=contacts,
+            health=health,
         )
         metrics.model_info.labels(
             "offline", scorer.manifest.name, scorer.version, scorer.manifest.sha256[:16]
@@ -229,7 +246,8 @@ class Runtime:
                                        learn=settings.online_learning,
                                        read_interval=settings.learner_read_interval_seconds,
                                        snapshots=snapshots),
-            world=world, requests=requests, snapshots=snapshots, export_status=export_status,
+            world=world, requests=requests, health=health, snapshots=snapshots,
+            export_status=export_status,
             decision_log=decision_log, action_cache=action_cache, closers=closers,
         )
 
@@ -237,7 +255,9 @@ class Runtime:
         """Connect, load action features, start background work, warm up, turn ready."""
         await self.state.ping()
         await self.action_cache.load()
+        await self.health.check()
         self.tasks = [
+            asyncio.create_task(self.health.run(), name="health"),
             asyncio.create_task(self.decision_log.run(), name="decision-log"),
             asyncio.create_task(self.feedback.run(), name="feedback-spool"),
             asyncio.create_task(self.action_cache.run(), name="action-features"),
@@ -297,6 +317,17 @@ class Runtime:
             "replayed_events": replayed, "seconds": round(seconds, 3),
             "events_per_second": round(replayed / seconds) if seconds > 0 else None})
         return replayed
+
+    def readiness(self) -> dict[str, object]:
+        """What `/readyz` answers (200) once ready: read from the last health check, no
+        call to the state backend (`service/health.py`)."""
+        h = self.health
+        return {"status": "ready", "state": self.state.backend,
+                "state_backend": "up" if h.backend_up else "down",
+                "online_store": "empty" if h.store_empty else "ok",
+                "degraded": list(h.degraded),
+                "checked_seconds_ago": round(time.time() - h.checked_at, 3),
+                "models": self.engine.model_versions}
 
     async def _report_cache_age(self) -> None:
         while True:

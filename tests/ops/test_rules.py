@@ -15,7 +15,7 @@ ALERTS = {
     "NextbestDecisionLatencyHigh", "NextbestDecisionErrorRateHigh", "NextbestDegradedResponsesHigh",
     "NextbestLearnerLagHigh", "NextbestFeedbackBacklogHigh", "NextbestNotReady",
     "NextbestActionFeaturesStale", "NextbestSnapshotsNotWritten", "NextbestExportBehind",
-    "NextbestExportLostEvents",
+    "NextbestExportLostEvents", "NextbestStateBackendDown", "NextbestOnlineStoreEmpty",
 }
 
 
