@@ -21,8 +21,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
 
-from features.config import World
+from features.config import World, source_path
 from features.feast_sdk import import_feast
+from features.materialized import MaterializationMark, mark_key, spread
+from features.online import EntityLayout
 
 if TYPE_CHECKING:
     from feast import FeatureStore, RepoConfig
@@ -120,4 +122,33 @@ def apply_and_materialize(
         store.materialize_incremental(end_date=end)
     else:
         store.materialize(start_date=end - FEATURE_TTL - timedelta(days=1), end_date=end)
+    if redis_url is not None:
+        mark_materialization(world, data_dir, redis_url, redis_cluster)
     log.info("materialized %s into %s", world.project, "redis" if redis_url else "sqlite")
+
+
+def mark_materialization(world: World, data_dir: Path, redis_url: str,
+                         redis_cluster: bool = False) -> MaterializationMark:
+    """Write the mark the service's health check reads (`features/materialized.py`).
+
+    Samples the world's customer entity (its action entity in a world without customers):
+    ids spread over its source, each kept only if the online store holds its hash now.
+    """
+    import pandas as pd
+    import redis
+
+    entity = world.customer_entity if world.customer_entity is not None else world.action_entity
+    join_key = world.join_key(entity)
+    ids = pd.read_parquet(source_path(data_dir, entity), columns=[join_key])[join_key].astype(str)
+    unique = ids.unique().tolist()
+    layout = EntityLayout.of(world, entity)
+    client = (redis.RedisCluster.from_url(redis_url) if redis_cluster
+              else redis.Redis.from_url(redis_url))
+    try:
+        sample = [i for i in spread(unique) if client.exists(layout.redis_key(i))]
+        mark = MaterializationMark(at=datetime.now(UTC).timestamp(), entity=entity,
+                                   source_entities=len(unique), sample=sample)
+        client.hset(mark_key(world.project), mapping=mark.as_hash())  # type: ignore[arg-type]
+    finally:
+        client.close()
+    return mark

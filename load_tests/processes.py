@@ -68,14 +68,24 @@ def machine_ticks() -> tuple[int, int]:
     return sum(ticks) - idle, sum(ticks)
 
 
-def start_redis(workdir: Path) -> Server:
+def start_redis(workdir: Path, port: int | None = None, persist: bool = False,
+                debug: bool = False) -> Server:
+    """A redis-server on loopback (`port`: a free one), its files in `workdir`.
+
+    Nothing on disk unless `persist`: then an append-only file fsynced on every write,
+    so a restart on the same `workdir` comes back with everything it acknowledged.
+    `debug`: DEBUG allowed from loopback (fault tests use `DEBUG SLEEP`).
+    """
     binary = shutil.which("redis-server")
     if binary is None:
         raise SystemExit("redis-server not found: apt-get install redis-server")
-    port = free_port()
+    port = free_port() if port is None else port
     t = time.perf_counter()
+    durability = (["--appendonly", "yes", "--appendfsync", "always"] if persist
+                  else ["--appendonly", "no"])
     proc = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", *durability,
+         "--enable-debug-command", "local" if debug else "no",
          "--dir", str(workdir), "--logfile", str(workdir / "redis.log")],
     )
     import redis

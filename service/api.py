@@ -344,15 +344,16 @@ async def healthz() -> dict[str, str]:
 
 @ops.get("/readyz", tags=["ops"], responses={503: {"model": ErrorBody}})
 async def readyz(runtime: RuntimeDep) -> dict[str, object]:
-    """Ready: model loaded, warm-up decision done, state backend reachable."""
+    """Ready to serve decisions: model loaded, action features cached, warm-up done.
+
+    Answers from the background health check, without a call to the state backend: a
+    replica whose Redis is away still serves (degraded) and stays ready; the body says
+    `state_backend: down` and `nextbest_state_backend_up` is 0. 503 only while starting
+    or stopping.
+    """
     if not runtime.ready:
         raise NotReady("warming up")
-    try:
-        await runtime.state.ping()
-    except Exception as exc:
-        raise NotReady(f"state backend unreachable: {exc}") from exc
-    return {"status": "ready", "state": runtime.state.backend,
-            "models": runtime.engine.model_versions}
+    return runtime.readiness()
 
 
 @ops.get("/metrics", tags=["ops"])

@@ -38,6 +38,7 @@ from service.decision_log import DecisionLog
 from service.eligibility import Eligibility, Removals
 from service.errors import NotReady
 from service.exploration import EXCLUSION_GROUP, Selection, probabilities_of, select_top_k
+from service.health import StoreHealth
 from service.learner import OnlineLearner
 from service.limits import Limiter
 from service.metrics import Metrics
@@ -73,6 +74,9 @@ class DecisionEngine:
     limiter: Limiter | None = None
     #: a share of customers served by a baseline policy (service/control.py); None: off
     control: ControlGroup | None = None
+    #: the background health check: its `degraded` reasons (an emptied online store) join
+    #: every decision's
+    health: StoreHealth | None = None
     #: draws decision ids: 128 random bits, seeded from os.urandom (uuid4 cost a syscall)
     ids: random.Random = field(default_factory=random.Random)
 
@@ -167,6 +171,8 @@ class DecisionEngine:
             cv, x = self.encoder.encode_decision(
                 customer.vector, req.channel, req.placement, ctx, matrix, rows, basket_rows)
             degraded = list(customer.degraded)
+            if self.health is not None and self.health.degraded:
+                degraded += self.health.degraded
             stage.done("features")
 
             scorer = self.scorer  # one read: a swap never mixes two versions in a decision

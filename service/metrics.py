@@ -264,7 +264,27 @@ class Metrics:
             "export (a running total kept in Redis by the export).",
             ["stream"], registry=r,
         )
-        self.ready = Gauge("nextbest_ready", "1 once the service is ready.", registry=r)
+        self.action_refresh_kept = Counter(
+            "nextbest_action_refresh_kept_total",
+            "Action feature refreshes that found no feature of any action in the online "
+            "store (emptied) and kept the cached features instead.", registry=r,
+        )
+        self.state_backend_up = Gauge(
+            "nextbest_state_backend_up",
+            "1 while the last background health check reached the state backend (Redis) "
+            "in time; at 0 decisions are still served, degraded.", registry=r,
+        )
+        self.online_store_empty = Gauge(
+            "nextbest_online_store_empty",
+            "1 while the online store looks emptied (materialization mark or most sampled "
+            "entities gone, no feature for any action): decisions are flagged "
+            "`online_store_empty`.", registry=r,
+        )
+        self.ready = Gauge(
+            "nextbest_ready",
+            "1 while /readyz answers 200 (started, model loaded, warmed up; not stopping).",
+            registry=r,
+        )
 
     def stages(self) -> StageClock:
         """Time the steps of one decision; count the step that raises as failed."""

@@ -39,6 +39,7 @@ from service.engine import DecisionEngine
 from service.export_status import ExportStatus
 from service.feedback import FeedbackService
 from service.feedback_loop import FeedbackLoop
+from service.health import RedisStoreProbe, StateProbe, StoreHealth, StoreProbe
 from service.insights import CountStore, Insights, Labels, MemoryCounts, RedisCounts
 from service.learner import EXPOSURE_PRIOR, OnlineLearner, learner_tables
 from service.limits import Limiter
@@ -139,6 +140,7 @@ class Runtime:
     action_cache: ActionFeatureCache
     world: World
     requests: RequestModels
+    health: StoreHealth
     snapshots: Snapshots | None = None
     export_status: ExportStatus | None = None
     #: follows the registry's pointers (None: a pinned version, not watched)
@@ -247,7 +249,21 @@ class Runtime:
             recent=settings.recent_decisions, ttl_seconds=settings.decision_ttl_seconds,
             max_queue=settings.spool_max_records, metrics=metrics,
         )
-        action_cache = ActionFeatureCache(action_reader, catalog, encoder, settings.action_refresh_seconds)
+        action_cache = ActionFeatureCache(action_reader, catalog, encoder,
+                                          settings.action_refresh_seconds, metrics)
+        probe: StoreProbe = StateProbe(state)
+        if settings.redis_url:
+            # its own connections, the check's own timeout, no retries: a check never
+            # waits behind the service's traffic, nor for longer than it allows
+            health_client = redis_client(settings, settings.health_timeout_seconds,
+                                         decision_path=True)
+            layouts = {e: EntityLayout.of(world, e) for e in (world.customer_entity,
+                                                              world.action_entity) if e}
+            probe = RedisStoreProbe(health_client, world.project, layouts, world.action_entity,
+                                    catalog.ids)
+            closers.append(_AsyncCloser(health_client))
+        health = StoreHealth(probe, metrics, settings.health_interval_seconds,
+                             settings.health_timeout_seconds, action_cache)
         customer_features = CustomerFeatureService(
             customer_reader, encoder, settings.customer_max_age_seconds, settings.customer_cache_seconds,
             settings.customer_cache_size, stale_seconds=settings.customer_cache_stale_seconds,
@@ -271,6 +287,7 @@ class Runtime:
             limiter=limiter,
             control=(ControlGroup(settings.control_share, settings.control_policy, settings.control_salt)
                      if settings.control_share > 0 else None),
+            health=health,
         )
 
         def kind_of(action_id: str) -> str | None:
@@ -307,7 +324,8 @@ class Runtime:
                                        learn=settings.online_learning,
                                        read_interval=settings.learner_read_interval_seconds,
                                        snapshots=snapshots),
-            world=world, requests=requests, snapshots=snapshots, export_status=export_status,
+            world=world, requests=requests, health=health, snapshots=snapshots,
+            export_status=export_status,
             decision_log=decision_log, action_cache=action_cache, closers=closers,
             model_watcher=watcher, rate_limiter=rate_limiter,
             catalog_admin=CatalogAdmin(store, world),
@@ -320,7 +338,9 @@ class Runtime:
         """Connect, load action features, start background work, warm up, turn ready."""
         await self.state.ping()
         await self.action_cache.load()
+        await self.health.check()
         self.tasks = [
+            asyncio.create_task(self.health.run(), name="health"),
             asyncio.create_task(self.decision_log.run(), name="decision-log"),
             asyncio.create_task(self.feedback.run(), name="feedback-spool"),
             asyncio.create_task(self.action_cache.run(), name="action-features"),
@@ -386,6 +406,17 @@ class Runtime:
             "replayed_events": replayed, "seconds": round(seconds, 3),
             "events_per_second": round(replayed / seconds) if seconds > 0 else None})
         return replayed
+
+    def readiness(self) -> dict[str, object]:
+        """What `/readyz` answers (200) once ready: read from the last health check, no
+        call to the state backend (`service/health.py`)."""
+        h = self.health
+        return {"status": "ready", "state": self.state.backend,
+                "state_backend": "up" if h.backend_up else "down",
+                "online_store": "empty" if h.store_empty else "ok",
+                "degraded": list(h.degraded),
+                "checked_seconds_ago": round(time.time() - h.checked_at, 3),
+                "models": self.engine.model_versions}
 
     async def _report_cache_age(self) -> None:
         while True:

@@ -128,6 +128,13 @@ class Settings(BaseSettings):
     action_refresh_seconds: float = Field(
         60.0, gt=0, description="Refresh period of the in-process action feature cache."
     )
+    health_interval_seconds: float = Field(
+        5.0, gt=0, le=300, description="How often a background check pings the state "
+        "backend and looks for an emptied online store (`/readyz` and the decisions read "
+        "its last answer; docs/operations.md).")
+    health_timeout_seconds: float = Field(
+        1.0, gt=0, le=60, description="How long one health check waits for the state "
+        "backend before it counts as down.")
     feedback_stream_maxlen: int = Field(
         1_000_000, gt=0, description="Approximate cap of the Redis feedback stream."
     )

@@ -16,6 +16,7 @@ ALERTS = {
     "NextbestLearnerLagHigh", "NextbestFeedbackBacklogHigh", "NextbestNotReady",
     "NextbestActionFeaturesStale", "NextbestSnapshotsNotWritten", "NextbestExportBehind",
     "NextbestExportLostEvents", "NextbestModelLoadFailed", "NextbestModelVersionsDiverge",
+    "NextbestStateBackendDown", "NextbestOnlineStoreEmpty",
 }
 
 

@@ -242,6 +242,8 @@ def test_health_ready_and_docs(client: TestClient) -> None:
     assert client.get("/healthz").json() == {"status": "ok"}
     ready = client.get("/readyz")
     assert ready.status_code == 200 and ready.json()["status"] == "ready"
+    assert ready.json()["state_backend"] == "up" and ready.json()["online_store"] == "ok"
+    assert ready.json()["degraded"] == []
     assert client.get("/docs").status_code == 200
     spec = client.get("/openapi.json").json()
     assert "/v1/decisions" in spec["paths"]
