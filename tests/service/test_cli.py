@@ -90,7 +90,7 @@ def test_a_pass_through_help_without_the_server_extra_names_it() -> None:
 
 
 def test_every_command_has_its_needs() -> None:
-    assert set(NEEDS) == {"demo", "serve", "train", "materialize", "export", "load", "dataset", "models",
+    assert set(NEEDS) == {"demo", "serve", "train", "materialize", "export", "load", "dataset", "retrain", "models",
                           *PASS_THROUGH}
 
 
