@@ -15,7 +15,8 @@ bounds, description), `metrics` from the collectors a `service.metrics.Metrics` 
 `alerts` from the chart's `helm/nextbest/files/rules.yaml` (the file the PrometheusRule
 and promtool load), `export_decisions` and `export_feedback` from the Parquet schemas of
 `training/export.py`, `interactions` from the columns `nextbest dataset` writes
-(`training/logged_dataset.py`). tests/docs/test_generate.py runs the check.
+(`training/logged_dataset.py`), `retrain_exit_codes` from `training.retrain.EXIT_CODES`.
+tests/docs/test_generate.py runs the check.
 """
 
 from __future__ import annotations
@@ -184,7 +185,15 @@ def interactions_table() -> str:
     return "\n".join(rows) + "\n"
 
 
-CLI_COMMANDS = ("demo", "serve", "load", "train", "materialize", "export", "dataset", "models",
+def retrain_exit_codes_table() -> str:
+    from training.retrain import EXIT_CODES
+
+    rows = ["| code | meaning |", "|---|---|"]
+    rows += [f"| {code} | {_cell(meaning)} |" for code, meaning in sorted(EXIT_CODES.items())]
+    return "\n".join(rows) + "\n"
+
+
+CLI_COMMANDS = ("demo", "serve", "load", "train", "materialize", "export", "dataset", "retrain", "models",
                 "models list", "models promote", "models shadow", "models rollback",
                 "models shadow-report", "bench", "simulate", "evaluate", "gate")
 
@@ -216,6 +225,7 @@ GENERATORS: dict[str, Callable[[], str]] = {
     "export_decisions": export_decisions_table,
     "export_feedback": export_feedback_table,
     "interactions": interactions_table,
+    "retrain_exit_codes": retrain_exit_codes_table,
 }
 
 

@@ -1,5 +1,5 @@
-"""The `nextbest` command line: demo, serve, load, train, materialize, export, dataset, models,
-decide-batch, report, bench, simulate, evaluate, gate.
+"""The `nextbest` command line: demo, serve, load, train, materialize, export, dataset, retrain,
+models, decide-batch, report, bench, simulate, evaluate, gate.
 
 The top of the project: it imports the rest, nothing imports it. Heavy imports (Feast,
 scikit-learn) happen inside the commands that need them, so `nextbest serve` does not
@@ -46,6 +46,8 @@ NEEDS: dict[str, dict[str, tuple[str, ...]]] = {
     "decide-batch": {"server": ("pydantic_settings", "pandas", "pyarrow", "tqdm")},
     "report": {"server": ("pydantic_settings", "prometheus_client")},
     "gate": {"server": ("numpy", "scipy", "pandas", "feast", "onnxruntime", "sklearn")},
+    "retrain": {"server": ("pydantic_settings", "redis", "orjson", "pyarrow", "tqdm", "scipy", "feast",
+                           "sklearn", "skl2onnx", "onnxruntime")},
 }
 
 
@@ -200,6 +202,31 @@ def _dataset(settings: Settings, world: World, args: argparse.Namespace) -> int:
         print("warning: the dataset is empty: no decision's attribution window has closed yet",
               file=sys.stderr)
     return 0
+
+
+def _retrain(settings: Settings, world: World, args: argparse.Namespace) -> int:
+    """`nextbest retrain`: the pipeline's exit code (training/retrain.py's EXIT_CODES)."""
+    from training.logged_dataset import parse_duration
+    from training.retrain import BAD_INPUT, RetrainOptions, retrain
+
+    try:
+        window = parse_duration(args.attribution_window)
+    except ValueError as exc:
+        print(f"nextbest retrain: --attribution-window: {exc}", file=sys.stderr)
+        return BAD_INPUT
+    if args.candidate is not None and not args.candidate.is_dir():
+        print(f"nextbest retrain: --candidate: {args.candidate} is not a directory", file=sys.stderr)
+        return BAD_INPUT
+    dataset_dir = args.dataset if args.dataset is not None else settings.data_dir / "dataset"
+    options = RetrainOptions(
+        export_dir=args.export if args.export is not None else settings.data_dir / "export",
+        dataset_dir=dataset_dir, attribution_window=window,
+        label_outcomes=tuple(o.strip() for o in args.label_outcomes.split(",") if o.strip()),
+        shown=args.shown, algorithm=args.algorithm, candidate=args.candidate,
+        estimator=args.estimator, policy=args.policy, margin=args.margin,
+        log_loss_margin=args.log_loss_margin, promote=args.promote, force=args.force,
+        progress=not args.no_progress, **({} if args.min_ess is None else {"min_ess": args.min_ess}))
+    return retrain(settings, world, options, say=lambda line: print(line, flush=True))
 
 
 def _models(settings: Settings, world: World, args: argparse.Namespace) -> int:
@@ -420,6 +447,42 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="which actions of a decision count as shown: those with a feedback event "
                    "(rank 1 when none has one), rank 1 only, or every returned action")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p = sub.add_parser("retrain", help="export -> dataset -> train -> gate against the champion "
+                       "-> register (-> promote): exit 0 registered or nothing new, 1 gate failed, "
+                       "2 bad input, 3 not enough data, 4 export failed, 5 training failed, "
+                       "6 promotion refused")
+    p.add_argument("--export", type=Path, default=None,
+                   help="the export directory (default: <NEXTBEST_DATA_DIR>/export)")
+    p.add_argument("--dataset", type=Path, default=None,
+                   help="where the dataset's interactions.parquet and decisions.jsonl go "
+                   "(default: <NEXTBEST_DATA_DIR>/dataset)")
+    p.add_argument("--attribution-window", default="24h",
+                   help="an outcome counts when it comes at most this long after the decision")
+    p.add_argument("--label-outcomes", default="accept,purchase",
+                   help="comma-separated outcomes that label an interaction 1")
+    p.add_argument("--shown", choices=("events", "rank1", "all"), default="events",
+                   help="which actions of a decision count as shown (as `nextbest dataset`)")
+    p.add_argument("--algorithm", choices=("pairwise", "hgb", "logreg"), default="pairwise",
+                   help="the candidate's learner (as `nextbest train`)")
+    p.add_argument("--candidate", type=Path, default=None, metavar="DIR",
+                   help="judge this model directory (trained elsewhere) instead of training one")
+    p.add_argument("--estimator", choices=("snips", "dr", "ips"), default="snips",
+                   help="the gate's off-policy estimator")
+    p.add_argument("--policy", choices=("greedy", "epsilon-greedy"), default="greedy",
+                   help="the models' policy the gate compares")
+    p.add_argument("--margin", type=float, default=0.0,
+                   help="the candidate passes when the lower bound of (candidate - champion) "
+                   "off-policy value is above -margin (reward units)")
+    p.add_argument("--log-loss-margin", type=float, default=0.0,
+                   help="the candidate's holdout log loss may exceed the champion's by this much")
+    p.add_argument("--min-ess", type=float, default=None,
+                   help="below this effective sample size of either policy, refuse to decide "
+                   "(exit 3; default: the gate's, 100)")
+    p.add_argument("--promote", action="store_true",
+                   help="make a registered candidate the champion (every replica serves it)")
+    p.add_argument("--force", action="store_true",
+                   help="train and judge again even if this dataset was registered or judged")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p = sub.add_parser("models", help="the registry: list versions, promote, shadow, roll back "
                        "(every replica follows without a restart)")
     actions = p.add_subparsers(dest="action", required=True)
@@ -556,6 +619,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _export(settings, args.out, args.stream, args.chunk, not args.no_progress)
     elif args.command == "dataset":
         return _dataset(settings, world, args)
+    elif args.command == "retrain":
+        return _retrain(settings, world, args)
     elif args.command == "models":
         return _models(settings, world, args)
     elif args.command == "decide-batch":

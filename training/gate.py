@@ -92,6 +92,12 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    """The gate's options from a command line, as `run` takes them (`nextbest retrain`
+    builds one; argparse exits 2 on a bad one)."""
+    return _parser().parse_args(argv)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.interactions is None:

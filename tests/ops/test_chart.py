@@ -140,7 +140,7 @@ def test_production_wiring(rendered: dict[str, str]) -> None:
     jobs = {o["metadata"]["name"]: o for o in of_kind(objs, "CronJob")}
     train = jobs["nb-nextbest-train"]["spec"]["jobTemplate"]["spec"]["template"]["spec"]
     materialize = jobs["nb-nextbest-materialize"]["spec"]["jobTemplate"]["spec"]["template"]["spec"]
-    assert train["containers"][0]["args"] == ["train"]
+    assert train["containers"][0]["args"][:2] == ["retrain", "--no-progress"]
     assert materialize["containers"][0]["args"] == ["materialize", "--incremental"]
     for pod in (train, materialize):
         assert all(v["name"] != "api-keys" for v in pod["volumes"])  # jobs serve no requests
@@ -149,6 +149,57 @@ def test_production_wiring(rendered: dict[str, str]) -> None:
     policy = objs[("NetworkPolicy", "nb-nextbest")]["spec"]
     assert set(policy["policyTypes"]) == {"Ingress", "Egress"}
     assert {"port": 6379, "protocol": "TCP"} in [p for rule in policy["egress"] for p in rule["ports"]]
+
+
+def test_the_train_cronjob_runs_the_retraining_pipeline(
+        helm: str, kubernetes_validate: str, rendered: dict[str, str], tmp_path: Path) -> None:
+    """export -> dataset -> train -> gate -> register (-> promote with `promote`), one run
+    at a time, on the shared volume and the service's Redis, and a Job whose failure
+    policy follows `nextbest retrain`'s exit codes."""
+    from training.retrain import EXIT_CODES, EXPORT_FAILED, OK
+
+    train = ("CronJob", "nb-nextbest-train")
+    cron = objects(rendered["production"])[train]
+    job = cron["spec"]["jobTemplate"]["spec"]
+    (container,) = job["template"]["spec"]["containers"]
+    assert cron["spec"]["concurrencyPolicy"] == "Forbid"
+    assert container["args"] == ["retrain", "--no-progress", "--attribution-window", "24h", "--margin",
+                                 "0", "--log-loss-margin", "0", "--min-ess", "100"]
+    assert job["backoffLimit"] == 2 and job["activeDeadlineSeconds"] == 3600
+    assert job["template"]["spec"]["restartPolicy"] == "Never"
+    assert container["resources"]["limits"]["memory"] == "4Gi"
+    env = {e["name"]: e for e in container["env"]}
+    assert env["NEXTBEST_REDIS_URL"]["valueFrom"]["secretKeyRef"]["name"] == "nextbest-redis"
+    assert env["NEXTBEST_MODELS_DIR"]["value"] == "/var/lib/nextbest/models"
+    fail_job, ignore = job["podFailurePolicy"]["rules"]
+    assert fail_job["action"] == "FailJob" and fail_job["onExitCodes"]["containerName"] == "train"
+    assert fail_job["onExitCodes"]["values"] == sorted(set(EXIT_CODES) - {OK, EXPORT_FAILED})
+    assert ignore == {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]}
+
+    promoting = render_with(helm, PRODUCTION, "cronjobs.train.promote=true")
+    (container,) = objects(promoting)[train]["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"]
+    assert container["args"][0] == "retrain" and container["args"][-1] == "--promote"
+    manifest = tmp_path / "promoting.yaml"
+    manifest.write_text(promoting)
+    result = run([kubernetes_validate, "--strict", "--kubernetes-version", KUBERNETES_VERSION, str(manifest)])
+    assert result.returncode == 0 and "passed for resource cronjob/nb-nextbest-train " in result.stdout, (
+        result.stdout + result.stderr)
+
+    enabled = ["cronjobs.train.enabled=true", "persistence.enabled=true"]
+    no_redis = run([helm, "template", "nb", str(CHART), *(a for v in enabled for a in ("--set", v))])
+    assert no_redis.returncode != 0 and "reads the service's decision and feedback streams" in no_redis.stderr
+    allow = run([helm, "template", "nb", str(CHART), "-f", str(PRODUCTION),
+                 "--set", "cronjobs.concurrencyPolicy=Allow"])
+    assert allow.returncode != 0 and "must be Forbid" in allow.stderr
+
+
+def render_with(helm: str, values: Path, *overrides: str) -> str:
+    cmd = [helm, "template", "nb", str(CHART), "--namespace", "nextbest", "-f", str(values)]
+    for override in overrides:
+        cmd += ["--set", override]
+    result = run(cmd)
+    assert result.returncode == 0, f"helm template failed:\n{result.stderr}"
+    return result.stdout
 
 
 def test_monitoring_objects(rendered: dict[str, str], promtool: str, tmp_path: Path) -> None:

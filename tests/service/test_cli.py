@@ -90,8 +90,8 @@ def test_a_pass_through_help_without_the_server_extra_names_it() -> None:
 
 
 def test_every_command_has_its_needs() -> None:
-    assert set(NEEDS) == {"demo", "serve", "train", "materialize", "export", "load", "dataset", "models",
-                          "decide-batch", "report",
+    assert set(NEEDS) == {"demo", "serve", "train", "materialize", "export", "load", "dataset", "retrain",
+                          "models", "decide-batch", "report",
                           *PASS_THROUGH}
 
 
