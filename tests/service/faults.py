@@ -85,7 +85,10 @@ def start_service(redis_url: str, demo: DemoDirs, workdir: Path, **settings: str
     """`nextbest serve` of this checkout on a free port, on `redis_url`, with the demo's
     data and model; `settings`: more NEXTBEST_* variables (without the prefix)."""
     port = free_port()
+    # the demo's model pinned: these stores are copies without the registry's pointers, and
+    # the faults under test (an emptied Redis among them) are not the registry's
     env = {**nextbest_env(redis_url, demo.data_dir, demo.models_dir), "PYTHONPATH": str(ROOT),
+           "NEXTBEST_MODEL_VERSION": "1",
            **{f"NEXTBEST_{k.upper()}": v for k, v in settings.items()}}
     return start_http("nextbest", nextbest_args(port), env, port, workdir / "nextbest.log",
                       timeout=90, cwd=ROOT)

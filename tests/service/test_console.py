@@ -30,7 +30,9 @@ WAIT = 20.0
 @pytest.fixture(scope="module")
 def console_url(demo: DemoDirs, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     catalog = rules_catalog(demo, tmp_path_factory.mktemp("console") / "catalog.json")
-    settings = make_settings(demo, catalog_path=catalog, api_keys=KEY, control_share=0.3)
+    # the console's user: the admin scope for the catalog view, decide for the form
+    settings = make_settings(demo, catalog_path=catalog, api_keys=f"ops:{KEY}:decide+feedback+admin",
+                             control_share=0.3)
     with serve_in_thread(create_app(settings), free_port()) as url:
         yield url
 

@@ -177,7 +177,7 @@ async def test_a_refresh_that_finds_no_action_keeps_the_cached_features(
 def test_decisions_are_flagged_while_the_online_store_is_emptied(store: str,
                                                                  demo: DemoDirs) -> None:
     settings = make_settings(demo, store, health_interval_seconds=0.05,
-                             action_refresh_seconds=0.05)
+                             action_refresh_seconds=0.05, model_version="1")  # flushdb drops pointers
     admin = redis.Redis.from_url(store)
     body = {"customer_id": KNOWN, "channel": "web", "placement": "home", "limit": 3}
     with TestClient(create_app(settings)) as client:

@@ -205,8 +205,10 @@ def test_operations_endpoints(app_client: TestClient, path: str, method: str, bo
     check(app_client, "ops", method, path, body, head)
 
 
+# a segment is never empty: a path starting with "//" is one the HTTP client itself refuses
+# to send (a protocol-relative URL), so it would test httpx, not the service
 segments = st.text(alphabet=st.characters(min_codepoint=33, max_codepoint=126,
-                                          exclude_characters="/?#%"), max_size=12)
+                                          exclude_characters="/?#%"), min_size=1, max_size=12)
 
 
 @SETTINGS

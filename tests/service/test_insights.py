@@ -17,6 +17,11 @@ from service.settings import Settings
 from tests.demo_fixtures import DemoDirs, clear_service_state
 from tests.service.conftest import make_settings
 
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"  # the stores' clients are asyncio's
+
 WORLD = shipped_world("retail")
 
 
@@ -177,11 +182,14 @@ def test_report_parameters_are_validated(client: TestClient) -> None:
 
 
 def test_reports_need_the_api_key(demo: DemoDirs) -> None:
-    settings = make_settings(demo, api_keys="k1")
+    """The reports take any valid key; the console's catalog view (budgets left) the admin scope."""
+    settings = make_settings(demo, api_keys="shop:k1:decide+feedback,ops:k2:admin")
     with TestClient(create_app(settings)) as client:
         for path in ("/v1/reports/uplift", "/v1/insights/touchpoints", "/v1/console/catalog"):
             assert client.get(path).status_code == 401
-            assert client.get(path, headers={"x-api-key": "k1"}).status_code == 200
+            assert client.get(path, headers={"x-api-key": "k2"}).status_code == 200
+        assert client.get("/v1/reports/uplift", headers={"x-api-key": "k1"}).status_code == 200
+        assert client.get("/v1/console/catalog", headers={"x-api-key": "k1"}).status_code == 403
 
 
 def test_the_reports_are_cluster_wide(demo: DemoDirs, demo_redis: str) -> None:
