@@ -51,9 +51,8 @@ def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClu
 
 @pytest.fixture
 def redis_cluster_url(redis_cluster: RedisCluster) -> str:
-    """A startup node of the suite's cluster (no database number), the service's keys
-    (`nb:*`) deleted on every master before the test; features materialized into the
-    cluster stay."""
+    """A startup node of the suite's cluster (no database number), every key deleted on
+    every master before the test but the features materialized into the cluster."""
     clear_cluster(redis_cluster.url)
     return redis_cluster.url
 

@@ -77,13 +77,12 @@ def promote(dirs: DemoDirs, version: str, redis_url: str | None = None,
 
 def materialize_into(dirs: DemoDirs, url: str, cluster: bool = False) -> str:
     """`feast apply` + materialize the dirs' world into the Redis at `url` (emptied
-    first; on a Redis Cluster only the service's keys are deleted, since other worlds'
-    features may live there too), and promote its model."""
+    first; a Redis Cluster keeps the features already there), and promote its model."""
     from features.config import shipped_world
     from features.store import apply_and_materialize
 
     if cluster:
-        clear_cluster(url)
+        clear_cluster(url)  # other worlds' features may live in the cluster's one database
     else:
         client = redis.Redis.from_url(url)
         client.flushdb()
@@ -98,29 +97,30 @@ def redis_client(url: str, cluster: bool = False) -> Any:
     return redis.RedisCluster.from_url(url) if cluster else redis.Redis.from_url(url)
 
 
-def _delete_service_keys(client: Any, keep_registry: bool) -> None:
-    keys = [k for k in client.scan_iter(match="nb:*", count=1000)
-            if not (keep_registry and k.startswith(b"nb:registry:"))]
-    for start in range(0, len(keys), 500):
-        client.delete(*keys[start:start + 500])  # a cluster client splits it by slot
-
-
 def clear_service_state(url: str, cluster: bool = False) -> None:
     """Delete the service's own keys, keeping the materialized features and the model
     registry's pointers."""
     client = redis_client(url, cluster)
     try:
-        _delete_service_keys(client, keep_registry=True)
+        keys = [k for k in client.scan_iter(match="nb:*", count=1000)
+                if not k.startswith(b"nb:registry:")]
+        for start in range(0, len(keys), 500):
+            client.delete(*keys[start:start + 500])  # a cluster client splits it by slot
     finally:
         client.close()
 
 
 def clear_cluster(url: str) -> None:
-    """Delete every service key (`nb:*`, the registry's pointers too) on every master of
-    the cluster at `url`; Feast's feature hashes stay."""
+    """Delete every key but Feast's feature hashes on every master of the cluster at
+    `url` (the cluster has one database: the features materialized there stay)."""
+    from features.online import serialize_entity_key
+
+    feast_key = serialize_entity_key("k", "v")[:8]  # one string join key, as every world's
     client = redis.RedisCluster.from_url(url)
     try:
-        _delete_service_keys(client, keep_registry=False)
+        keys = [k for k in client.scan_iter(count=1000) if not k.startswith(feast_key)]
+        for start in range(0, len(keys), 500):
+            client.delete(*keys[start:start + 500])  # split by slot by the client
     finally:
         client.close()
 

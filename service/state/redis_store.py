@@ -9,8 +9,12 @@ Keys (prefix configurable, default `nb:`):
 A batch of decision records is written by one Lua script call (`_LOG_DECISIONS`): the
 client packs one command instead of a SET and an XADD per record, each of which would
 cost its own client CPU (`load_tests/resp_bench.py` measures a command's). In cluster
-mode the keys of a batch live in different slots, so there (`scripted=False`) the batch
-is a pipeline of single-key commands, and no hash tags are needed.
+mode the keys of a batch live in different slots (spread over the masters on purpose:
+they are many, and held for the decision TTL), so there (`scripted=False`) the batch is
+two pipelines of single-key commands: SET NX, then XADD for the records that were new.
+A record set but not yet confirmed in the stream is remembered, so a retry of its batch
+adds it to the stream even though its key exists; a retry after an XADD whose answer
+was lost may add it twice (the dataset keeps one entry per decision id).
 
 Blocking stream reads (`read_feedback`) can go through their own client (`reader`): the
 service writes through one pipelined connection (`service/state/resp.py` on a single
@@ -82,6 +86,8 @@ class RedisState:
         self._prefix = prefix
         self.feedback_key = f"{prefix}feedback"
         self.decision_log_key = f"{prefix}decisions"
+        #: cluster mode: decision ids whose key was set, their stream entry not confirmed
+        self._unstreamed: set[str] = set()
 
     def _decision_key(self, decision_id: str) -> str:
         return f"{self._prefix}decision:{decision_id}"
@@ -98,19 +104,22 @@ class RedisState:
                                self._decision_log_maxlen, *blobs)
             return
         # cluster mode: the keys of a batch live in different slots, so no script; a
-        # record whose key exists was written before (a retry), and is not added again.
-        # Not atomic: a batch whose SETs went through but whose XADDs failed loses its
-        # stream entries on the retry (the records themselves are stored)
+        # record whose key exists was written before (a retry), and is not added to the
+        # stream again unless its earlier XADD is not known to have gone through
+        ids = [r["decision_id"] for r in records]
         pipe = self._r.pipeline(transaction=False)
-        for r, blob in zip(records, blobs, strict=True):
-            pipe.set(self._decision_key(r["decision_id"]), blob, ex=self._ttl, nx=True)
+        for decision_id, blob in zip(ids, blobs, strict=True):
+            pipe.set(self._decision_key(decision_id), blob, ex=self._ttl, nx=True)
         fresh = await pipe.execute()
+        due = [i for i, new in enumerate(fresh) if new or ids[i] in self._unstreamed]
+        self._unstreamed.update(ids[i] for i in due)
         pipe = self._r.pipeline(transaction=False)
-        for blob, new in zip(blobs, fresh, strict=True):
-            if new:
-                pipe.xadd(self.decision_log_key, {"d": blob},
-                          maxlen=self._decision_log_maxlen, approximate=True)
-        await pipe.execute()
+        for i in due:
+            pipe.xadd(self.decision_log_key, {"d": blobs[i]},
+                      maxlen=self._decision_log_maxlen, approximate=True)
+        if due:
+            await pipe.execute()
+        self._unstreamed.difference_update(ids[i] for i in due)
 
     async def _script(self, source: str, sha: str, n_keys: int, *keys_and_args: Any) -> Any:
         """A script by its SHA, loaded by EVAL the first time Redis lacks it."""

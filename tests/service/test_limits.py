@@ -13,7 +13,6 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-import redis
 import redis.asyncio as aioredis
 
 from load_tests.processes import free_port, nextbest_args, nextbest_env, start_http
@@ -21,7 +20,7 @@ from service.exploration import select_top_k
 from service.limits import Budget, ContactPolicy, Limiter, Limits
 from service.state.counters import CounterStore, MemoryCounters, RedisCounters, Slot
 from service.state.resp import RespConnection
-from tests.demo_fixtures import DemoDirs, clear_service_state, redis_client
+from tests.demo_fixtures import DemoDirs, redis_client
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.anyio
@@ -160,17 +159,6 @@ def race_catalog(demo: DemoDirs, path: Path) -> tuple[Path, list[str], str]:
             a["budget"] = {"limit": BUDGET, "per": "day", "counts": "impression"}
     path.write_text(json.dumps(document))
     return path, capped, budgeted
-
-
-@pytest.fixture(params=["redis", "redis-cluster"])
-def shared_redis(request: pytest.FixtureRequest) -> tuple[str, bool]:
-    """(URL, cluster?) of the Redis two replicas share, demo features and champion in it:
-    one node, or the suite's Redis Cluster."""
-    if request.param == "redis-cluster":
-        return request.getfixturevalue("demo_redis_cluster"), True
-    url = request.getfixturevalue("demo_redis")
-    clear_service_state(url)
-    return url, False
 
 
 def test_two_replicas_never_exceed_a_cap_or_a_budget(shared_redis: tuple[str, bool],
