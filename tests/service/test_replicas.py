@@ -208,8 +208,8 @@ def test_a_sigkill_under_feedback_load_loses_no_acknowledged_event(
 
     client = redis.RedisCluster.from_url(cluster_url)
     try:
-        in_stream = [orjson.loads(fields[b"e"]).get("event_id")
-                     for _, fields in client.xrange("nb:feedback")]
+        entries: list[Any] = client.xrange("nb:feedback")
+        in_stream = [orjson.loads(fields[b"e"]).get("event_id") for _, fields in entries]
     finally:
         client.close()
     assert set(acknowledged) <= set(in_stream), len(set(acknowledged) - set(in_stream))
