@@ -206,9 +206,9 @@ def test_a_sigkill_under_feedback_load_loses_no_acknowledged_event(
     for w in workers:
         w.join()
 
-    client = redis.RedisCluster.from_url(cluster_url)
+    client: Any = redis.RedisCluster.from_url(cluster_url)
     try:
-        entries: list[Any] = client.xrange("nb:feedback")
+        entries = client.xrange("nb:feedback")
         in_stream = [orjson.loads(fields[b"e"]).get("event_id") for _, fields in entries]
     finally:
         client.close()
