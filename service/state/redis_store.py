@@ -35,7 +35,7 @@ from typing import Any
 import orjson
 from redis.exceptions import NoScriptError, ResponseError
 
-from service.state import Record
+from service.state import Record, closed_transport_unavailable
 
 #: KEYS = [decision log stream, decision key 1..n]; ARGV = [ttl, stream maxlen, record 1..n].
 #: A decision id is written once (SET NX): a retry of a batch that had in fact been
@@ -92,6 +92,7 @@ class RedisState:
     def _decision_key(self, decision_id: str) -> str:
         return f"{self._prefix}decision:{decision_id}"
 
+    @closed_transport_unavailable
     async def log_decisions(self, records: Sequence[Record],
                             blobs: Sequence[bytes] | None = None) -> None:
         if not records:
@@ -130,6 +131,7 @@ class RedisState:
                 raise
         return await self._r.execute_command("EVAL", source, n_keys, *keys_and_args)
 
+    @closed_transport_unavailable
     async def get_decisions(self, decision_ids: Sequence[str]) -> list[Record | None]:
         if not decision_ids:
             return []
@@ -147,6 +149,7 @@ class RedisState:
         """Where an appended feedback key is remembered: the stream's slot (hash tag)."""
         return f"{self._prefix}seen:{{{self.feedback_key}}}:{key}"
 
+    @closed_transport_unavailable
     async def append_feedback(self, events: Sequence[Record],
                               keys: Sequence[str] | None = None) -> list[bool]:
         if not events:
@@ -171,6 +174,7 @@ class RedisState:
         await (adds[0] if len(adds) == 1 else asyncio.gather(*adds))
         return [True] * len(events)
 
+    @closed_transport_unavailable
     async def read_feedback(self, after: str, count: int, block_ms: int) -> list[tuple[str, Record]]:
         reply = await self._reader.xread({self.feedback_key: after}, count=count, block=block_ms)
         if not reply:
@@ -178,9 +182,11 @@ class RedisState:
         entries = reply[0][1]
         return [(_str(i), orjson.loads(fields[b"e"])) for i, fields in entries]
 
+    @closed_transport_unavailable
     async def feedback_length(self) -> int:
         return int(await self._r.execute_command("XLEN", self.feedback_key))
 
+    @closed_transport_unavailable
     async def feedback_bounds(self) -> tuple[str, str] | None:
         oldest = await self._reader.xrange(self.feedback_key, count=1)
         newest = await self._reader.xrevrange(self.feedback_key, count=1)
@@ -188,6 +194,7 @@ class RedisState:
             return None
         return _str(oldest[0][0]), _str(newest[0][0])
 
+    @closed_transport_unavailable
     async def ping(self) -> None:
         await self._r.execute_command("PING")
 

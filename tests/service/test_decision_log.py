@@ -139,6 +139,7 @@ async def test_records_wait_while_the_store_is_away_and_are_written_in_order() -
             assert log.submit(record(i))
         await asyncio.sleep(2.5)
         assert state.refused >= 5 and log.depth == 40
+        assert metrics.spool_depth.labels("decisions")._value.get() == 40
         assert (await log.get_many(["d0", "d39"]))[1] is not None  # feedback still joins
         state.back = True
         for _ in range(100):
@@ -153,6 +154,7 @@ async def test_records_wait_while_the_store_is_away_and_are_written_in_order() -
     assert sum(state.batches) == 40 and log.dropped == 0
     assert metrics.spooled.labels("decisions")._value.get() == 8  # the batch that failed first
     assert metrics.spool_written.labels("decisions")._value.get() == 8
+    assert metrics.spool_depth.labels("decisions")._value.get() == 0  # all written: none waits
 
 
 async def test_a_full_spool_refuses_the_record_and_counts_it() -> None:
