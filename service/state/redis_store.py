@@ -33,9 +33,10 @@ from collections.abc import Sequence
 from typing import Any
 
 import orjson
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
 
-from service.state import Record, closed_transport_unavailable
+from service.state import UNAVAILABLE, Record, closed_transport_unavailable
 
 #: KEYS = [decision log stream, decision key 1..n]; ARGV = [ttl, stream maxlen, record 1..n].
 #: A decision id is written once (SET NX): a retry of a batch that had in fact been
@@ -194,9 +195,33 @@ class RedisState:
             return None
         return _str(oldest[0][0]), _str(newest[0][0])
 
-    @closed_transport_unavailable
     async def ping(self) -> None:
-        await self._r.execute_command("PING")
+        """On a Redis Cluster, any master answering will do: while one fails over, the
+        service serves (degraded where it must), and a readiness probe failing on every
+        replica at once would take them all out of the load balancer."""
+        try:
+            await self._ping()  # a cluster client: its default node
+            return
+        except UNAVAILABLE:
+            primaries = getattr(self._r, "get_primaries", None)
+            if primaries is None:
+                raise
+            others = list(primaries())
+        for i, node in enumerate(others):
+            try:
+                await self._ping(node)
+                return
+            except UNAVAILABLE:
+                if i == len(others) - 1:
+                    raise
+        raise RedisConnectionError("no Redis Cluster master answers")
+
+    @closed_transport_unavailable
+    async def _ping(self, node: Any = None) -> None:
+        if node is None:
+            await self._r.execute_command("PING")
+        else:
+            await self._r.execute_command("PING", target_nodes=node)
 
     async def close(self) -> None:
         await self._r.aclose()
