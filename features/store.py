@@ -31,12 +31,14 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-def redis_connection_string(redis_url: str) -> str:
+def redis_connection_string(redis_url: str, cluster: bool = False) -> str:
     """`redis://[:password@]host:port[/db]` -> Feast's `host:port,db=N[,password=...]`.
 
     Feast splits its connection string on commas and `=`, so a password containing a
     comma cannot be expressed; refuse it rather than connect with the wrong secret.
-    `rediss://` becomes `ssl=true`.
+    `rediss://` becomes `ssl=true`. For a Redis Cluster (`cluster`) the URL names one
+    startup node (the client discovers the others) and carries no `db`: a cluster has
+    database 0 only, and redis-py's cluster client refuses the argument altogether.
     """
     parts = urlsplit(redis_url)
     if parts.scheme not in ("redis", "rediss"):
@@ -46,7 +48,9 @@ def redis_connection_string(redis_url: str) -> str:
     db = parts.path.strip("/") or "0"
     if not db.isdigit():
         raise ValueError(f"redis URL database must be a number, got {db!r}")
-    items = [f"{host}:{port}", f"db={db}"]
+    if cluster and db != "0":
+        raise ValueError(f"a Redis Cluster has database 0 only, the URL names {db!r}")
+    items = [f"{host}:{port}"] if cluster else [f"{host}:{port}", f"db={db}"]
     if parts.username and parts.username != "default" and parts.password is not None:
         items.append(f"username={unquote(parts.username)}")
     if parts.password is not None:
@@ -76,7 +80,7 @@ def repo_config(
         online = {
             "type": "redis",
             "redis_type": "redis_cluster" if redis_cluster else "redis",
-            "connection_string": redis_connection_string(redis_url),
+            "connection_string": redis_connection_string(redis_url, redis_cluster),
         }
     return RepoConfig(
         project=world.project,

@@ -116,6 +116,7 @@ class DecisionLog:
                 batch.append(self._queue.get_nowait())
             await self._write(batch)
             self._inflight = []
+            self._gauge()  # after the batch, not with it: it is written, no longer waiting
 
     async def flush(self, timeout: float = 5.0) -> None:
         """At shutdown: one more attempt at everything unwritten (the queue, and the batch a
@@ -154,7 +155,6 @@ class DecisionLog:
             log.info("decision log: %d held-back records written after %d attempts",
                      len(batch), attempt + 1)
         self._written(batch, blobs)
-        self._gauge()
 
     def _count(self, counter: str, n: int) -> None:
         if self._metrics is not None:

@@ -195,7 +195,9 @@ class FeedbackService:
             try:
                 async with asyncio.timeout(self._write_timeout):
                     applied = await self._state.append_feedback(events, keys)
-            except UNAVAILABLE:
+            except Exception as exc:  # acknowledged events: never give up on them
+                if not isinstance(exc, UNAVAILABLE) and attempt == 0:
+                    log.exception("writing spooled feedback failed; retrying")
                 attempt += 1
                 await asyncio.sleep(min(0.05 * 2**attempt, MAX_BACKOFF_SECONDS))
                 continue

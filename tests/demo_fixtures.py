@@ -58,15 +58,16 @@ def build_demo(root: Path, example: str = "retail") -> DemoDirs:
 
 
 def promote(dirs: DemoDirs, version: str, redis_url: str | None = None,
-            world: World | None = None) -> None:
-    """Make `version` the champion, in the models directory or in Redis (as `nextbest
-    models promote` does), for the dirs' world unless another is given."""
+            world: World | None = None, cluster: bool = False) -> None:
+    """Make `version` the champion, in the models directory or in Redis (a Redis Cluster
+    with `cluster`), as `nextbest models promote` does, for the dirs' world unless
+    another is given."""
     from features.config import shipped_world
     from service.registry import registry_for
     from service.settings import Settings
 
     settings = Settings(data_dir=dirs.data_dir, models_dir=dirs.models_dir, redis_url=redis_url,
-                        config=dirs.config)
+                        redis_cluster=cluster, config=dirs.config)
     registry = registry_for(settings, world if world is not None else shipped_world(dirs.world))
     try:
         registry.promote(version)
@@ -74,27 +75,54 @@ def promote(dirs: DemoDirs, version: str, redis_url: str | None = None,
         registry.store.close()
 
 
-def materialize_into(dirs: DemoDirs, url: str) -> str:
+def materialize_into(dirs: DemoDirs, url: str, cluster: bool = False) -> str:
+    """`feast apply` + materialize the dirs' world into the Redis at `url` (emptied
+    first; a Redis Cluster keeps the features already there), and promote its model."""
     from features.config import shipped_world
     from features.store import apply_and_materialize
 
-    client = redis.Redis.from_url(url)
-    client.flushdb()
-    client.close()
-    apply_and_materialize(shipped_world(dirs.world), dirs.data_dir, url)
-    promote(dirs, "1", url)
+    if cluster:
+        clear_cluster(url)  # other worlds' features may live in the cluster's one database
+    else:
+        client = redis.Redis.from_url(url)
+        client.flushdb()
+        client.close()
+    apply_and_materialize(shipped_world(dirs.world), dirs.data_dir, url, redis_cluster=cluster)
+    promote(dirs, "1", url, cluster=cluster)
     return url
 
 
-def clear_service_state(url: str) -> None:
+def redis_client(url: str, cluster: bool = False) -> Any:
+    """A redis-py client for `url`: one node, or the whole cluster."""
+    return redis.RedisCluster.from_url(url) if cluster else redis.Redis.from_url(url)
+
+
+def clear_service_state(url: str, cluster: bool = False) -> None:
     """Delete the service's own keys, keeping the materialized features and the model
     registry's pointers."""
-    client = redis.Redis.from_url(url)
-    keys = [k for k in client.scan_iter(match="nb:*", count=1000)
-            if not k.startswith(b"nb:registry:")]
-    if keys:
-        client.delete(*keys)
-    client.close()
+    client = redis_client(url, cluster)
+    try:
+        keys = [k for k in client.scan_iter(match="nb:*", count=1000)
+                if not k.startswith(b"nb:registry:")]
+        for start in range(0, len(keys), 500):
+            client.delete(*keys[start:start + 500])  # a cluster client splits it by slot
+    finally:
+        client.close()
+
+
+def clear_cluster(url: str) -> None:
+    """Delete every key but Feast's feature hashes on every master of the cluster at
+    `url` (the cluster has one database: the features materialized there stay)."""
+    from features.online import serialize_entity_key
+
+    feast_key = serialize_entity_key("k", "v")[:8]  # one string join key, as every world's
+    client = redis.RedisCluster.from_url(url)
+    try:
+        keys = [k for k in client.scan_iter(count=1000) if not k.startswith(feast_key)]
+        for start in range(0, len(keys), 500):
+            client.delete(*keys[start:start + 500])  # split by slot by the client
+    finally:
+        client.close()
 
 
 @contextmanager

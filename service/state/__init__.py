@@ -13,17 +13,46 @@ What lives here:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any, Protocol
+import functools
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from typing import Any, ParamSpec, Protocol, TypeVar
 
+from redis.exceptions import ClusterDownError, ReadOnlyError, SlotNotCoveredError, TryAgainError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 Record = dict[str, Any]
+P = ParamSpec("P")
+T = TypeVar("T")
 
-#: What a store raises when it is away or stalled (not a bug: try again later).
-UNAVAILABLE: tuple[type[Exception], ...] = (RedisConnectionError, RedisTimeoutError, OSError,
-                                            TimeoutError)
+#: What a store raises when it is away or stalled (not a bug: try again later). On a
+#: Redis Cluster, while a master fails over: CLUSTERDOWN and TRYAGAIN answers, a slot no
+#: node serves yet, and READONLY from a master just turned replica.
+UNAVAILABLE: tuple[type[Exception], ...] = (
+    RedisConnectionError, RedisTimeoutError, OSError, TimeoutError,
+    ClusterDownError, TryAgainError, SlotNotCoveredError, ReadOnlyError,
+)
+
+
+def closed_transport_unavailable(
+    method: Callable[P, Awaitable[T]],
+) -> Callable[P, Coroutine[Any, Any, T]]:
+    """Raise a write on a connection the server has closed as the ConnectionError it is.
+
+    Under uvloop, redis-py's cluster client can write to a connection whose node has
+    just gone away, and uvloop answers with a RuntimeError ("... the handler is closed")
+    rather than an OSError: without this, a Redis Cluster failover surfaced as a 500.
+    """
+    @functools.wraps(method)
+    async def call(*args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return await method(*args, **kwargs)
+        except RuntimeError as exc:
+            if "handler is closed" not in str(exc):
+                raise
+            raise RedisConnectionError(f"connection closed: {exc}") from exc
+
+    return call
 
 
 def stream_position(entry_id: str) -> tuple[int, ...]:

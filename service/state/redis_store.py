@@ -9,8 +9,12 @@ Keys (prefix configurable, default `nb:`):
 A batch of decision records is written by one Lua script call (`_LOG_DECISIONS`): the
 client packs one command instead of a SET and an XADD per record, each of which would
 cost its own client CPU (`load_tests/resp_bench.py` measures a command's). In cluster
-mode the keys of a batch live in different slots, so there (`scripted=False`) the batch
-is a pipeline of single-key commands, and no hash tags are needed.
+mode the keys of a batch live in different slots (spread over the masters on purpose:
+they are many, and held for the decision TTL), so there (`scripted=False`) the batch is
+two pipelines of single-key commands: SET NX, then XADD for the records that were new.
+A record set but not yet confirmed in the stream is remembered, so a retry of its batch
+adds it to the stream even though its key exists; a retry after an XADD whose answer
+was lost may add it twice (the dataset keeps one entry per decision id).
 
 Blocking stream reads (`read_feedback`) can go through their own client (`reader`): the
 service writes through one pipelined connection (`service/state/resp.py` on a single
@@ -29,9 +33,10 @@ from collections.abc import Sequence
 from typing import Any
 
 import orjson
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
 
-from service.state import Record
+from service.state import UNAVAILABLE, Record, closed_transport_unavailable
 
 #: KEYS = [decision log stream, decision key 1..n]; ARGV = [ttl, stream maxlen, record 1..n].
 #: A decision id is written once (SET NX): a retry of a batch that had in fact been
@@ -82,10 +87,13 @@ class RedisState:
         self._prefix = prefix
         self.feedback_key = f"{prefix}feedback"
         self.decision_log_key = f"{prefix}decisions"
+        #: cluster mode: decision ids whose key was set, their stream entry not confirmed
+        self._unstreamed: set[str] = set()
 
     def _decision_key(self, decision_id: str) -> str:
         return f"{self._prefix}decision:{decision_id}"
 
+    @closed_transport_unavailable
     async def log_decisions(self, records: Sequence[Record],
                             blobs: Sequence[bytes] | None = None) -> None:
         if not records:
@@ -98,19 +106,22 @@ class RedisState:
                                self._decision_log_maxlen, *blobs)
             return
         # cluster mode: the keys of a batch live in different slots, so no script; a
-        # record whose key exists was written before (a retry), and is not added again.
-        # Not atomic: a batch whose SETs went through but whose XADDs failed loses its
-        # stream entries on the retry (the records themselves are stored)
+        # record whose key exists was written before (a retry), and is not added to the
+        # stream again unless its earlier XADD is not known to have gone through
+        ids = [r["decision_id"] for r in records]
         pipe = self._r.pipeline(transaction=False)
-        for r, blob in zip(records, blobs, strict=True):
-            pipe.set(self._decision_key(r["decision_id"]), blob, ex=self._ttl, nx=True)
+        for decision_id, blob in zip(ids, blobs, strict=True):
+            pipe.set(self._decision_key(decision_id), blob, ex=self._ttl, nx=True)
         fresh = await pipe.execute()
+        due = [i for i, new in enumerate(fresh) if new or ids[i] in self._unstreamed]
+        self._unstreamed.update(ids[i] for i in due)
         pipe = self._r.pipeline(transaction=False)
-        for blob, new in zip(blobs, fresh, strict=True):
-            if new:
-                pipe.xadd(self.decision_log_key, {"d": blob},
-                          maxlen=self._decision_log_maxlen, approximate=True)
-        await pipe.execute()
+        for i in due:
+            pipe.xadd(self.decision_log_key, {"d": blobs[i]},
+                      maxlen=self._decision_log_maxlen, approximate=True)
+        if due:
+            await pipe.execute()
+        self._unstreamed.difference_update(ids[i] for i in due)
 
     async def _script(self, source: str, sha: str, n_keys: int, *keys_and_args: Any) -> Any:
         """A script by its SHA, loaded by EVAL the first time Redis lacks it."""
@@ -121,6 +132,7 @@ class RedisState:
                 raise
         return await self._r.execute_command("EVAL", source, n_keys, *keys_and_args)
 
+    @closed_transport_unavailable
     async def get_decisions(self, decision_ids: Sequence[str]) -> list[Record | None]:
         if not decision_ids:
             return []
@@ -138,6 +150,7 @@ class RedisState:
         """Where an appended feedback key is remembered: the stream's slot (hash tag)."""
         return f"{self._prefix}seen:{{{self.feedback_key}}}:{key}"
 
+    @closed_transport_unavailable
     async def append_feedback(self, events: Sequence[Record],
                               keys: Sequence[str] | None = None) -> list[bool]:
         if not events:
@@ -162,6 +175,7 @@ class RedisState:
         await (adds[0] if len(adds) == 1 else asyncio.gather(*adds))
         return [True] * len(events)
 
+    @closed_transport_unavailable
     async def read_feedback(self, after: str, count: int, block_ms: int) -> list[tuple[str, Record]]:
         reply = await self._reader.xread({self.feedback_key: after}, count=count, block=block_ms)
         if not reply:
@@ -169,9 +183,11 @@ class RedisState:
         entries = reply[0][1]
         return [(_str(i), orjson.loads(fields[b"e"])) for i, fields in entries]
 
+    @closed_transport_unavailable
     async def feedback_length(self) -> int:
         return int(await self._r.execute_command("XLEN", self.feedback_key))
 
+    @closed_transport_unavailable
     async def feedback_bounds(self) -> tuple[str, str] | None:
         oldest = await self._reader.xrange(self.feedback_key, count=1)
         newest = await self._reader.xrevrange(self.feedback_key, count=1)
@@ -180,7 +196,32 @@ class RedisState:
         return _str(oldest[0][0]), _str(newest[0][0])
 
     async def ping(self) -> None:
-        await self._r.execute_command("PING")
+        """On a Redis Cluster, any master answering will do: while one fails over, the
+        service serves (degraded where it must), and a readiness probe failing on every
+        replica at once would take them all out of the load balancer."""
+        try:
+            await self._ping()  # a cluster client: its default node
+            return
+        except UNAVAILABLE:
+            primaries = getattr(self._r, "get_primaries", None)
+            if primaries is None:
+                raise
+            others = list(primaries())
+        for i, node in enumerate(others):
+            try:
+                await self._ping(node)
+                return
+            except UNAVAILABLE:
+                if i == len(others) - 1:
+                    raise
+        raise RedisConnectionError("no Redis Cluster master answers")
+
+    @closed_transport_unavailable
+    async def _ping(self, node: Any = None) -> None:
+        if node is None:
+            await self._r.execute_command("PING")
+        else:
+            await self._r.execute_command("PING", target_nodes=node)
 
     async def close(self) -> None:
         await self._r.aclose()

@@ -1,6 +1,7 @@
 """Parity: the fast reader returns what Feast's SDK returns, on the same online store.
 
-Both backends: Feast's Redis online store (a real redis-server) and its SQLite store.
+Every backend: Feast's Redis online store (a real redis-server), the same on a real
+Redis Cluster of three masters (`redis_type: redis_cluster`), and its SQLite store.
 On each example world's generated data (retail's `demo`, telco's `telco_demo`), and for
 every world, shipped or written in
 tests/features/world_data.py, on small data generated from its declarations: `feast
@@ -36,6 +37,8 @@ CUSTOMERS = ["c00000", "c00001", "c00007", "c00123", "c00399", "no-such-customer
 WORLDS = [p.stem for p in SHIPPED] + list(WRITTEN)
 #: example world -> the fixtures of its generated data, on SQLite and in Redis
 EXAMPLES = {"retail": ("demo", "demo_redis"), "telco": ("telco_demo", "telco_demo_redis")}
+#: the example whose data is also materialized into the suite's Redis Cluster
+CLUSTER_EXAMPLE = {"retail": "demo_cluster_materialized"}
 
 
 def test_every_shipped_world_has_example_data() -> None:
@@ -48,10 +51,10 @@ def anyio_backend() -> str:
 
 
 def sdk_rows(world: World, data_dir: Path, redis_url: str | None, entity: str,
-             ids: list[str]) -> list[dict]:
+             ids: list[str], cluster: bool = False) -> list[dict]:
     from features.store import feature_store
 
-    store = feature_store(world, data_dir, redis_url)
+    store = feature_store(world, data_dir, redis_url, cluster)
     service = store.get_feature_service(world.model.feature_service)
     views = world.views_of(entity)
     join_key = world.join_key(entity)
@@ -82,27 +85,38 @@ async def _read_all(reader: OnlineFeatureReader, ids: list[str]) -> list[dict[st
 
 
 def _reader(backend: str, data_dir: Path, url: str | None, layout: EntityLayout) -> tuple[OnlineFeatureReader, Any]:
-    if backend == "redis":
+    if backend in ("redis", "redis-cluster"):
         assert url is not None
-        client = aioredis.from_url(url)
+        client = (aioredis.RedisCluster.from_url(url) if backend == "redis-cluster"
+                  else aioredis.from_url(url))
         return RedisFeatureReader(client, layout), client
     return SqliteFeatureReader(data_dir / "feast" / "online.db", layout), None
 
 
-@pytest.mark.parametrize("backend", ["sqlite", "redis"])
-@pytest.mark.parametrize("example", list(EXAMPLES))
+#: (example, backend) pairs: every example on SQLite and one Redis, retail on the cluster
+CASES = [(e, b) for e in EXAMPLES for b in ("sqlite", "redis")] + [
+    (e, "redis-cluster") for e in CLUSTER_EXAMPLE]
+
+
+def _online_url(example: str, backend: str, request: pytest.FixtureRequest) -> str | None:
+    if backend == "redis-cluster":
+        return str(request.getfixturevalue(CLUSTER_EXAMPLE[example]))
+    return str(request.getfixturevalue(EXAMPLES[example][1])) if backend == "redis" else None
+
+
+@pytest.mark.parametrize(("example", "backend"), CASES)
 async def test_customer_features_match_the_sdk(
     example: str, backend: str, request: pytest.FixtureRequest
 ) -> None:
     world = shipped_world(example)
-    data, redis_fixture = EXAMPLES[example]
-    dirs: DemoDirs = request.getfixturevalue(data)
+    dirs: DemoDirs = request.getfixturevalue(EXAMPLES[example][0])
     assert world.customer_entity is not None
     layout = EntityLayout.of(world, world.customer_entity)
-    url = request.getfixturevalue(redis_fixture) if backend == "redis" else None
+    url = _online_url(example, backend, request)
     reader, client = _reader(backend, dirs.data_dir, url, layout)
     fast = await _read_all(reader, CUSTOMERS)
-    sdk = sdk_rows(world, dirs.data_dir, url, world.customer_entity, CUSTOMERS)
+    sdk = sdk_rows(world, dirs.data_dir, url, world.customer_entity, CUSTOMERS,
+                   cluster=backend == "redis-cluster")
     assert fast[-1] == {}  # the unknown customer
     assert all(len(f) == len(layout.features) for f in fast[:-1])
     for f, s in zip(fast, sdk, strict=False):
@@ -111,20 +125,21 @@ async def test_customer_features_match_the_sdk(
         await client.aclose()
 
 
-@pytest.mark.parametrize("example", list(EXAMPLES))
-async def test_action_features_match_the_sdk(example: str, request: pytest.FixtureRequest) -> None:
+@pytest.mark.parametrize(("example", "backend"), [c for c in CASES if c[1] != "sqlite"])
+async def test_action_features_match_the_sdk(example: str, backend: str,
+                                             request: pytest.FixtureRequest) -> None:
+    """The whole catalog in one pipelined read (on a cluster, split by slot)."""
     from service.catalog import load_catalog
 
     world = shipped_world(example)
-    data, redis_fixture = EXAMPLES[example]
-    dirs: DemoDirs = request.getfixturevalue(data)
-    url = request.getfixturevalue(redis_fixture)
+    dirs: DemoDirs = request.getfixturevalue(EXAMPLES[example][0])
+    url = _online_url(example, backend, request)
     ids = load_catalog(dirs.data_dir / "catalog.json", world).ids
-    client = aioredis.from_url(url)
-    reader = RedisFeatureReader(client, EntityLayout.of(world, world.action_entity))
+    reader, client = _reader(backend, dirs.data_dir, url, EntityLayout.of(world, world.action_entity))
     rows = await reader.read_many(ids)
     assert set(rows) == set(ids)
-    sdk = sdk_rows(world, dirs.data_dir, url, world.action_entity, ids)
+    sdk = sdk_rows(world, dirs.data_dir, url, world.action_entity, ids,
+                   cluster=backend == "redis-cluster")
     for fast, expected in zip([rows[i].values for i in ids], sdk, strict=False):
         assert_same(fast, expected)
     await client.aclose()
@@ -140,18 +155,22 @@ def world_redis(redis_server: str) -> str:
     return url
 
 
-@pytest.mark.parametrize("backend", ["sqlite", "redis"])
-@pytest.mark.parametrize("name", WORLDS)
+@pytest.mark.parametrize(("name", "backend"), [
+    (n, b) for n in WORLDS for b in ("sqlite", "redis")] + [("retail_plus", "redis-cluster")])
 async def test_every_world_applies_materializes_and_reads_like_the_sdk(
     name: str, backend: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
+    """`feast apply` + materialize, then read like the SDK; on the cluster too, for a
+    written world with both entities (its project lives next to the demo's there)."""
     from features.store import apply_and_materialize
 
     world = world_named(tmp_path, name)
     data_dir = tmp_path / "var"
     frames = write_sources(world, data_dir)
-    url = request.getfixturevalue("world_redis") if backend == "redis" else None
-    apply_and_materialize(world, data_dir, url)
+    cluster = backend == "redis-cluster"
+    url = (request.getfixturevalue("redis_cluster_url") if cluster
+           else request.getfixturevalue("world_redis") if backend == "redis" else None)
+    apply_and_materialize(world, data_dir, url, redis_cluster=cluster)
 
     entities = [e for e in (world.customer_entity, world.action_entity) if e is not None]
     assert set(frames) == set(entities)
@@ -166,7 +185,8 @@ async def test_every_world_applies_materializes_and_reads_like_the_sdk(
         for entity_id, row in zip(ids[:-1], fast[:-1], strict=True):
             assert set(row) == set(world.features_of(entity))
             assert_same(row, {f: _plain(latest.loc[entity_id, f]) for f in row})
-        for got, expected in zip(fast, sdk_rows(world, data_dir, url, entity, ids), strict=True):
+        for got, expected in zip(fast, sdk_rows(world, data_dir, url, entity, ids, cluster),
+                                 strict=True):
             assert set(expected) == set(world.features_of(entity))
             assert_same(got, expected)
         if client is not None:

@@ -49,6 +49,21 @@ def test_bad_redis_urls_are_refused(url: str) -> None:
         redis_connection_string(url)
 
 
+@pytest.mark.parametrize(("url", "expected"), [
+    ("redis://10.0.0.1:7000", "10.0.0.1:7000"),
+    ("redis://10.0.0.1:7000/0", "10.0.0.1:7000"),
+    ("rediss://:pw@node-0.redis:6379", "node-0.redis:6379,password=pw,ssl=true"),
+])
+def test_a_cluster_connection_string_names_no_database(url: str, expected: str) -> None:
+    """redis-py's cluster client refuses `db` (even 0): Feast's string must not carry it."""
+    assert redis_connection_string(url, cluster=True) == expected
+
+
+def test_a_cluster_url_with_another_database_is_refused() -> None:
+    with pytest.raises(ValueError, match="database 0 only"):
+        redis_connection_string("redis://10.0.0.1:7000/4", cluster=True)
+
+
 def test_repo_config_picks_the_online_store(tmp_path: Path) -> None:
     from features.store import repo_config
 
@@ -58,10 +73,13 @@ def test_repo_config_picks_the_online_store(tmp_path: Path) -> None:
     assert sqlite.online_store.path == str(tmp_path.resolve() / "feast" / "online.db")
     assert sqlite.registry.path == str(tmp_path.resolve() / "feast" / "registry.db")
     assert sqlite.entity_key_serialization_version == 3
-    redis = repo_config(RETAIL, tmp_path, "redis://:pw@10.0.0.1:7000/4", redis_cluster=True)
+    redis = repo_config(RETAIL, tmp_path, "redis://:pw@10.0.0.1:7000/4")
     assert redis.online_store.type == "redis"
     assert redis.online_store.connection_string == "10.0.0.1:7000,db=4,password=pw"
-    assert redis.online_store.redis_type == "redis_cluster"
+    assert redis.online_store.redis_type == "redis"
+    cluster = repo_config(RETAIL, tmp_path, "redis://:pw@10.0.0.1:7000", redis_cluster=True)
+    assert cluster.online_store.connection_string == "10.0.0.1:7000,password=pw"
+    assert cluster.online_store.redis_type == "redis_cluster"
     assert repo_config(world_named(tmp_path, "retail_plus"), tmp_path, None).project == "nextbest_plus"
 
 

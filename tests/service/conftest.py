@@ -20,14 +20,29 @@ def make_settings(demo: DemoDirs, redis_url: str | None = None, **overrides: obj
     return Settings(**values)  # type: ignore[arg-type]
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", "redis", "redis-cluster"])
 def backend_settings(request: pytest.FixtureRequest, demo: DemoDirs) -> Settings:
-    """Settings for each state backend: embedded (SQLite + in-process) and real Redis."""
+    """Settings for each state backend: embedded (SQLite + in-process), a real Redis, and
+    a real Redis Cluster of three masters (`NEXTBEST_REDIS_CLUSTER=true`)."""
     if request.param == "memory":
         return make_settings(demo)
+    if request.param == "redis-cluster":
+        return make_settings(demo, request.getfixturevalue("demo_redis_cluster"),
+                             redis_cluster=True)
     url = request.getfixturevalue("demo_redis")
     clear_service_state(url)
     return make_settings(demo, url)
+
+
+@pytest.fixture(params=["redis", "redis-cluster"])
+def shared_redis(request: pytest.FixtureRequest) -> tuple[str, bool]:
+    """(URL, cluster?) of a Redis that replicas share, with the demo's features and
+    champion and no other service state: one node, or the suite's Redis Cluster."""
+    if request.param == "redis-cluster":
+        return request.getfixturevalue("demo_redis_cluster"), True
+    url = request.getfixturevalue("demo_redis")
+    clear_service_state(url)
+    return url, False
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from features.config import shipped_world
 from service.app import create_app
 from service.catalog import load_catalog
 from service.settings import Settings
-from tests.demo_fixtures import DemoDirs, clear_service_state
+from tests.demo_fixtures import DemoDirs, clear_service_state, redis_client
 from tests.service.conftest import make_settings
 
 KNOWN = "c00001"
@@ -284,12 +284,11 @@ def _stream_event(customer: str, action: str, outcome: str, channel: str = "pos"
             "exposures": 0}
 
 
-def _append_to_stream(url: str, events: list[dict[str, object]]) -> None:
+def _append_to_stream(url: str, events: list[dict[str, object]], cluster: bool = False) -> None:
     """Events in the feedback stream as other replicas' `/v1/feedback` put them there."""
     import orjson
-    import redis
 
-    r = redis.Redis.from_url(url)
+    r = redis_client(url, cluster)
     pipe = r.pipeline(transaction=False)
     for e in events:
         pipe.xadd("nb:feedback", {"e": orjson.dumps(e)})
@@ -298,13 +297,13 @@ def _append_to_stream(url: str, events: list[dict[str, object]]) -> None:
 
 
 def test_a_new_replica_knows_the_stream_before_it_turns_ready(
-    demo: DemoDirs, demo_redis: str
+    demo: DemoDirs, shared_redis: tuple[str, bool]
 ) -> None:
     """A replica starting after a dismissal on another replica does not offer it again,
     from its first decision: it replays the feedback stream before /readyz says ready.
     The replay is history, not learner lag: the lag histogram does not see it."""
-    clear_service_state(demo_redis)
-    settings = make_settings(demo, demo_redis)
+    demo_redis, cluster = shared_redis
+    settings = make_settings(demo, demo_redis, redis_cluster=cluster)
     catalog = load_catalog(settings.catalog_file, shipped_world("retail"))
     both = catalog.allowed("web", "cart") & catalog.allowed("pos", "checkout")
     target = catalog.ids[int(np.flatnonzero(both)[0])]
@@ -314,7 +313,7 @@ def test_a_new_replica_knows_the_stream_before_it_turns_ready(
     history = [_stream_event(f"x{i:05d}", others[i % len(others)], ("impression", "accept")[i % 2])
                for i in range(20_000)]
     history += [_stream_event(KNOWN, target, "impression"), _stream_event(KNOWN, target, "dismiss")]
-    _append_to_stream(demo_redis, history)
+    _append_to_stream(demo_redis, history, cluster)
 
     with TestClient(create_app(settings)) as client:
         first = decide(client, candidates=[target], limit=1, channel="web", placement="cart")
@@ -326,21 +325,19 @@ def test_a_new_replica_knows_the_stream_before_it_turns_ready(
 
 
 def test_a_new_replica_starts_from_the_snapshot_and_replays_only_the_rest(
-    demo: DemoDirs, demo_redis: str
+    demo: DemoDirs, shared_redis: tuple[str, bool]
 ) -> None:
     """One replica writes a snapshot of its learner and ledger; one started later
     restores it and replays only the events after it, and knows both dismissals."""
-    import redis
-
-    clear_service_state(demo_redis)
-    settings = make_settings(demo, demo_redis, snapshot_seconds=0.2)
+    demo_redis, cluster = shared_redis
+    settings = make_settings(demo, demo_redis, snapshot_seconds=0.2, redis_cluster=cluster)
     catalog = load_catalog(settings.catalog_file, shipped_world("retail"))
     on_web = np.flatnonzero(catalog.allowed("web", "cart"))
     early, late = catalog.ids[int(on_web[0])], catalog.ids[int(on_web[1])]
     before = [_stream_event(f"x{i:05d}", catalog.ids[i % len(catalog.ids)], "impression")
               for i in range(2_000)] + [_stream_event(KNOWN, early, "dismiss")]
-    _append_to_stream(demo_redis, before)
-    r = redis.Redis.from_url(demo_redis)
+    _append_to_stream(demo_redis, before, cluster)
+    r = redis_client(demo_redis, cluster)
     with TestClient(create_app(settings)) as first:
         assert _metric(first, "nextbest_replayed_events") == len(before)
         deadline = time.monotonic() + 10
@@ -351,7 +348,7 @@ def test_a_new_replica_starts_from_the_snapshot_and_replays_only_the_rest(
     assert r.exists("nb:snapshot")
     after = [_stream_event(f"y{i:05d}", catalog.ids[i % len(catalog.ids)], "accept")
              for i in range(30)] + [_stream_event(KNOWN, late, "dismiss")]
-    _append_to_stream(demo_redis, after)
+    _append_to_stream(demo_redis, after, cluster)
     r.close()
 
     with TestClient(create_app(settings)) as second:

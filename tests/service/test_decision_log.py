@@ -5,11 +5,14 @@ from __future__ import annotations
 import asyncio
 import gc
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
+import orjson
 import pytest
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
 
 from service.decision_log import DecisionLog
 from service.state import Record
@@ -136,6 +139,7 @@ async def test_records_wait_while_the_store_is_away_and_are_written_in_order() -
             assert log.submit(record(i))
         await asyncio.sleep(2.5)
         assert state.refused >= 5 and log.depth == 40
+        assert metrics.spool_depth.labels("decisions")._value.get() == 40
         assert (await log.get_many(["d0", "d39"]))[1] is not None  # feedback still joins
         state.back = True
         for _ in range(100):
@@ -150,6 +154,7 @@ async def test_records_wait_while_the_store_is_away_and_are_written_in_order() -
     assert sum(state.batches) == 40 and log.dropped == 0
     assert metrics.spooled.labels("decisions")._value.get() == 8  # the batch that failed first
     assert metrics.spool_written.labels("decisions")._value.get() == 8
+    assert metrics.spool_depth.labels("decisions")._value.get() == 0  # all written: none waits
 
 
 async def test_a_full_spool_refuses_the_record_and_counts_it() -> None:
@@ -167,10 +172,24 @@ async def test_shutdown_counts_what_it_could_not_write() -> None:
     assert log.dropped == 2 and log.depth == 0
 
 
-async def test_a_retried_batch_is_written_to_the_stream_once(redis_url: str) -> None:
-    """The store's script writes a decision id once: a retry after a lost answer adds nothing."""
-    client = aioredis.from_url(redis_url)
-    state = RedisState(client, decision_ttl_seconds=60, feedback_maxlen=100, prefix="once:")
+@pytest.fixture(params=["redis", "redis-cluster"])
+def connect(request: pytest.FixtureRequest) -> tuple[Callable[[], Any], bool]:
+    """(new client, cluster?): a real Redis node, or a real Redis Cluster."""
+    if request.param == "redis-cluster":
+        url = request.getfixturevalue("redis_cluster_url")
+        return (lambda: aioredis.RedisCluster.from_url(url)), True
+    url = request.getfixturevalue("redis_url")
+    return (lambda: aioredis.from_url(url)), False
+
+
+async def test_a_retried_batch_is_written_to_the_stream_once(
+        connect: tuple[Callable[[], Any], bool]) -> None:
+    """A decision id is written once (the script on one node, SET NX on a cluster): a
+    retry after a lost answer adds nothing."""
+    new_client, cluster = connect
+    client = new_client()
+    state = RedisState(client, decision_ttl_seconds=60, feedback_maxlen=100, prefix="once:",
+                       scripted=not cluster)
     try:
         batch = [record(i) for i in range(3)]
         await state.log_decisions(batch)
@@ -178,6 +197,31 @@ async def test_a_retried_batch_is_written_to_the_stream_once(redis_url: str) -> 
         assert await client.xlen("once:decisions") == 3
     finally:
         await client.delete("once:decisions", *(f"once:decision:d{i}" for i in range(3)))
+        await state.close()
+
+
+async def test_on_a_cluster_a_batch_whose_stream_write_failed_is_streamed_by_its_retry(
+        redis_cluster_url: str) -> None:
+    """The records' keys were set (on their masters) when the stream's master refused
+    the XADDs: the retry finds the keys there, and still adds the records to the stream."""
+    client = aioredis.RedisCluster.from_url(redis_cluster_url)
+    state = RedisState(client, decision_ttl_seconds=60, feedback_maxlen=100, prefix="fail:",
+                       scripted=False)
+    batch = [record(i) for i in range(6)]
+    try:
+        await client.set("fail:decisions", "not a stream")  # XADD answers WRONGTYPE
+        with pytest.raises(ResponseError, match="WRONGTYPE"):
+            await state.log_decisions(batch)
+        assert await client.exists(*(f"fail:decision:d{i}" for i in range(6))) == 6
+        await client.delete("fail:decisions")
+        await state.log_decisions(batch)  # the decision log's retry
+        entries = await client.xrange("fail:decisions")
+        assert sorted(orjson.loads(e[b"d"])["decision_id"] for _, e in entries) == [
+            f"d{i}" for i in range(6)]
+        await state.log_decisions(batch)  # and once streamed, never again
+        assert await client.xlen("fail:decisions") == 6
+    finally:
+        await client.delete("fail:decisions", *(f"fail:decision:d{i}" for i in range(6)))
         await state.close()
 
 

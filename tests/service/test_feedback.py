@@ -88,6 +88,59 @@ async def test_feedback_is_acknowledged_spooled_and_written_in_order() -> None:
         ("d0", "accept"), ("d1", "impression"), ("d2", "accept")]
 
 
+class FailingOver(AwayFeedback):
+    """Away, then one unexpected error on the spool's first write once back (a failover
+    answer nobody foresaw), then fine."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.surprises = 1
+
+    async def append_feedback(self, events: Sequence[Record],
+                              keys: Sequence[str] | None = None) -> list[bool]:
+        if self.back and self.surprises:
+            self.surprises -= 1
+            raise RuntimeError("something the spool did not expect")
+        return await super().append_feedback(events, keys)
+
+
+@pytest.mark.anyio
+async def test_the_spool_outlives_an_unexpected_error() -> None:
+    """Acknowledged events wait for the store whatever it answers; the writer goes on."""
+    state = FailingOver()
+    service, _ = _service(state)
+    runner = asyncio.create_task(service.run())
+    try:
+        assert (await service.submit([_event(0), _event(1)]))[:2] == (2, 0)
+        state.back = True
+        for _ in range(100):
+            if not service.spooled:
+                break
+            await asyncio.sleep(0.05)
+        assert state.surprises == 0 and not runner.done()
+    finally:
+        runner.cancel()
+        await asyncio.gather(runner, return_exceptions=True)
+    assert service.spooled == 0 and await state.feedback_length() == 2
+
+
+@pytest.mark.anyio
+async def test_a_closed_transport_is_a_connection_error() -> None:
+    """uvloop's answer to a write on a closed connection counts as the store being away;
+    other RuntimeErrors stay what they are."""
+    from service.state import UNAVAILABLE, closed_transport_unavailable
+
+    @closed_transport_unavailable
+    async def write(message: str) -> None:
+        raise RuntimeError(message)
+
+    with pytest.raises(UNAVAILABLE):
+        await write("unable to perform operation on <TCPTransport closed=True>; "
+                    "the handler is closed")
+    with pytest.raises(RuntimeError, match="a bug"):
+        await write("a bug")
+
+
 @pytest.mark.anyio
 async def test_a_full_spool_answers_503_with_retry_after() -> None:
     service, _ = _service(AwayFeedback(), max_spooled=2)

@@ -13,14 +13,14 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-import redis
+import redis.asyncio as aioredis
 
 from load_tests.processes import free_port, nextbest_args, nextbest_env, start_http
 from service.exploration import select_top_k
 from service.limits import Budget, ContactPolicy, Limiter, Limits
 from service.state.counters import CounterStore, MemoryCounters, RedisCounters, Slot
 from service.state.resp import RespConnection
-from tests.demo_fixtures import DemoDirs, clear_service_state
+from tests.demo_fixtures import DemoDirs, redis_client
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.anyio
@@ -31,10 +31,17 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-@pytest.fixture(params=["memory", "redis", "redis-cluster-mode"])
+@pytest.fixture(params=["memory", "redis", "redis-cluster-mode", "redis-cluster"])
 async def store(request: pytest.FixtureRequest) -> AsyncIterator[CounterStore]:
+    """In-process; one Redis node as the service talks to it; one node called as in
+    cluster mode (a script per hash tag); a real Redis Cluster of three masters."""
     if request.param == "memory":
         yield MemoryCounters()
+        return
+    if request.param == "redis-cluster":
+        client = aioredis.RedisCluster.from_url(request.getfixturevalue("redis_cluster_url"))
+        yield RedisCounters(client, scripted=False)
+        await client.aclose()
         return
     url = request.getfixturevalue("redis_url")
     connection = RespConnection(url)
@@ -154,12 +161,12 @@ def race_catalog(demo: DemoDirs, path: Path) -> tuple[Path, list[str], str]:
     return path, capped, budgeted
 
 
-def test_two_replicas_never_exceed_a_cap_or_a_budget(demo_redis: str, demo: DemoDirs,
-                                                     tmp_path: Path) -> None:
-    clear_service_state(demo_redis)
+def test_two_replicas_never_exceed_a_cap_or_a_budget(shared_redis: tuple[str, bool],
+                                                     demo: DemoDirs, tmp_path: Path) -> None:
+    demo_redis, cluster = shared_redis
     catalog, capped, budgeted = race_catalog(demo, tmp_path / "catalog.json")
     candidates = [*capped, budgeted]
-    env = {**nextbest_env(demo_redis, demo.data_dir, demo.models_dir),
+    env = {**nextbest_env(demo_redis, demo.data_dir, demo.models_dir, cluster=cluster),
            "NEXTBEST_CATALOG_PATH": str(catalog), "NEXTBEST_EPSILON": "0.3",
            "NEXTBEST_REDIS_TIMEOUT_SECONDS": "2", "PYTHONPATH": str(ROOT)}
     servers = []
@@ -197,7 +204,7 @@ def test_two_replicas_never_exceed_a_cap_or_a_budget(demo_redis: str, demo: Demo
     assert all(per_customer[(c, a)] == CAP for c in CUSTOMERS for a in capped)
     assert budget_spent == BUDGET
     # and what Redis holds agrees with what the decisions returned
-    client = redis.Redis.from_url(demo_redis)
+    client = redis_client(demo_redis, cluster)
     held = {(c, a): client.zcard(f"nb:{{c:{c}}}:cap:{a}") for c in CUSTOMERS for a in capped}
     day_keys = list(client.scan_iter(match=f"nb:{{budget}}:{budgeted}:*"))
     spent: list[Any] = [client.get(k) for k in day_keys]

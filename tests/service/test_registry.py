@@ -1,4 +1,5 @@
-"""The registry's pointers: one contract over both backends (models dir, real Redis)."""
+"""The registry's pointers: one contract over every backend (models dir, a real Redis,
+a real Redis Cluster)."""
 
 from __future__ import annotations
 
@@ -22,13 +23,20 @@ ENCODER = Encoder(shipped_world("retail"))
 NAME = "nextbest-ranker"
 
 
-@pytest.fixture(params=["file", "redis"])
+def _redis_pointers(request: pytest.FixtureRequest) -> RedisPointers:
+    """Pointers on the backend the test runs on, through a client of their own."""
+    if request.node.callspec.params["store"] == "redis-cluster":
+        return RedisPointers(redis.RedisCluster.from_url(
+            request.getfixturevalue("redis_cluster_url")), NAME)
+    return RedisPointers(redis.Redis.from_url(request.getfixturevalue("redis_url")), NAME)
+
+
+@pytest.fixture(params=["file", "redis", "redis-cluster"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[PointerStore]:
     if request.param == "file":
         yield FilePointers(tmp_path / "models", NAME)
         return
-    client = redis.Redis.from_url(request.getfixturevalue("redis_url"))
-    pointers = RedisPointers(client, NAME)
+    pointers = _redis_pointers(request)
     yield pointers
     pointers.close()
 
@@ -123,7 +131,7 @@ def test_another_replica_reads_the_same_pointers(store: PointerStore, registry: 
     registry.shadow("1", 0.1)
     other: PointerStore = (
         FilePointers(tmp_path / "models", NAME) if isinstance(store, FilePointers)
-        else RedisPointers(redis.Redis.from_url(request.getfixturevalue("redis_url")), NAME))
+        else _redis_pointers(request))
     try:
         assert other.read() == store.read()
         assert other.read().challenger == "1"

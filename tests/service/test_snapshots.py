@@ -3,7 +3,8 @@ one replica writes per interval; unreadable or incomplete snapshots are ignored.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import numpy as np
 import pytest
@@ -112,16 +113,27 @@ def test_inconsistent_ledger_arrays_are_refused() -> None:
         decode(encode(Snapshot("1", 0.0, None, broken)))
 
 
+@pytest.fixture(params=["redis", "redis-cluster"])
+def connect(request: pytest.FixtureRequest) -> Callable[[], Any]:
+    """New clients of a real Redis, or of a real Redis Cluster."""
+    if request.param == "redis-cluster":
+        url = request.getfixturevalue("redis_cluster_url")
+        return lambda: aioredis.RedisCluster.from_url(url)
+    url = request.getfixturevalue("redis_url")
+    return lambda: aioredis.from_url(url)
+
+
 @pytest.fixture
-async def store(redis_url: str) -> AsyncIterator[SnapshotStore]:
-    client = aioredis.from_url(redis_url)
+async def store(connect: Callable[[], Any]) -> AsyncIterator[SnapshotStore]:
+    client = connect()
     yield SnapshotStore(client, key="test:snapshot")
     await client.aclose()
 
 
-async def test_one_replica_writes_per_interval(redis_url: str, store: SnapshotStore) -> None:
+async def test_one_replica_writes_per_interval(connect: Callable[[], Any],
+                                               store: SnapshotStore) -> None:
     rng = np.random.default_rng(5)
-    other_client = aioredis.from_url(redis_url)
+    other_client = connect()
     try:
         mine = Snapshots(store, 30.0, Metrics(), learned(rng), contacted(rng))
         theirs = Snapshots(SnapshotStore(other_client, key="test:snapshot"), 30.0, Metrics(),

@@ -17,12 +17,18 @@ from service.state.resp import RespConnection
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture(params=["memory", "redis", "redis-py", "redis-pipelined"])
+@pytest.fixture(params=["memory", "redis", "redis-py", "redis-pipelined", "redis-cluster"])
 async def state(request: pytest.FixtureRequest) -> AsyncIterator[StateStore]:
     """The in-process store; Redis as the service writes to one node (its lean
-    connection), the same through a redis-py client, and Redis as in cluster mode."""
+    connection), the same through a redis-py client, one node written as in cluster
+    mode (pipelines), and a real Redis Cluster of three masters."""
     if request.param == "memory":
         store: StateStore = MemoryState(decision_ttl_seconds=60)
+    elif request.param == "redis-cluster":
+        url = request.getfixturevalue("redis_cluster_url")
+        store = RedisState(aioredis.RedisCluster.from_url(url), decision_ttl_seconds=60,
+                           feedback_maxlen=1000, scripted=False,
+                           reader=aioredis.RedisCluster.from_url(url))
     else:
         url = request.getfixturevalue("redis_url")
         # as the service runs it: writes on one connection, blocking reads on a pool

@@ -26,9 +26,19 @@ DAY_MS = 86_400_000
 MIDNIGHT_MS = 1_780_272_000_000
 
 
+@pytest.fixture(params=["redis", "redis-cluster"])
+def target(request: pytest.FixtureRequest) -> tuple[str, bool]:
+    """(URL, cluster?): the suite's Redis, or its Redis Cluster of three masters."""
+    if request.param == "redis-cluster":
+        return request.getfixturevalue("redis_cluster_url"), True
+    return request.getfixturevalue("redis_url"), False
+
+
 @pytest.fixture
-def r(redis_url: str) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(redis_url)
+def r(target: tuple[str, bool]) -> Iterator[redis.Redis]:
+    """A client of the target; tests type it as redis.Redis, whose commands both share."""
+    url, cluster = target
+    client: Any = redis.RedisCluster.from_url(url) if cluster else redis.Redis.from_url(url)
     yield client
     client.close()
 
@@ -234,7 +244,7 @@ def test_the_redis_watermark_lost_falls_back_to_the_folder_s(r: redis.Redis, tmp
     assert again.rows == 0 and read(tmp_path, "decisions").num_rows == 50
 
 
-def test_the_service_reads_the_watermarks_into_its_gauges(r: redis.Redis, redis_url: str,
+def test_the_service_reads_the_watermarks_into_its_gauges(r: redis.Redis, target: tuple[str, bool],
                                                           tmp_path: Path) -> None:
     import redis.asyncio as aioredis
 
@@ -243,7 +253,8 @@ def test_the_service_reads_the_watermarks_into_its_gauges(r: redis.Redis, redis_
     r.xadd("nb:decisions", {"d": b"{}"}, id=f"{int(entry_id(399, 2000).split('-')[0]) + 90_000}-0")
 
     async def refresh() -> Metrics:
-        client = aioredis.from_url(redis_url)
+        url, cluster = target
+        client = aioredis.RedisCluster.from_url(url) if cluster else aioredis.from_url(url)
         metrics = Metrics()
         await ExportStatus(client, metrics).refresh()
         await client.aclose()
@@ -256,11 +267,12 @@ def test_the_service_reads_the_watermarks_into_its_gauges(r: redis.Redis, redis_
     assert metrics.registry.get_sample_value("nextbest_export_lag_seconds", {"stream": "feedback"}) is None
 
 
-def test_the_cli_exports_and_says_what(r: redis.Redis, redis_url: str, tmp_path: Path,
+def test_the_cli_exports_and_says_what(r: redis.Redis, target: tuple[str, bool], tmp_path: Path,
                                        monkeypatch: pytest.MonkeyPatch,
                                        capsys: pytest.CaptureFixture[str]) -> None:
     fill(r, range(300), range(40))
-    monkeypatch.setenv("NEXTBEST_REDIS_URL", redis_url)
+    monkeypatch.setenv("NEXTBEST_REDIS_URL", target[0])
+    monkeypatch.setenv("NEXTBEST_REDIS_CLUSTER", str(target[1]).lower())
     monkeypatch.setenv("NEXTBEST_DATA_DIR", str(tmp_path))
     assert main(["export", "--no-progress", "--chunk", "100"]) == 0
     out = capsys.readouterr().out
