@@ -35,7 +35,7 @@ def settings(backend_settings: Settings, catalog_path: Path) -> Iterator[Setting
     yield backend_settings.model_copy(update={"catalog_path": catalog_path,
                                               "catalog_watch_seconds": 0.1})
     if backend_settings.redis_url:  # the next test imports its own file
-        clear_service_state(backend_settings.redis_url)
+        clear_service_state(backend_settings.redis_url, cluster=backend_settings.redis_cluster)
 
 
 @pytest.fixture
