@@ -28,6 +28,15 @@ loaded in turn at --target-rate for --rounds rounds of --duration seconds
 (load_tests/compare.py); writes compare.json and compare.md. With --smoke: the small
 demo data, 2 rounds of 2 s at 50 req/s (CI).
 
+`--rules` (with --against): this checkout serves the demo catalog with eligibility rules
+on every action, contact caps on 10% of them and a budget on one
+(load_tests/rules_bench.py `rules_catalog`); the other checkout serves the catalog as it is.
+
+`--gate`: instead, nextbest and the bare endpoint loaded in turn at --target-rate for
+--rounds rounds of --duration seconds: the median CPU per request of nextbest over the
+bare endpoint's, the figure that counts (writes gate.json and gate.md; with
+--max-cpu-ratio it fails above that ratio). With --smoke: 2 rounds of 2 s at 50 req/s.
+
 `--breakdown`: instead, the CPU per request of nextbest cut short at each layer, and the
 bare endpoint with fixed CPU added to calibrate p99 against CPU (load_tests/breakdown.py);
 writes breakdown.json and breakdown.md. With --smoke: 1 round of 2 s at 50 req/s (CI).
@@ -61,6 +70,7 @@ from load_tests.processes import (
     start_redis,
     uvicorn_args,
 )
+from load_tests.rules_bench import rules_catalog
 from load_tests.traffic import N_CANDIDATES, describe, mixed_traffic, write_wrk_bodies
 
 HERE = Path(__file__).resolve().parent
@@ -403,7 +413,11 @@ def against(args: argparse.Namespace, work: Path, redis_url: str, data_dir: Path
     if args.smoke:
         rate, seconds, rounds = 50, 2.0, 2
     env = nextbest_env(redis_url, data_dir, models_dir)
-    pair = compare.start_pair(HERE.parent, args.against.resolve(), work, env)
+    this_env = {}
+    if args.rules:
+        catalog = rules_catalog(data_dir / "catalog.json", work / "rules-catalog.json")
+        this_env["NEXTBEST_CATALOG_PATH"] = str(catalog)
+    pair = compare.start_pair(HERE.parent, args.against.resolve(), work, env, this_env)
     servers += pair.values()
     for server in pair.values():
         check_nextbest(server, items)
@@ -416,10 +430,37 @@ def against(args: argparse.Namespace, work: Path, redis_url: str, data_dir: Path
     result = {"when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
               "this_dir": str(HERE.parent), "other_dir": str(args.against.resolve()),
               "rate": rate, "duration_s": seconds, "generator": args.generator,
-              **compare.summarize(measured)}
+              "rules": args.rules, **compare.summarize(measured)}
     print(compare.write(result, args.out))
     failed = result["this"]["errors"] + result["other"]["errors"]
     return 1 if failed else 0
+
+
+def gate(args: argparse.Namespace, work: Path, redis_url: str, data_dir: Path,
+         models_dir: Path, items: list[dict[str, Any]], load: Load,
+         servers: list[Server]) -> int:
+    """nextbest's CPU per request over the bare endpoint's, loaded in alternating rounds."""
+    rate, seconds, rounds = args.target_rate, args.duration, args.rounds
+    if args.smoke:
+        rate, seconds, rounds = 50, 2.0, 2
+    started = start_targets(["bare", "nextbest"], work, redis_url, data_dir, models_dir)
+    servers += started.values()
+    check_nextbest(started["nextbest"], items)
+    for server in started.values():
+        load(server.url, "warm", 100, 3)
+        drain(server)
+    measured = compare.run_rounds(
+        started, rounds, settle=drain,
+        load=lambda s: load(s.url, f"gate-{s.name}", rate, seconds),
+    )
+    result = {"when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+              "rate": rate, "duration_s": seconds, "generator": args.generator,
+              "max_cpu_ratio": args.max_cpu_ratio,
+              **compare.summarize(measured, numerator="nextbest", denominator="bare")}
+    print(compare.write(result, args.out, "gate"))
+    failed = result["nextbest"]["errors"] + result["bare"]["errors"]
+    over = args.max_cpu_ratio is not None and result["cpu_ratio"] > args.max_cpu_ratio
+    return 1 if failed or over else 0
 
 
 def cost_breakdown(args: argparse.Namespace, work: Path, redis_url: str, data_dir: Path,
@@ -475,12 +516,26 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--against", type=Path,
                         help="another nextbest checkout: compare side by side with it")
     parser.add_argument("--rounds", type=int, default=5, help="rounds of --against and --breakdown")
+    parser.add_argument("--rules", action="store_true",
+                        help="with --against: this checkout serves the catalog with rules on "
+                        "every action, caps on 10%% and a budget")
+    parser.add_argument("--gate", action="store_true",
+                        help="nextbest against the bare endpoint in alternating rounds: CPU per "
+                        "request, nextbest / bare")
+    parser.add_argument("--max-cpu-ratio", type=float,
+                        help="with --gate: fail when nextbest / bare CPU per request is above it")
     parser.add_argument("--breakdown", action="store_true",
                         help="CPU per request of each layer of nextbest, and the CPU a request "
                         "may cost for p99 within 1.5x bare (calibrated with a busy bare endpoint)")
     args = parser.parse_args(argv)
     if args.against is not None and not (args.against / "service" / "cli.py").is_file():
         parser.error(f"--against {args.against}: not a nextbest checkout (no service/cli.py)")
+    if args.rules and args.against is None:
+        parser.error("--rules: only with --against")
+    if args.max_cpu_ratio is not None and not args.gate:
+        parser.error("--max-cpu-ratio: only with --gate")
+    if sum((args.against is not None, args.gate, args.breakdown)) > 1:
+        parser.error("--against, --gate and --breakdown are separate runs: choose one")
     args.rates = sorted(int(r) for r in args.rates.split(","))
     if args.target_rate not in args.rates:
         args.rates = sorted({*args.rates, args.target_rate})
@@ -511,6 +566,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.against is not None:
             return against(args, work, redis_url, data_dir, models_dir, items, load,
                            servers)
+        if args.gate:
+            return gate(args, work, redis_url, data_dir, models_dir, items, load, servers)
         if args.breakdown:
             return cost_breakdown(args, work, redis_url, data_dir, models_dir, load,
                                   servers)

@@ -34,13 +34,15 @@ class Round:
     machine_busy: float | None
 
 
-def start_pair(here: Path, other: Path, work: Path, env: dict[str, str]) -> dict[str, Server]:
-    """nextbest from this checkout (`this`) and from `other`, each importing its own code."""
+def start_pair(here: Path, other: Path, work: Path, env: dict[str, str],
+               this_env: dict[str, str] | None = None) -> dict[str, Server]:
+    """nextbest from this checkout (`this`) and from `other`, each importing its own code;
+    `this_env`: settings for this checkout's server only (e.g. a catalog with rules)."""
     servers: dict[str, Server] = {}
-    for name, root in (("this", here), ("other", other)):
+    for name, root, extra in (("this", here, this_env or {}), ("other", other, {})):
         port = free_port()
         servers[name] = start_http(
-            name, nextbest_args(port), {**env, "PYTHONPATH": str(root)}, port,
+            name, nextbest_args(port), {**env, **extra, "PYTHONPATH": str(root)}, port,
             work / f"compare-{name}.log", cwd=root,
         )
     return servers
@@ -90,9 +92,12 @@ def _median_or_none(values: list[float | None]) -> float | None:
     return round(statistics.median(known), 3) if known else None
 
 
-def summarize(rounds: dict[str, list[Round]]) -> dict[str, Any]:
+def summarize(rounds: dict[str, list[Round]], numerator: str = "this",
+              denominator: str = "other") -> dict[str, Any]:
+    """The medians, and `cpu_ratio`: median CPU per request of `numerator` / `denominator`."""
     out: dict[str, Any] = medians(rounds)
-    out["cpu_ratio"] = round(out["this"]["median_cpu_ms"] / out["other"]["median_cpu_ms"], 4)
+    out["cpu_ratio"] = round(
+        out[numerator]["median_cpu_ms"] / out[denominator]["median_cpu_ms"], 4)
     return out
 
 
@@ -115,8 +120,31 @@ def markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def write(result: dict[str, Any], out: Path) -> str:
-    (out / "compare.json").write_text(json.dumps(result, indent=2))
-    table = markdown(result)
-    (out / "compare.md").write_text(table)
+def write(result: dict[str, Any], out: Path, stem: str = "compare") -> str:
+    """`<stem>.json` and `<stem>.md` (the table, returned) in `out`."""
+    (out / f"{stem}.json").write_text(json.dumps(result, indent=2))
+    table = gate_markdown(result) if stem == "gate" else markdown(result)
+    (out / f"{stem}.md").write_text(table)
     return table
+
+
+def gate_markdown(result: dict[str, Any]) -> str:
+    lines = [
+        f"# nextbest against the bare endpoint ({result['when']})",
+        "",
+        f"{len(result['nextbest']['rounds'])} rounds each of {result['duration_s']} s at "
+        f"{result['rate']} req/s from {result['generator']}, loaded in turn.",
+        "",
+        "| server | median server CPU ms/request | median p50 ms | median p99 ms | errors | dropped |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name in ("nextbest", "bare"):
+        r = result[name]
+        lines.append(f"| {name} | {r['median_cpu_ms']} | {r['median_p50_ms']} | "
+                     f"{r['median_p99_ms']} | {r['errors']} | {r['dropped']} |")
+    limit = result.get("max_cpu_ratio")
+    verdict = "" if limit is None else (
+        f" (limit {limit}: {'over' if result['cpu_ratio'] > limit else 'within'})")
+    lines += ["", f"CPU per request, nextbest / bare: **{result['cpu_ratio']}**{verdict}", ""]
+    return "\n".join(lines)
+

@@ -58,3 +58,25 @@ def test_breakdown_measures_every_layer_and_the_calibration(redis_url: str, tmp_
     for row in result["servers"].values():
         assert row["median_cpu_ms"] > 0 and row["errors"] == 0 and len(row["rounds"]) == 1
     assert "| nextbest |" in (tmp_path / "breakdown.md").read_text()
+
+
+def test_gate_loads_nextbest_and_the_bare_endpoint_in_turn(redis_url: str, tmp_path: Path) -> None:
+    """`--gate`: both servers measured in alternating rounds, the ratio of their medians."""
+    assert main(["--smoke", "--gate", "--redis-url", redis_url, "--out", str(tmp_path)]) == 0
+    result = json.loads((tmp_path / "gate.json").read_text())
+    for side in ("nextbest", "bare"):
+        rounds = result[side]["rounds"]
+        assert len(rounds) == 2 and all(r["cpu_ms"] > 0 for r in rounds)
+        assert result[side]["errors"] == 0
+    expected = result["nextbest"]["median_cpu_ms"] / result["bare"]["median_cpu_ms"]
+    assert result["cpu_ratio"] == pytest.approx(expected, rel=1e-3)
+    # nextbest does more per request than an endpoint that parses the body and answers
+    assert result["cpu_ratio"] > 1
+    assert "CPU per request, nextbest / bare" in (tmp_path / "gate.md").read_text()
+
+
+@pytest.mark.parametrize("argv", [["--rules"], ["--gate", "--breakdown"],
+                                  ["--max-cpu-ratio", "1.6"]])
+def test_bench_refuses_options_that_do_not_go_together(argv: list[str], tmp_path: Path) -> None:
+    with pytest.raises(SystemExit):
+        main([*argv, "--out", str(tmp_path)])
