@@ -14,7 +14,10 @@ was drawn from:
   acceptance logit by `FATIGUE_LOGIT` (capped), so showing the same thing again and
   again stops paying;
 - drift: from the drift step on, one category falls out of favour (its logit drops by
-  `DRIFT_LOGIT` for everyone).
+  `DRIFT_LOGIT` for everyone);
+- dismissals (when the simulator asks for them): a customer who does not accept may say
+  no, with the truth's `dismiss_rates` of the channel for a first offer, and more often
+  for an action shown to them before (`dismiss_probability`).
 
 `Scenario` is the sequence every policy faces (customer, request and the uniforms that
 decide responses), drawn once up front: common random numbers, so the differences
@@ -35,6 +38,7 @@ from training.truth import Requests, Truth
 FATIGUE_LOGIT = 0.6
 MAX_FATIGUE_EXPOSURES = 4
 DRIFT_LOGIT = 2.0
+MAX_DISMISS_PROBABILITY = 0.9
 
 @dataclass(frozen=True)
 class Scenario:
@@ -43,6 +47,7 @@ class Scenario:
     customers: np.ndarray  # (n,) customer rows
     requests: Requests  # (n,) the slot, basket and context of each step
     response_u: np.ndarray  # (n,) uniforms: accepted iff u < p(shown action)
+    dismiss_u: np.ndarray  # (n,) uniforms: dismissed (when not accepted) iff u < q
     choice_u: np.ndarray  # (n,) uniforms for the random policy's pick
     drift_step: int
     eligible: dict[tuple[str, str], np.ndarray]
@@ -80,6 +85,8 @@ def draw_scenario(world: Truth, n: int, seed: int, drift_at: float) -> Scenario:
     return Scenario(
         customers=customers, requests=requests, response_u=rng.random(n), choice_u=rng.random(n),
         drift_step=int(round(drift_at * n)), eligible=eligible,
+        # drawn after the others, so that the other draws stay what they were without it
+        dismiss_u=rng.random(n),
     )
 
 
@@ -116,6 +123,14 @@ class CustomerState:
             cat = self.world.action_arrays()["category"][actions]
             z -= np.where(cat == self.drift_category, DRIFT_LOGIT, 0.0)
         return 1.0 / (1.0 + np.exp(-z))
+
+    def dismiss_probability(self, scenario: Scenario, step: int, action: int) -> float:
+        """P(the customer dismisses `action` at `step` if they do not accept it): the
+        channel's rate, times one more for every earlier exposure (capped)."""
+        c = int(scenario.customers[step])
+        seen = min(self.exposures.get((c, action), 0), MAX_FATIGUE_EXPOSURES)
+        rate = self.world.dismiss_rates.get(str(scenario.channels[step]), 0.0)
+        return min(MAX_DISMISS_PROBABILITY, rate * (1 + seen))
 
     def respond(self, scenario: Scenario, step: int, action: int) -> tuple[bool, float]:
         """Show `action` at `step`: (accepted, true p) from the shared uniform; update state."""

@@ -35,6 +35,7 @@ class SimulationReport:
     expected: dict[str, np.ndarray]
     fidelity: dict[str, float] = field(default_factory=dict)
     explored: int = 0
+    dismissed: int = 0  # dismissals the simulated customers sent (with --dismissals)
     seconds: float = 0.0
 
     def summary(self) -> dict[str, dict[str, float]]:
@@ -92,7 +93,8 @@ class SimulationReport:
             "# nextbest simulate", "",
             f"{self.decisions} decisions, seed {self.seed}, drift at step {self.drift_step} "
             f"(category `{self.drift_category}` falls out of favour), {self.seconds:.0f} s, "
-            f"nextbest explored {self.explored} times.", "", self.table(), "",
+            f"nextbest explored {self.explored} times; customers dismissed {self.dismissed} "
+            "offers.", "", self.table(), "",
             "`expected`: the same share computed on each shown action's true P(accept) x "
             "value instead of the drawn outcome, which removes most of the response noise.", "",
             "Diagnostics, not targets: `oracle_fatigue_blind` knows everything but the exposure "
@@ -113,7 +115,7 @@ class SimulationReport:
         return {
             "decisions": self.decisions, "seed": self.seed, "drift_step": self.drift_step,
             "drift_category": self.drift_category, "tail": self.tail, "seconds": self.seconds,
-            "explored": self.explored, "summary": self.summary(),
+            "explored": self.explored, "dismissed": self.dismissed, "summary": self.summary(),
             "targets": self.targets(), "fidelity": self.fidelity,
         }
 

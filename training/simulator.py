@@ -11,7 +11,10 @@ customer's current simulated journey stage is sent as `context.journey_stage`); 
 the response to the top action from the world's ground truth (`training/truth.py`:
 retail's `training/world.py`, telco's `training/telco_world.py`) plus fatigue and drift
 (`training/environment.py`); and sends feedback: `impression` for the shown action, plus `accept` with the action's
-value when accepted. Reward = value if accepted.
+value when accepted, and with `--dismissals` a `dismiss` when the customer says no
+(the world's `dismiss_rates` by channel, more often for an action seen before; off by
+default, so that the decision-quality figures stay comparable: a dismissal starts the
+action's cooldown). Reward = value if accepted.
 
 Baselines (`training/policies.py`) run in-process on the SAME draws (common random
 numbers: customers, slots, baskets and the response uniforms are drawn up front), each
@@ -163,13 +166,15 @@ async def run_loop(
     progress: bool = True,
     accept_replaces_impression: bool = False,
     log_decision: LogDecision | None = None,
+    dismissals: bool = False,
 ) -> SimulationReport:
     """The closed loop against any `decide`/`send_feedback` pair (HTTP in practice).
 
     `accept_replaces_impression` is a diagnostic: an accepted decision then sends only
     `accept` (the default sends `impression` + `accept`, as docs/api.md asks integrators to).
     `log_decision` receives nextbest's decisions in the off-policy log format
-    (`logged_decision`), in step order.
+    (`logged_decision`), in step order. `dismissals`: customers who do not accept may
+    dismiss (`CustomerState.dismiss_probability`), sent as `dismiss` feedback.
     """
     started = time.perf_counter()
     world = load_truth(Path(data_dir))
@@ -191,7 +196,7 @@ async def run_loop(
     categories = world.action_arrays()["category"]
     true_p, offline_p = np.zeros(decisions), np.zeros(decisions)
     drift_category: str | None = None
-    explored = 0
+    explored = dismissed = 0
 
     bar = tqdm(total=decisions, desc="simulate", unit="dec", disable=not progress)
     for start, end in _batches(decisions, max(1, concurrency), scenario.drift_step):
@@ -210,6 +215,7 @@ async def run_loop(
                 top = response.actions[0]
                 explored += int(top.explored)
                 a = index[top.action_id]
+                q_dismiss = nb.dismiss_probability(scenario, step, a) if dismissals else 0.0
                 ok, p_shown = nb.respond(scenario, step, a)
                 accepted[NEXTBEST][step] = ok
                 expected[NEXTBEST][step] = p_shown * values[a]
@@ -225,6 +231,10 @@ async def run_loop(
                     events.append({"decision_id": response.decision_id,
                                    "action_id": top.action_id, "outcome": "accept",
                                    "value": float(values[a])})
+                elif scenario.dismiss_u[step] < q_dismiss:
+                    dismissed += 1
+                    events.append({"decision_id": response.decision_id,
+                                   "action_id": top.action_id, "outcome": "dismiss"})
             for policy in baselines:
                 state = states[policy.name]
                 if not len(scenario.candidates(step)):
@@ -249,7 +259,7 @@ async def run_loop(
     report = SimulationReport(
         decisions=decisions, seed=seed, drift_step=scenario.drift_step,
         drift_category=drift_category, tail=tail, rewards=rewards, accepted=accepted,
-        expected=expected, explored=explored,
+        expected=expected, explored=explored, dismissed=dismissed,
     )
     report.fidelity = fidelity(world, Path(data_dir), accepted["random"], true_p, offline_p)
     report.seconds = time.perf_counter() - started
@@ -274,7 +284,7 @@ def simulate(url: str, data_dir: Path, models_dir: Path, *, decisions: int = 20_
              seed: int = 0, drift_at: float = 0.5, concurrency: int = 8, limit: int = 1,
              api_key: str | None = None, progress: bool = True,
              accept_replaces_impression: bool = False,
-             decision_log: Path | None = None) -> SimulationReport:
+             decision_log: Path | None = None, dismissals: bool = False) -> SimulationReport:
     """Run the closed loop against the nextbest at `url` (blocking).
 
     `decision_log`: where to write nextbest's decisions as JSONL (`logged_decision`).
@@ -286,7 +296,8 @@ def simulate(url: str, data_dir: Path, models_dir: Path, *, decisions: int = 20_
             with jsonl_log(decision_log) as log:
                 return await run_loop(client.decide, client.feedback_batch, data_dir,
                                       models_dir, decisions, seed, drift_at, concurrency, limit,
-                                      progress, accept_replaces_impression, log)
+                                      progress, accept_replaces_impression, log,
+                                      dismissals=dismissals)
 
     return asyncio.run(go())
 
@@ -341,6 +352,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-progress", action="store_true")
     parser.add_argument("--accept-replaces-impression", action="store_true",
                         help="diagnostic: send only `accept` (no `impression`) when accepted")
+    parser.add_argument("--dismissals", action="store_true",
+                        help="customers who do not accept may dismiss (the world's rates by "
+                        "channel), sent as `dismiss` feedback")
     args = parser.parse_args(argv)
     if not args.url and not args.start:
         parser.error("give --url of a running nextbest, or --start")
@@ -361,7 +375,8 @@ def main(argv: list[str] | None = None) -> int:
                           limit=args.limit, api_key=os.environ.get("NEXTBEST_API_KEY"),
                           progress=not args.no_progress,
                           accept_replaces_impression=args.accept_replaces_impression,
-                          decision_log=args.out / "decisions.jsonl")
+                          decision_log=args.out / "decisions.jsonl",
+                          dismissals=args.dismissals)
     finally:
         if proc is not None:
             proc.terminate()

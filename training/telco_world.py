@@ -67,6 +67,7 @@ SLOTS: dict[str, tuple[str, ...]] = {
 }
 #: Channels whose callers know the lifecycle stage (CRM-driven) and send it.
 STAGE_AWARE_CHANNELS = frozenset({"retail_store", "call_center"})
+DISMISS_RATES = {"app": 0.03, "web": 0.02, "retail_store": 0.2, "call_center": 0.4, "sms": 0.05}
 CONTEXT_WEIGHTS: dict[str, dict[str, float]] = {
     "call_center": {"retention": 1.3},
     "retail_store": {"device": 1.2},
@@ -172,6 +173,7 @@ class TelcoWorld:
     stage_names: ClassVar[tuple[str, ...]] = STAGES
     category_names: ClassVar[tuple[str, ...]] = FAMILIES
     context_weights: ClassVar[dict[str, dict[str, float]]] = CONTEXT_WEIGHTS
+    dismiss_rates: ClassVar[dict[str, float]] = DISMISS_RATES
 
     seed: int
     now: datetime

@@ -73,6 +73,9 @@ class Truth(Protocol):
     category_names: ClassVar[tuple[str, ...]]
     #: channel -> action kind -> arbitration weight (the catalog's `context_weights`)
     context_weights: ClassVar[dict[str, dict[str, float]]]
+    #: channel -> P(the customer dismisses a first offer they do not accept); where a
+    #: person makes the offer (a till, an agent) a no is said, on a page it is a scroll
+    dismiss_rates: ClassVar[dict[str, float]]
 
     seed: int
     now: datetime

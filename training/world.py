@@ -70,6 +70,7 @@ CONTEXT_WEIGHTS: dict[str, dict[str, float]] = {
 
 #: Channels whose callers know the journey stage (CRM-driven) and send it in the request.
 STAGE_AWARE_CHANNELS = frozenset({"pos", "call_center", "email"})
+DISMISS_RATES = {"web": 0.02, "app": 0.04, "pos": 0.25, "call_center": 0.35, "email": 0.01}
 MAX_BASKET_ITEMS = 6
 
 #: Weekly feature snapshots, days before `now`; the last one is what the online store serves.
@@ -147,6 +148,7 @@ class World:
     stage_names: ClassVar[tuple[str, ...]] = JOURNEY_STAGES
     category_names: ClassVar[tuple[str, ...]] = CATEGORIES
     context_weights: ClassVar[dict[str, dict[str, float]]] = CONTEXT_WEIGHTS
+    dismiss_rates: ClassVar[dict[str, float]] = DISMISS_RATES
 
     seed: int
     now: datetime

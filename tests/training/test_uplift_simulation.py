@@ -2,8 +2,10 @@
 
 The real app (uvicorn on a loopback port) serves half of the simulated customers with the
 random baseline; the closed loop (`training/simulator.py`) draws their responses from the
-world's truth. The report over HTTP, and `nextbest report uplift`, must then show nextbest
-beating the control with intervals that exclude no uplift.
+world's truth, and its customers dismiss offers at the truth's rates per channel. The
+report over HTTP, and `nextbest report uplift`, must then show nextbest beating the
+control with intervals that exclude no uplift; the touchpoint insights must find the pain
+points where the truth makes customers say no.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from service.cli import main as cli
 from tests.demo_fixtures import DemoDirs, serve_in_thread
 from tests.service.conftest import make_settings
 from training.simulator import NEXTBEST, simulate
+from training.world import DISMISS_RATES
 
 DECISIONS = 1200
 
@@ -31,7 +34,7 @@ def simulated(demo: DemoDirs) -> Iterator[tuple[str, Any]]:
     settings = make_settings(demo, epsilon=0.05, seed=3, control_share=0.5, control_policy="random")
     with serve_in_thread(create_app(settings), free_port()) as url:
         report = simulate(url, demo.data_dir, demo.models_dir, decisions=DECISIONS, seed=11,
-                          concurrency=4, progress=False)
+                          concurrency=4, progress=False, dismissals=True)
         yield url, report
 
 
@@ -66,6 +69,23 @@ def test_the_control_group_sees_random_picks(simulated: tuple[str, Any]) -> None
     assert np.all(np.array(rates) >= 0) and everyone["pleasure_points"]
 
 
+def test_the_pain_points_are_where_the_simulated_customers_say_no(
+        simulated: tuple[str, Any]) -> None:
+    url, sim = simulated
+    report = httpx.get(f"{url}/v1/insights/touchpoints", params={"min_impressions": 20}).json()
+    # every dismissal the simulated customers sent is counted, once
+    assert sim.dismissed > 0
+    assert sum(t["dismissals"] for t in report["channels"]) == sim.dismissed
+    # the truth's dismissal rates: a person at the till or on the phone hears a no,
+    # a page is scrolled past; the worst touchpoints are at the till and on the phone
+    spoken = {c for c, rate in DISMISS_RATES.items() if rate >= 0.2}
+    assert report["pain_points"] and report["pain_points"][0]["channel"] in spoken
+    by_channel = {t["channel"]: t for t in report["channels"] if t["impressions"] >= 20}
+    heard = max(by_channel[c]["dismissal_rate"] for c in spoken if c in by_channel)
+    scrolled = max(by_channel[c]["dismissal_rate"] for c in by_channel if c not in spoken)
+    assert heard > 2 * scrolled
+
+
 def test_nextbest_report_uplift_prints_the_tables(simulated: tuple[str, Any],
                                                   capsys: pytest.CaptureFixture[str]) -> None:
     url, _ = simulated
@@ -74,6 +94,7 @@ def test_nextbest_report_uplift_prints_the_tables(simulated: tuple[str, Any],
     assert "control group: 50% of customers, policy random" in out
     assert re.search(r"^all\s+treatment\s+\d+", out, re.MULTILINE) and "acceptance_rate" in out
     assert cli(["report", "touchpoints", "--url", url]) == 0
-    assert "pleasure points" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "pleasure points" in out and "pain points" in out
     assert cli(["report", "uplift", "--url", url, "--level", "2"]) == 2
     assert "level" in capsys.readouterr().err
