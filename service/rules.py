@@ -295,9 +295,6 @@ class Rules:
                                   for (source, name), by_row in categorical.items())
         self._numeric = tuple(self._compile_numeric(source, name, by_row, customer_defaults, world)
                               for (source, name), by_row in numeric.items())
-        if self._numeric:
-            self._low = np.stack([x.low for x in self._numeric])
-            self._high = np.stack([x.high for x in self._numeric])
         #: categorical values (and the window mask they were combined with) -> combined mask
         self._combined: dict[tuple[Any, ...], np.ndarray] = {}
         self._windows = self._compile_windows(window_rows, windows) if window_rows else None
@@ -432,13 +429,13 @@ class Rules:
         """Catalog-wide: every rule holds for this decision (None: no action has a rule).
 
         The window and the categorical conditions depend on few values: their combined
-        mask is kept per combination (at most `MAX_COMBINATIONS`); the numeric bounds are
-        one comparison over a (conditions x actions) array.
+        mask is kept per combination (at most `MAX_COMBINATIONS`); each numeric bound is
+        two comparisons over the catalog.
         """
         if not self.active:
             return None
         window = self.window_mask(now)
-        key = (id(window), *(self._value(c.source, c.field, d, False) for c in self._categorical))
+        key = (id(window), *[self._value(c.source, c.field, d, False) for c in self._categorical])
         mask = self._combined.get(key)
         if mask is None:
             mask = np.ones(self._n, dtype=bool) if window is None else window
@@ -447,10 +444,8 @@ class Rules:
             if len(self._combined) >= MAX_COMBINATIONS:
                 self._combined.clear()
             self._combined[key] = mask
-        if self._numeric:
-            v = np.array([[x.default if (value := self._value(x.source, x.field, d, True)) is None
-                           else float(value)] for x in self._numeric])
-            mask = mask & ((self._low <= v) & (v <= self._high)).all(axis=0)
+        for x in self._numeric:  # few conditions: one pass each is cheaper than a 2-D reduction
+            mask = mask & x.mask(self._value(x.source, x.field, d, True))
         if self._basket_rows.size or self._requires is not None or self._excludes is not None:
             for _, m in self._checks(d, now, structural_only=True):
                 mask = mask & m
