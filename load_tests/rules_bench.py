@@ -57,6 +57,23 @@ def rules_catalog(source: Path, target: Path) -> Path:
     return target
 
 
+def champion_in_redis(data_dir: Path, models_dir: Path, url: str) -> None:
+    """The models directory's champion (else its newest version) promoted in the Redis
+    at `url`, where a replica on that Redis reads the pointers."""
+    from features.config import shipped_world
+    from service.registry import registry_for
+
+    world = shipped_world("retail")
+    local = registry_for(Settings(data_dir=data_dir, models_dir=models_dir), world)
+    shared = registry_for(Settings(data_dir=data_dir, models_dir=models_dir, redis_url=url), world)
+    try:
+        version = local.pointers().champion or local.registered()[-1].manifest.version
+        shared.promote(version)
+    finally:
+        local.store.close()
+        shared.store.close()
+
+
 async def measure(settings: Settings, bodies: list[dict[str, Any]], explain: bool) -> float:
     """CPU seconds per decision over `bodies`."""
     runtime = Runtime.build(settings, Metrics())
@@ -94,6 +111,7 @@ def main(argv: list[str] | None = None) -> None:
             server = start_redis(Path(work))
             url = server.url
             apply_and_materialize(shipped_world("retail"), args.data_dir, url)
+            champion_in_redis(args.data_dir, args.models_dir, url)
         try:
             base = {"data_dir": args.data_dir, "models_dir": args.models_dir, "redis_url": url,
                     "log_level": "WARNING", "snapshot_seconds": 0}
