@@ -405,13 +405,30 @@ def smoke(server: Server, load: Load, out: Path) -> int:
     return 1 if problems else 0
 
 
+def alternate(args: argparse.Namespace, servers: dict[str, Server], load: Load,
+              label: str) -> tuple[dict[str, list[compare.Round]], dict[str, Any]]:
+    """Warm each server, then load them in turn for --rounds rounds of --duration s at
+    --target-rate (with --smoke: 2 rounds of 2 s at 50 req/s); the rounds, and what the
+    run was."""
+    rate, seconds, rounds = args.target_rate, args.duration, args.rounds
+    if args.smoke:
+        rate, seconds, rounds = 50, 2.0, 2
+    for server in servers.values():
+        load(server.url, "warm", 100, 3)
+        drain(server)
+    measured = compare.run_rounds(
+        servers, rounds, settle=drain,
+        load=lambda s: load(s.url, f"{label}-{s.name}", rate, seconds),
+    )
+    run = {"when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "rate": rate,
+           "duration_s": seconds, "generator": args.generator}
+    return measured, run
+
+
 def against(args: argparse.Namespace, work: Path, redis_url: str, data_dir: Path,
             models_dir: Path, items: list[dict[str, Any]], load: Load,
             servers: list[Server]) -> int:
     """This checkout's nextbest and `args.against`'s, side by side (load_tests/compare.py)."""
-    rate, seconds, rounds = args.target_rate, args.duration, args.rounds
-    if args.smoke:
-        rate, seconds, rounds = 50, 2.0, 2
     env = nextbest_env(redis_url, data_dir, models_dir)
     this_env = {}
     if args.rules:
@@ -421,15 +438,8 @@ def against(args: argparse.Namespace, work: Path, redis_url: str, data_dir: Path
     servers += pair.values()
     for server in pair.values():
         check_nextbest(server, items)
-        load(server.url, "warm", 100, 3)
-        drain(server)
-    measured = compare.run_rounds(
-        pair, rounds, settle=drain,
-        load=lambda s: load(s.url, f"compare-{s.name}", rate, seconds),
-    )
-    result = {"when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-              "this_dir": str(HERE.parent), "other_dir": str(args.against.resolve()),
-              "rate": rate, "duration_s": seconds, "generator": args.generator,
+    measured, run = alternate(args, pair, load, "compare")
+    result = {**run, "this_dir": str(HERE.parent), "other_dir": str(args.against.resolve()),
               "rules": args.rules, **compare.summarize(measured)}
     print(compare.write(result, args.out))
     failed = result["this"]["errors"] + result["other"]["errors"]
@@ -440,22 +450,11 @@ def gate(args: argparse.Namespace, work: Path, redis_url: str, data_dir: Path,
          models_dir: Path, items: list[dict[str, Any]], load: Load,
          servers: list[Server]) -> int:
     """nextbest's CPU per request over the bare endpoint's, loaded in alternating rounds."""
-    rate, seconds, rounds = args.target_rate, args.duration, args.rounds
-    if args.smoke:
-        rate, seconds, rounds = 50, 2.0, 2
     started = start_targets(["bare", "nextbest"], work, redis_url, data_dir, models_dir)
     servers += started.values()
     check_nextbest(started["nextbest"], items)
-    for server in started.values():
-        load(server.url, "warm", 100, 3)
-        drain(server)
-    measured = compare.run_rounds(
-        started, rounds, settle=drain,
-        load=lambda s: load(s.url, f"gate-{s.name}", rate, seconds),
-    )
-    result = {"when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-              "rate": rate, "duration_s": seconds, "generator": args.generator,
-              "max_cpu_ratio": args.max_cpu_ratio,
+    measured, run = alternate(args, started, load, "gate")
+    result = {**run, "max_cpu_ratio": args.max_cpu_ratio,
               **compare.summarize(measured, numerator="nextbest", denominator="bare")}
     print(compare.write(result, args.out, "gate"))
     failed = result["nextbest"]["errors"] + result["bare"]["errors"]

@@ -102,21 +102,37 @@ def summarize(rounds: dict[str, list[Round]], numerator: str = "this",
 
 
 def markdown(result: dict[str, Any]) -> str:
-    lines = [
+    return _table(
         f"# nextbest compared side by side ({result['when']})",
+        f"this: `{result['this_dir']}`; other: `{result['other_dir']}`; ", "code",
+        ("this", "other"), result, "")
+
+
+def gate_markdown(result: dict[str, Any]) -> str:
+    limit = result.get("max_cpu_ratio")
+    verdict = "" if limit is None else (
+        f" (limit {limit}: {'over' if result['cpu_ratio'] > limit else 'within'})")
+    return _table(f"# nextbest against the bare endpoint ({result['when']})", "", "server",
+                  ("nextbest", "bare"), result, verdict)
+
+
+def _table(title: str, intro: str, column: str, names: tuple[str, str], result: dict[str, Any],
+           verdict: str) -> str:
+    first, second = names
+    lines = [
+        title,
         "",
-        f"this: `{result['this_dir']}`; other: `{result['other_dir']}`; "
-        f"{len(result['this']['rounds'])} rounds each of {result['duration_s']} s at "
+        f"{intro}{len(result[first]['rounds'])} rounds each of {result['duration_s']} s at "
         f"{result['rate']} req/s from {result['generator']}, loaded in turn.",
         "",
-        "| code | median server CPU ms/request | median p50 ms | median p99 ms | errors | dropped |",
+        f"| {column} | median server CPU ms/request | median p50 ms | median p99 ms | errors | dropped |",
         "|---|---|---|---|---|---|",
     ]
-    for name in ("this", "other"):
+    for name in names:
         r = result[name]
         lines.append(f"| {name} | {r['median_cpu_ms']} | {r['median_p50_ms']} | "
                      f"{r['median_p99_ms']} | {r['errors']} | {r['dropped']} |")
-    lines += ["", f"CPU per request, this / other: **{result['cpu_ratio']}**", ""]
+    lines += ["", f"CPU per request, {first} / {second}: **{result['cpu_ratio']}**{verdict}", ""]
     return "\n".join(lines)
 
 
@@ -126,25 +142,3 @@ def write(result: dict[str, Any], out: Path, stem: str = "compare") -> str:
     table = gate_markdown(result) if stem == "gate" else markdown(result)
     (out / f"{stem}.md").write_text(table)
     return table
-
-
-def gate_markdown(result: dict[str, Any]) -> str:
-    lines = [
-        f"# nextbest against the bare endpoint ({result['when']})",
-        "",
-        f"{len(result['nextbest']['rounds'])} rounds each of {result['duration_s']} s at "
-        f"{result['rate']} req/s from {result['generator']}, loaded in turn.",
-        "",
-        "| server | median server CPU ms/request | median p50 ms | median p99 ms | errors | dropped |",
-        "|---|---|---|---|---|---|",
-    ]
-    for name in ("nextbest", "bare"):
-        r = result[name]
-        lines.append(f"| {name} | {r['median_cpu_ms']} | {r['median_p50_ms']} | "
-                     f"{r['median_p99_ms']} | {r['errors']} | {r['dropped']} |")
-    limit = result.get("max_cpu_ratio")
-    verdict = "" if limit is None else (
-        f" (limit {limit}: {'over' if result['cpu_ratio'] > limit else 'within'})")
-    lines += ["", f"CPU per request, nextbest / bare: **{result['cpu_ratio']}**{verdict}", ""]
-    return "\n".join(lines)
-
