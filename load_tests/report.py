@@ -197,6 +197,12 @@ def markdown(results: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def series(target: dict[str, Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """A target's sweep points in rate order (drawn as lines) and its search steps (a
+    bisection, not a series: drawn as markers, never joined to the sweep)."""
+    return sorted(target["sweep"], key=lambda p: p["rate"]), list(target.get("search", []))
+
+
 def plot(results: dict[str, Any], path: Path) -> None:
     import matplotlib
 
@@ -208,15 +214,19 @@ def plot(results: dict[str, Any], path: Path) -> None:
         r = results["targets"].get(name)
         if not r or not r["sweep"]:
             continue
-        points = sorted(r["sweep"] + r.get("search", []), key=lambda p: p["rate"])
-        rates = [p["rate"] for p in points]
-        ax.plot(rates, [p["p99_ms"] for p in points], "o-", color=COLORS[name], label=f"{name} p99")
-        ax.plot(rates, [p["p50_ms"] for p in points], "s--", color=COLORS[name], alpha=0.6,
+        sweep, search = series(r)
+        rates = [p["rate"] for p in sweep]
+        ax.plot(rates, [p["p99_ms"] for p in sweep], "o-", color=COLORS[name], label=f"{name} p99")
+        ax.plot(rates, [p["p50_ms"] for p in sweep], "s--", color=COLORS[name], alpha=0.6,
                 label=f"{name} p50")
+        if search:
+            ax.plot([p["rate"] for p in search], [p["p99_ms"] for p in search], "x",
+                    color=COLORS[name], markersize=8, linestyle="none",
+                    label=f"{name} p99, search steps")
     ax.axhline(results["p99_limit_ms"], color="black", lw=0.8, ls=":", label="sustainable limit")
     ax.set_yscale("log")
     ax.set_xlabel(f"offered rate, decisions/s ({results.get('generator', 'k6')} constant arrival rate; "
-                  "sweep + search points)")
+                  "sweep: lines; search steps: crosses)")
     ax.set_ylabel("decision latency, ms")
     ax.set_title("nextbest vs bare FastAPI vs naive Feast-SDK baseline (one worker, 2 cores)")
     ax.grid(True, which="both", alpha=0.3)

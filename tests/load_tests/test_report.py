@@ -1,10 +1,10 @@
-"""The py-spy profile summary of the benchmark report."""
+"""The benchmark report: the py-spy profile summary and the plot."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from load_tests.report import summarize_profile
+from load_tests.report import plot, series, summarize_profile
 
 IDLE = ("Thread._bootstrap (threading.py:1002);Thread.run (threading.py:982);"
         "_worker (concurrent/futures/thread.py:81)")
@@ -22,3 +22,18 @@ def test_an_idle_pool_worker_is_not_busy_time_but_its_jobs_are(tmp_path: Path) -
     inclusive = dict(summary["inclusive"])
     assert inclusive["decide (service/engine.py)"] == 75.0
     assert inclusive["_worker (concurrent/futures/thread.py)"] == 25.0
+
+
+def _point(rate: int, p99: float) -> dict[str, float]:
+    return {"rate": rate, "p99_ms": p99, "p50_ms": p99 / 4}
+
+
+def test_the_sweep_is_a_line_and_the_search_steps_are_markers(tmp_path: Path) -> None:
+    target = {"sweep": [_point(1000, 9.0), _point(100, 2.0), _point(500, 4.0)],
+              "search": [_point(1400, 80.0), _point(700, 6.0), _point(1050, 30.0)]}
+    sweep, search = series(target)
+    assert [p["rate"] for p in sweep] == [100, 500, 1000]  # in rate order, search left out
+    assert [p["rate"] for p in search] == [1400, 700, 1050]  # as bisected, not joined
+    results = {"targets": {"nextbest": target}, "p99_limit_ms": 50.0, "generator": "openloop"}
+    plot(results, tmp_path / "bench.png")
+    assert (tmp_path / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
