@@ -71,7 +71,7 @@ from load_tests.processes import (
     uvicorn_args,
 )
 from load_tests.rules_bench import rules_catalog
-from load_tests.traffic import N_CANDIDATES, describe, mixed_traffic, write_wrk_bodies
+from load_tests.traffic import CUSTOMER_DRAWS, N_CANDIDATES, describe, mixed_traffic, write_wrk_bodies
 
 HERE = Path(__file__).resolve().parent
 
@@ -83,8 +83,10 @@ def k6_binary() -> str:
     return found
 
 
-def prepare(data_dir: Path, models_dir: Path, redis_url: str, small: bool = False) -> None:
-    """Demo data with every action allowed everywhere, so 50 candidates can be asked for."""
+def prepare(data_dir: Path, models_dir: Path, redis_url: str, small: bool = False,
+            customers: int | None = None) -> None:
+    """Demo data with every action allowed everywhere, so 50 candidates can be asked for
+    (`customers`: that many customers instead of the generator's default)."""
     from features.config import shipped_world
     from features.store import apply_and_materialize
     from service.registry import registry_for
@@ -93,6 +95,8 @@ def prepare(data_dir: Path, models_dir: Path, redis_url: str, small: bool = Fals
     from training.train import train
 
     sizes: dict[str, Any] = {"n_customers": 400, "n_interactions": 8000} if small else {}
+    if customers is not None:
+        sizes["n_customers"] = customers
     generate(data_dir, seed=7, progress=False, **sizes)
     catalog_path = data_dir / "catalog.json"
     catalog = json.loads(catalog_path.read_text())
@@ -425,6 +429,30 @@ def alternate(args: argparse.Namespace, servers: dict[str, Server], load: Load,
     return measured, run
 
 
+def scale_readings(redis_url: str, server: Server, draw: str) -> dict[str, Any]:
+    """What the customers cost: Redis' keys and memory, the service's customer cache (its
+    lookups by answer since it started, its entries) and its RSS."""
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    try:
+        memory: dict[str, Any] = client.info("memory")  # type: ignore[assignment]
+        keys, used = int(client.dbsize()), int(memory["used_memory"])  # type: ignore[arg-type]
+    finally:
+        client.close()
+    text = httpx.get(f"{server.url}/metrics", timeout=10).text
+    lookups = {m["result"]: float(m["n"]) for m in re.finditer(
+        r'^nextbest_customer_cache_lookups_total\{result="(?P<result>\w+)"\} (?P<n>[0-9.e+]+)$',
+        text, re.MULTILINE)}
+    entries = re.search(r"^nextbest_customer_cache_entries (?P<n>[0-9.e+]+)$", text, re.MULTILINE)
+    total = sum(lookups.values())
+    return {"customer_draw": draw, "redis_keys": keys, "redis_used_memory_mb": round(used / 2**20, 1),
+            "cache_lookups": lookups,
+            "cache_hit_rate": round(lookups.get("hit", 0.0) / total, 4) if total else None,
+            "cache_entries": int(float(entries["n"])) if entries else None,
+            "nextbest_rss_mb": round(server.rss_mb(), 1)}
+
+
 def against(args: argparse.Namespace, work: Path, redis_url: str, data_dir: Path,
             models_dir: Path, items: list[dict[str, Any]], load: Load,
             servers: list[Server]) -> int:
@@ -455,6 +483,7 @@ def gate(args: argparse.Namespace, work: Path, redis_url: str, data_dir: Path,
     check_nextbest(started["nextbest"], items)
     measured, run = alternate(args, started, load, "gate")
     result = {**run, "max_cpu_ratio": args.max_cpu_ratio,
+              "scale": scale_readings(redis_url, started["nextbest"], args.customer_draw),
               **compare.summarize(measured, numerator="nextbest", denominator="bare")}
     print(compare.write(result, args.out, "gate"))
     failed = result["nextbest"]["errors"] + result["bare"]["errors"]
@@ -523,6 +552,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "request, nextbest / bare")
     parser.add_argument("--max-cpu-ratio", type=float,
                         help="with --gate: fail when nextbest / bare CPU per request is above it")
+    parser.add_argument("--customers", type=int,
+                        help="generate that many customers (all materialized into Redis; "
+                        "default: the demo generator's)")
+    parser.add_argument("--customer-draw", choices=CUSTOMER_DRAWS, default="zipf",
+                        help="how the traffic draws known customers: zipf (a few busy, a long "
+                        "tail) or uniform")
     parser.add_argument("--breakdown", action="store_true",
                         help="CPU per request of each layer of nextbest, and the CPU a request "
                         "may cost for p99 within 1.5x bare (calibrated with a busy bare endpoint)")
@@ -556,8 +591,8 @@ def main(argv: list[str] | None = None) -> int:
             redis_url = redis_server.url
         data_dir, models_dir = work / "var", work / "models"
         print("preparing demo data, features in Redis, model ...", flush=True)
-        prepare(data_dir, models_dir, redis_url, small=args.smoke)
-        items = mixed_traffic(data_dir, n=1000 if args.smoke else 10_000)
+        prepare(data_dir, models_dir, redis_url, small=args.smoke, customers=args.customers)
+        items = mixed_traffic(data_dir, n=1000 if args.smoke else 10_000, draw=args.customer_draw)
         load = Load(args.generator, items, work)
         bodies_file = work / "bodies.txt"
         write_wrk_bodies(items, bodies_file)

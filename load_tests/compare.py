@@ -112,8 +112,15 @@ def gate_markdown(result: dict[str, Any]) -> str:
     limit = result.get("max_cpu_ratio")
     verdict = "" if limit is None else (
         f" (limit {limit}: {'over' if result['cpu_ratio'] > limit else 'within'})")
-    return _table(f"# nextbest against the bare endpoint ({result['when']})", "", "server",
-                  ("nextbest", "bare"), result, verdict)
+    table = _table(f"# nextbest against the bare endpoint ({result['when']})", "", "server",
+                   ("nextbest", "bare"), result, verdict)
+    scale = result.get("scale")
+    if scale:
+        table += (f"\nCustomers drawn {scale['customer_draw']}; Redis: {scale['redis_keys']} keys, "
+                  f"{scale['redis_used_memory_mb']} MB; customer cache: hit rate "
+                  f"{scale['cache_hit_rate']}, {scale['cache_entries']} entries; nextbest RSS "
+                  f"{scale['nextbest_rss_mb']} MB\n")
+    return table
 
 
 def _table(title: str, intro: str, column: str, names: tuple[str, str], result: dict[str, Any],

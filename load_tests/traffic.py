@@ -35,6 +35,9 @@ _ONLINE: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
 _OUTCOMES = {"impression": 0.5, "click": 0.2, "dismiss": 0.15, "accept": 0.1, "purchase": 0.05}
 
 
+CUSTOMER_DRAWS = ("zipf", "uniform")
+
+
 def customer_ids(data_dir: Path) -> list[str]:
     """The demo's known customer ids, sorted."""
     import pandas as pd
@@ -45,8 +48,15 @@ def customer_ids(data_dir: Path) -> list[str]:
     return sorted(ids["customer_id"].unique().tolist())
 
 
-def mixed_traffic(data_dir: Path, n: int = 5000, seed: int = 1) -> list[dict[str, Any]]:
-    """`n` items `{"body": <JSON text>, "channel": ..., "fb": null | {outcome, value, rank}}`."""
+def mixed_traffic(data_dir: Path, n: int = 5000, seed: int = 1,
+                  draw: str = "zipf") -> list[dict[str, Any]]:
+    """`n` items `{"body": <JSON text>, "channel": ..., "fb": null | {outcome, value, rank}}`.
+
+    `draw`: how known customers are drawn, `zipf` (a few busy ones, a long tail) or
+    `uniform` (every customer alike: what a cache in front of the store sees at worst).
+    """
+    if draw not in CUSTOMER_DRAWS:
+        raise ValueError(f"draw {draw!r}: one of {', '.join(CUSTOMER_DRAWS)}")
     rng = np.random.default_rng(seed)
     catalog = json.loads((data_dir / "catalog.json").read_text())["actions"]
     action_ids = [a["action_id"] for a in catalog]
@@ -58,13 +68,20 @@ def mixed_traffic(data_dir: Path, n: int = 5000, seed: int = 1) -> list[dict[str
     popularity = rng.permutation(len(customers))  # who is busy is not the id order
     weights = 1.0 / np.arange(1, len(customers) + 1) ** ZIPF_EXPONENT
     weights /= weights.sum()
+    # the inverse CDF, once: rng.choice(p=weights) would build it again for every draw
+    # (the same draws: choice searches the same cumulative sum with one uniform)
+    cdf = weights.cumsum()
+    cdf /= cdf[-1]
     outcomes, outcome_p = list(_OUTCOMES), np.array(list(_OUTCOMES.values()))
 
     items: list[dict[str, Any]] = []
     for _ in range(n):
         customer = None
         if rng.random() >= ANONYMOUS_SHARE:
-            customer = customers[popularity[rng.choice(len(customers), p=weights)]]
+            if draw == "zipf":
+                customer = customers[popularity[int(cdf.searchsorted(rng.random(), side="right"))]]
+            else:
+                customer = customers[int(rng.integers(len(customers)))]
         basket: list[str] = []
         if rng.random() < ONLINE_SHARE:
             channel = str(rng.choice(list(_ONLINE)))

@@ -28,6 +28,10 @@ expiry gets the old entry, the ones after the refresh the new one, so a material
 can be up to CACHE_SECONDS + STALE_SECONDS late. A failed refresh keeps the entry (a
 later decision tries again); at most `MAX_REFRESHES` refreshes run at once, past that a
 stale entry is served unrefreshed.
+
+`lookups` (the service's `nextbest_customer_cache_lookups_total`) counts each cached
+lookup as `hit`, `stale` or `miss`: the hit rate says whether the cache is sized for the
+customers a replica sees (docs/benchmarks.md, a million customers).
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ from dataclasses import dataclass
 
 from features.encoding import CustomerVector, Encoder
 from features.online import FeatureRow, OnlineFeatureReader, Scalar
+from service.metrics import LoopCounter
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +72,7 @@ class CustomerFeatureService:
     def __init__(
         self, reader: OnlineFeatureReader | None, encoder: Encoder, max_age_seconds: float,
         cache_seconds: float = 0.0, cache_size: int = 20_000, stale_seconds: float = 0.0,
+        lookups: LoopCounter | None = None,
     ) -> None:
         self._reader = reader
         self._encoder = encoder
@@ -83,6 +89,7 @@ class CustomerFeatureService:
         # customer id -> (monotonic expiry, what the read found)
         self._cache: OrderedDict[str, tuple[float, _Read]] = OrderedDict()
         self._refreshing: dict[str, asyncio.Task[None]] = {}
+        self._lookups = lookups
         self._failures = 0  # failed reads since the last warning (one warning per 10 s)
         self._warned_at = float("-inf")
 
@@ -109,16 +116,25 @@ class CustomerFeatureService:
         cache = self._cache
         now = time.monotonic()
         hit = cache.get(customer_id)
+        lookups = self._lookups
         if hit is not None:
             expires, found = hit
             if now < expires + self._stale_seconds:
                 cache.move_to_end(customer_id)
                 if now >= expires:
                     self._refresh(customer_id)
+                if lookups is not None:
+                    lookups.inc("stale" if now >= expires else "hit")
                 return found
+        if lookups is not None:
+            lookups.inc("miss")
         found = await self._fetch(customer_id)
         self._store(customer_id, found)
         return found
+
+    def __len__(self) -> int:
+        """Customers in the cache."""
+        return len(self._cache)
 
     async def _fetch(self, customer_id: str) -> _Read:
         assert self._reader is not None  # `get` answers without a read when there is none

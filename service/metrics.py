@@ -84,6 +84,17 @@ class Metrics:
             "(each decision counts once, whatever the number of reasons).",
             ["channel"], registry=r,
         )
+        self.customer_cache = LoopCounter(
+            "nextbest_customer_cache_lookups_total",
+            "Customer feature lookups of known customers by the in-process cache's answer: "
+            "hit, stale (an expired entry served while it is read again) or miss (a store "
+            "read on the decision path).", ["result"], registry=r,
+        )
+        self.customer_cache_entries = Gauge(
+            "nextbest_customer_cache_entries",
+            "Customers in the in-process feature cache (at most NEXTBEST_CUSTOMER_CACHE_SIZE).",
+            registry=r,
+        )
         self.exploration = LoopCounter(
             "nextbest_exploration_picks_total", "Actions shown by exploration, not by rank.",
             ["channel"], registry=r,

@@ -267,7 +267,9 @@ class Runtime:
         customer_features = CustomerFeatureService(
             customer_reader, encoder, settings.customer_max_age_seconds, settings.customer_cache_seconds,
             settings.customer_cache_size, stale_seconds=settings.customer_cache_stale_seconds,
+            lookups=metrics.customer_cache,
         )
+        metrics.customer_cache_entries.set_function(lambda: len(customer_features))
         closers.insert(0, customer_features)  # its background reads stop before the clients close
         engine = DecisionEngine(
             catalog=catalog,

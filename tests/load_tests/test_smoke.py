@@ -73,6 +73,11 @@ def test_gate_loads_nextbest_and_the_bare_endpoint_in_turn(redis_url: str, tmp_p
     # nextbest does more per request than an endpoint that parses the body and answers
     assert result["cpu_ratio"] > 1
     assert "CPU per request, nextbest / bare" in (tmp_path / "gate.md").read_text()
+    scale = result["scale"]
+    # every lookup of a known customer went through the cache and was counted
+    assert scale["cache_lookups"]["miss"] > 0 and scale["cache_entries"] > 0
+    assert 0 < scale["cache_hit_rate"] < 1
+    assert scale["redis_keys"] > 400 and scale["redis_used_memory_mb"] > 0
 
 
 @pytest.mark.parametrize("argv", [["--rules"], ["--gate", "--breakdown"],

@@ -237,3 +237,33 @@ def test_refreshes_in_flight_are_bounded_and_cancelled_on_close(
         assert reader.reads == ["a", "b", "c"]  # the cancelled refreshes never read
 
     asyncio.run(scenario())
+
+
+def test_cached_lookups_are_counted_as_hits_stale_serves_and_misses(clock: Clock) -> None:
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from service.metrics import Metrics
+
+    metrics = Metrics(CollectorRegistry())
+    reader = FakeReader({"c1": fresh(), "c2": fresh()})
+    service = CustomerFeatureService(reader, ENCODER, max_age_seconds=50, cache_seconds=5,
+                                     stale_seconds=5, lookups=metrics.customer_cache)
+    metrics.customer_cache_entries.set_function(lambda: len(service))
+
+    async def scenario() -> None:
+        await service.get("c1")  # miss
+        await service.get("c1")  # hit
+        await service.get("c2")  # miss
+        await service.get(None)  # anonymous: no lookup
+        clock.now += 6
+        await service.get("c1")  # expired, served while it is read again
+        await settle(service)
+        clock.now += 20
+        await service.get("c2")  # past the stale window: a miss
+
+    asyncio.run(scenario())
+    counts = metrics.customer_cache
+    assert (counts.value("hit"), counts.value("stale"), counts.value("miss")) == (1.0, 1.0, 3.0)
+    text = generate_latest(metrics.registry).decode()
+    assert 'nextbest_customer_cache_lookups_total{result="miss"} 3.0' in text
+    assert "nextbest_customer_cache_entries 2.0" in text
