@@ -482,8 +482,17 @@ def gate(args: argparse.Namespace, work: Path, redis_url: str, data_dir: Path,
     servers += started.values()
     check_nextbest(started["nextbest"], items)
     measured, run = alternate(args, started, load, "gate")
-    result = {**run, "max_cpu_ratio": args.max_cpu_ratio,
-              "scale": scale_readings(redis_url, started["nextbest"], args.customer_draw),
+    scale = scale_readings(redis_url, started["nextbest"], args.customer_draw)
+    if args.startup_events:  # in-process, on the same Redis: the servers stop first
+        from load_tests import startup_bench
+
+        for server in started.values():
+            server.stop()
+        print(f"start-up with {args.startup_events:,} feedback events in the stream ...",
+              flush=True)
+        scale["startup"] = startup_bench.measure(
+            redis_url, data_dir, models_dir, args.startup_events, args.startup_tail)
+    result = {**run, "max_cpu_ratio": args.max_cpu_ratio, "scale": scale,
               **compare.summarize(measured, numerator="nextbest", denominator="bare")}
     print(compare.write(result, args.out, "gate"))
     failed = result["nextbest"]["errors"] + result["bare"]["errors"]
@@ -532,9 +541,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="fixed-arrival-rate load generator: openloop (load_tests/openloop.c, "
                         "0.03-0.06 ms of CPU per request here) or k6 (0.3-0.4 ms)")
     parser.add_argument("--profile-seconds", type=int, default=10, help="py-spy seconds; 0: none")
-    parser.add_argument("--startup-events", type=int, default=1_000_000,
+    parser.add_argument("--startup-events", type=int,
                         help="feedback events in the stream for the start-up measurement "
-                        "(0: skip it)")
+                        "(0: skip it; default 1,000,000, with --gate 0)")
     parser.add_argument("--startup-tail", type=int, default=50_000,
                         help="events after the snapshot in the start-up measurement")
     parser.add_argument("--redis-url", help="use this Redis (its database is overwritten)")
@@ -564,6 +573,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.against is not None and not (args.against / "service" / "cli.py").is_file():
         parser.error(f"--against {args.against}: not a nextbest checkout (no service/cli.py)")
+    if args.startup_events is None:
+        args.startup_events = 0 if args.gate else 1_000_000
     if args.rules and args.against is None:
         parser.error("--rules: only with --against")
     if args.max_cpu_ratio is not None and not args.gate:

@@ -120,6 +120,13 @@ def gate_markdown(result: dict[str, Any]) -> str:
                   f"{scale['redis_used_memory_mb']} MB; customer cache: hit rate "
                   f"{scale['cache_hit_rate']}, {scale['cache_entries']} entries; nextbest RSS "
                   f"{scale['nextbest_rss_mb']} MB\n")
+    startup = (scale or {}).get("startup")
+    if startup:
+        table += (f"\nStart-up with {startup['events']:,} feedback events of "
+                  f"{startup['customers']:,} customers: full replay "
+                  f"{startup['full_replay']['ready_s']} s; snapshot {startup['snapshot']['bytes']:,} "
+                  f"bytes written in {startup['snapshot']['write_s']} s; from the snapshot "
+                  f"{startup['from_snapshot']['ready_s']} s\n")
     return table
 
 

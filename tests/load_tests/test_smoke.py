@@ -62,7 +62,8 @@ def test_breakdown_measures_every_layer_and_the_calibration(redis_url: str, tmp_
 
 def test_gate_loads_nextbest_and_the_bare_endpoint_in_turn(redis_url: str, tmp_path: Path) -> None:
     """`--gate`: both servers measured in alternating rounds, the ratio of their medians."""
-    assert main(["--smoke", "--gate", "--redis-url", redis_url, "--out", str(tmp_path)]) == 0
+    assert main(["--smoke", "--gate", "--redis-url", redis_url, "--out", str(tmp_path),
+                 "--startup-events", "2000", "--startup-tail", "100"]) == 0
     result = json.loads((tmp_path / "gate.json").read_text())
     for side in ("nextbest", "bare"):
         rounds = result[side]["rounds"]
@@ -78,6 +79,9 @@ def test_gate_loads_nextbest_and_the_bare_endpoint_in_turn(redis_url: str, tmp_p
     assert scale["cache_lookups"]["miss"] > 0 and scale["cache_entries"] > 0
     assert 0 < scale["cache_hit_rate"] < 1
     assert scale["redis_keys"] > 400 and scale["redis_used_memory_mb"] > 0
+    startup = scale["startup"]  # from the snapshot, only the tail is replayed
+    assert startup["full_replay"]["replayed"] == 2000 and startup["from_snapshot"]["replayed"] == 100
+    assert startup["snapshot"]["bytes"] > 0
 
 
 @pytest.mark.parametrize("argv", [["--rules"], ["--gate", "--breakdown"],
