@@ -25,7 +25,7 @@ def make_settings(demo: DemoDirs, redis_url: str | None = None, **overrides: obj
 #: teardown (a task that did not finish when cancelled, in the cluster client's close
 #: path, not found yet). The cluster keeps its own tests: the state, limits, registry,
 #: snapshot, export and parity contracts, `shared_redis`, replicas and failover.
-BACKENDS = ["memory", "redis"]
+BACKENDS = ["memory", "redis", "redis-cluster"]
 
 
 @pytest.fixture(params=BACKENDS)
