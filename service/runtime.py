@@ -52,6 +52,7 @@ from service.settings import Settings
 from service.shutdown import close_within, stop_tasks
 from service.snapshots import Snapshots, SnapshotStore
 from service.state import Record, StateStore, stream_position
+from service.state.cluster_resp import ClusterRespConnections
 from service.state.counters import CounterStore, MemoryCounters, RedisCounters
 from service.state.memory import MemoryState
 from service.state.redis_store import RedisState
@@ -97,11 +98,18 @@ def hot_path_clients(settings: Settings) -> tuple[Any, Any]:
     On a single node, lean pipelined connections (`service/state/resp.py`: less client
     CPU per command than redis-py, measured by `load_tests/resp_bench.py`); the reads get
     no retry, so the decision path's timeout bounds them and a failed read serves
-    defaults. Redis Cluster, URLs other than redis:// and URLs with query options (which
-    only redis-py reads) keep redis-py's single-connection clients.
+    defaults. On a Redis Cluster the reads (with caps, budgets and rate limits) get one
+    such connection per master (`service/state/cluster_resp.py`), the writes redis-py's
+    cluster client (pipelines across masters). URLs other than redis:// and URLs with
+    query options (which only redis-py reads) keep redis-py's clients.
     """
     url = settings.redis_url or ""
-    if not settings.redis_cluster and url.startswith("redis://") and "?" not in url:
+    lean = url.startswith("redis://") and "?" not in url
+    if settings.redis_cluster:
+        fast = (ClusterRespConnections(url, settings.redis_timeout_seconds) if lean else
+                redis_client(settings, settings.redis_timeout_seconds, decision_path=True))
+        return fast, redis_client(settings, single_connection=True)
+    if lean:
         return (RespConnection(url, settings.redis_timeout_seconds),
                 RespConnection(url, retry_on_disconnect=True))
     return (redis_client(settings, settings.redis_timeout_seconds, decision_path=True,
