@@ -1,13 +1,13 @@
 """The lean pipelined connection (`service/state/resp.py`), one per Redis Cluster master.
 
 Why not redis-py's cluster client on the decision path: it takes a connection per
-command in flight, so a burst of concurrent decisions (a `POST /v1/decisions/batch` of
-80 customers) opens dozens of connections per master at once, under the decision
-path's tight timeout; a timeout there, or a few MOVED replies, make it rebuild its view
-of the cluster and close every connection, the ones other commands are waiting on
-included. The commands lost that way failed closed: a batch with a budget of 30 was
-granted 2 to 7 vouchers, and budget scripts whose reply was lost after they ran spent
-budget nobody was shown. Here every master gets one connection that concurrent
+command in flight, so a burst of concurrent decisions (a `POST /v1/decisions/batch`)
+opens many connections per master at once, under the decision path's tight timeout; a
+timeout there, or a few MOVED replies, make it rebuild its view of the cluster and
+close every connection, the ones other commands are waiting on included. The commands
+lost that way failed closed: a batch was granted far fewer budgeted offers than its
+budget, and budget scripts whose reply was lost after they ran spent budget nobody was
+shown (docs/operations.md, "Connections on the decision path"). Here every master gets one connection that concurrent
 commands share (replies matched in order, as on a single node); a command goes to the
 master of its key's slot, a MOVED reply refreshes the slot map and resends the command
 to the node named (it did not run where it was sent), a broken connection or a timeout
