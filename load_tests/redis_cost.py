@@ -48,7 +48,7 @@ CALLS: Counter[str] = Counter()
 CPU = " cpu"
 
 
-def _counting(cls: Any, name: str, label: str) -> None:
+def _counting(cls: Any, name: str, label: str) -> Callable[[], None]:
     original = getattr(cls, name)
 
     async def counted(self: Any, *args: Any, **kwargs: Any) -> Any:
@@ -56,20 +56,28 @@ def _counting(cls: Any, name: str, label: str) -> None:
         return await original(self, *args, **kwargs)
 
     setattr(cls, name, counted)
+    return lambda: setattr(cls, name, original)
 
 
-def count_client_calls() -> None:
-    """Count every call that goes to Redis from this process, by the client that sends it."""
+def count_client_calls() -> Callable[[], None]:
+    """Count every call that goes to Redis from this process, by the client that sends it;
+    returns what stops counting."""
     import redis.asyncio.client as rc
     import redis.asyncio.cluster as rcl
 
     from service.state.resp import RespConnection
 
-    _counting(RespConnection, "execute_command", "lean")
-    _counting(rc.Redis, "execute_command", "redis-py")
-    _counting(rc.Pipeline, "execute", "redis-py pipeline")
-    _counting(rcl.RedisCluster, "execute_command", "redis-py cluster")
-    _counting(rcl.ClusterPipeline, "execute", "redis-py cluster pipeline")
+    undo = [_counting(RespConnection, "execute_command", "lean"),
+            _counting(rc.Redis, "execute_command", "redis-py"),
+            _counting(rc.Pipeline, "execute", "redis-py pipeline"),
+            _counting(rcl.RedisCluster, "execute_command", "redis-py cluster"),
+            _counting(rcl.ClusterPipeline, "execute", "redis-py cluster pipeline")]
+
+    def stop() -> None:
+        for u in reversed(undo):
+            u()
+
+    return stop
 
 
 def node_clients(url: str, cluster: bool) -> list[redis.Redis]:
