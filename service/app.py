@@ -11,7 +11,6 @@ FastAPI (docs, health, metrics, 404/405).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import itertools
 import logging
@@ -49,6 +48,7 @@ from service.rate_limit import MemoryRateLimiter
 from service.runtime import Runtime
 from service.schemas import RequestModels, request_models
 from service.settings import Settings
+from service.shutdown import stop_tasks
 
 log = logging.getLogger(__name__)
 
@@ -358,9 +358,7 @@ def create_app(settings: Settings, metrics: Metrics | None = None,
             yield {"runtime": runtime}
         finally:
             if watch is not None:
-                watch.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await watch
+                await stop_tasks([watch], settings.shutdown_timeout_seconds)
             await runtime.stop()
 
     app = NextbestAPI(

@@ -45,6 +45,7 @@ from dataclasses import dataclass
 from features.encoding import CustomerVector, Encoder
 from features.online import FeatureRow, OnlineFeatureReader, Scalar
 from service.metrics import LoopCounter
+from service.shutdown import stop_tasks
 
 log = logging.getLogger(__name__)
 
@@ -173,11 +174,8 @@ class CustomerFeatureService:
             return _Read(None, self._encoder.defaults)
         return _Read(row, self._encoder.encode_customer(row.values))
 
-    async def close(self) -> None:
+    async def close(self, timeout: float = 5.0) -> None:
         """Cancel the background refreshes still in flight (at shutdown)."""
-        tasks = list(self._refreshing.values())
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await stop_tasks(list(self._refreshing.values()), timeout)
         self._refreshing.clear()  # a task cancelled before it ran never reached its `finally`
 

@@ -7,11 +7,10 @@ their own settings and a Redis on a private port.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,8 +49,10 @@ from service.rate_limit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
 from service.registry import registry_for
 from service.schemas import RequestModels, request_models
 from service.settings import Settings
+from service.shutdown import close_within, stop_tasks
 from service.snapshots import Snapshots, SnapshotStore
 from service.state import Record, StateStore, stream_position
+from service.state.cluster_resp import ClusterRespConnections
 from service.state.counters import CounterStore, MemoryCounters, RedisCounters
 from service.state.memory import MemoryState
 from service.state.redis_store import RedisState
@@ -97,11 +98,18 @@ def hot_path_clients(settings: Settings) -> tuple[Any, Any]:
     On a single node, lean pipelined connections (`service/state/resp.py`: less client
     CPU per command than redis-py, measured by `load_tests/resp_bench.py`); the reads get
     no retry, so the decision path's timeout bounds them and a failed read serves
-    defaults. Redis Cluster, URLs other than redis:// and URLs with query options (which
-    only redis-py reads) keep redis-py's single-connection clients.
+    defaults. On a Redis Cluster the reads (with caps, budgets and rate limits) get one
+    such connection per master (`service/state/cluster_resp.py`), the writes redis-py's
+    cluster client (pipelines across masters). URLs other than redis:// and URLs with
+    query options (which only redis-py reads) keep redis-py's clients.
     """
     url = settings.redis_url or ""
-    if not settings.redis_cluster and url.startswith("redis://") and "?" not in url:
+    lean = url.startswith("redis://") and "?" not in url
+    if settings.redis_cluster:
+        fast = (ClusterRespConnections(url, settings.redis_timeout_seconds) if lean else
+                redis_client(settings, settings.redis_timeout_seconds, decision_path=True))
+        return fast, redis_client(settings, single_connection=True)
+    if lean:
         return (RespConnection(url, settings.redis_timeout_seconds),
                 RespConnection(url, retry_on_disconnect=True))
     return (redis_client(settings, settings.redis_timeout_seconds, decision_path=True,
@@ -426,24 +434,27 @@ class Runtime:
             await asyncio.sleep(5.0)
 
     async def stop(self) -> None:
+        """Stop background work, write what is queued, close the clients, each bounded.
+
+        The background tasks stop before any client closes (`service/shutdown.py`: one
+        cancel may be lost on Python 3.11); each flush and each close gets the shutdown
+        timeout, so a store that stopped answering cannot hold up the process' exit.
+        """
         self.ready = False
         self.metrics.ready.set(0)
-        for t in self.tasks:
-            t.cancel()
-        if self.tasks:
-            _, stuck = await asyncio.wait(self.tasks, timeout=self.settings.shutdown_timeout_seconds)
-            for t in stuck:
-                log.error("background task %s did not stop within %.1f s", t.get_name(),
-                          self.settings.shutdown_timeout_seconds)
-        with contextlib.suppress(Exception):
-            await self.decision_log.flush()
-        with contextlib.suppress(Exception):
-            await self.feedback.flush()
+        timeout = self.settings.shutdown_timeout_seconds
+        for t in await stop_tasks(self.tasks, timeout):
+            log.error("background task %s did not stop within %.1f s", t.get_name(), timeout)
+        # the decision log and the feedback spool count what their flush could not write
+        await self.decision_log.flush(timeout)
+        await self.feedback.flush(timeout)
+        steps: list[Callable[[], Any]] = [c.close for c in self.closers]
         if self.insights is not None:
-            with contextlib.suppress(Exception):
-                await self.insights.flush()
-        for c in self.closers:
-            with contextlib.suppress(Exception):
-                result = c.close()
-                if asyncio.iscoroutine(result):
-                    await result
+            steps.insert(0, self.insights.flush)
+        for step in steps:
+            name = getattr(step, "__qualname__", repr(step))
+            try:
+                if not await close_within(step, timeout):
+                    log.error("%s did not finish within %.1f s at shutdown", name, timeout)
+            except Exception:  # shutting down: the next step still runs
+                log.debug("%s failed at shutdown", name, exc_info=True)

@@ -6,8 +6,10 @@ same command written on a bare asyncio Protocol and parsed by hiredis (redis-py'
 parser) costs markedly less (`python -m load_tests.resp_bench` compares the two on the
 service's most frequent commands, on the same machine in the same run). The service
 sends a Redis command for a good share of its requests: a customer read on a cache
-miss, a feedback append, a batch of decision records. On a single Redis node those go through this connection; redis-py
-stays for everything else (blocking stream reads, the action refresh, Redis Cluster).
+miss, a feedback append, a batch of decision records. On a single Redis node those go
+through this connection; on a Redis Cluster the decision path's reads and scripts go
+through one per master (`service/state/cluster_resp.py`); redis-py stays for everything
+else (blocking stream reads, the action refresh, the cluster's writes).
 
 What it does and does not do:
 - one TCP connection; commands are written at once and replies matched in order, so

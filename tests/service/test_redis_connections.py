@@ -13,6 +13,7 @@ from fastapi.testclient import TestClient
 from service.app import create_app
 from service.runtime import hot_path_clients
 from service.settings import Settings
+from service.state.cluster_resp import ClusterRespConnections
 from service.state.resp import RespConnection
 from tests.demo_fixtures import DemoDirs, clear_service_state
 from tests.service.conftest import make_settings
@@ -60,7 +61,6 @@ def test_decisions_and_feedback_survive_dropped_connections(demo: DemoDirs, demo
 @pytest.mark.parametrize(("url", "cluster", "lean"), [
     ("redis://127.0.0.1:6379/1", False, True),
     ("redis://user:secret@redis.example:6380", False, True),
-    ("redis://127.0.0.1:6379/0", True, False),  # cluster: redis-py's cluster client
     ("rediss://redis.example:6380/0", False, False),  # TLS
     ("redis://127.0.0.1:6379/0?socket_keepalive=true", False, False),  # options redis-py reads
 ])
@@ -71,3 +71,19 @@ def test_the_hot_path_gets_lean_connections_only_where_they_apply(
     assert isinstance(writes, RespConnection) is lean
     if lean:  # the decision path's tight timeout on reads; writes are patient and retry once
         assert reads.timeout == Settings().redis_timeout_seconds and writes.timeout == 5.0
+
+
+@pytest.mark.parametrize(("url", "lean"), [
+    ("redis://127.0.0.1:6379/0", True),
+    ("redis://user:secret@127.0.0.1:6379", True),
+    ("rediss://redis.example:6380", False),  # TLS: redis-py's cluster client
+])
+def test_on_a_cluster_the_reads_get_one_lean_connection_per_master(url: str, lean: bool) -> None:
+    """The writes keep redis-py's cluster client (pipelines across masters)."""
+    import redis.asyncio as aioredis
+
+    reads, writes = hot_path_clients(Settings(redis_url=url, redis_cluster=True))
+    assert isinstance(reads, ClusterRespConnections) is lean
+    assert isinstance(writes, aioredis.RedisCluster)
+    if lean:
+        assert reads.timeout == Settings().redis_timeout_seconds
