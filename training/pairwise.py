@@ -45,7 +45,7 @@ from training.row_store import ArrayRows, RowSource
 
 log = logging.getLogger(__name__)
 
-#: scikit-learn's LogisticRegression defaults, which the fit reproduces
+#: scikit-learn's LogisticRegression defaults (tol, lbfgs' maxls), which the fit reproduces
 TOLERANCE = 1e-4
 MAX_LINE_SEARCH = 50
 
@@ -157,9 +157,11 @@ class _Labelled:
 class PairwiseLogistic(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
     """L2-regularised logistic regression on the standardised columns and their products."""
 
-    def __init__(self, C: float = 0.05, max_iter: int = 400, n_threads: int | None = 1) -> None:
+    def __init__(self, C: float = 0.05, max_iter: int = 400, tol: float = TOLERANCE,
+                 n_threads: int | None = 1) -> None:
         self.C = C
         self.max_iter = max_iter
+        self.tol = tol
         # BLAS threads for the fit (None: the library's default). The products are thin
         # (d columns a chunk), where one thread beats several contending for shared
         # cores (load_tests/train_memory.py measures the fit).
@@ -178,7 +180,7 @@ class PairwiseLogistic(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
             objective = _Objective(_Labelled(rows, classes[1]), standardisation(rows), self.C)
             result = minimize(objective, np.zeros(d + d * (d - 1) // 2 + 1), method="L-BFGS-B",
                               jac=True, options={"maxiter": self.max_iter, "maxls": MAX_LINE_SEARCH,
-                                                 "gtol": TOLERANCE, "ftol": 64 * np.finfo(float).eps})
+                                                 "gtol": self.tol, "ftol": 64 * np.finfo(float).eps})
         if result.status == 1:
             log.warning("pairwise fit stopped at max_iter=%d before converging", self.max_iter)
         self.intercept_, self.linear_, self.pairs_ = objective.raw(result.x)
