@@ -288,4 +288,11 @@ def _training_info(
         "world": json.loads(world_file.read_text()) if world_file.is_file() else None,
         "duration_seconds": round(time.perf_counter() - started, 2),
         "step_seconds": {step: round(s, 2) for step, s in data.seconds.items()},
+        "fit_iterations": _iterations(estimator),
     }
+
+
+def _iterations(estimator: ClassifierMixin) -> int | None:
+    """The solver's iterations (boosting rounds for hgb), where the estimator says."""
+    n = getattr(estimator, "n_iter_", None)
+    return None if n is None else int(np.max(n))
