@@ -66,11 +66,21 @@ def historical_features(
     Log columns that share a name with a feature are renamed (CONTEXT_RENAMES): the
     request's `journey_stage` is context that overrides the stored feature, not the same.
     """
+    world = world if world is not None else configured_world(None)
+    store, service = feature_source(data_dir, redis_url, world)
+    return join_features(store, service, world, interactions)
+
+
+def feature_source(data_dir: Path, redis_url: str | None, world: World) -> tuple[Any, Any]:
+    """(Feast store, the world's FeatureService) for `join_features`."""
     from features.store import feature_store
 
-    world = world if world is not None else configured_world(None)
     store = feature_store(world, data_dir, redis_url)
-    service = _feature_service(store, world, data_dir)
+    return store, _feature_service(store, world, data_dir)
+
+
+def join_features(store: Any, service: Any, world: World, interactions: pd.DataFrame) -> pd.DataFrame:
+    """`historical_features` with the store opened once (the chunked build joins per chunk)."""
     out = interactions.reset_index(drop=True).rename(columns=CONTEXT_RENAMES)
     for entity in (e for e in (world.customer_entity, world.action_entity) if e is not None):
         key = world.join_key(entity)

@@ -2,6 +2,9 @@
 
 dataset (Feast point-in-time join) -> time-ordered split -> fit -> ONNX -> verify ->
 holdout metrics -> `service.manifest.write_model` -> model card (`training/model_card.py`).
+The dataset is built a chunk of the log at a time onto scratch files
+(`training/streamed_set.py`) and the pairwise learner reads them a chunk at a time, so
+training memory does not grow with the log; `hgb` and `logreg` load the training rows.
 Registering does not serve the version: `nextbest models promote` does. The split is by time, not at random:
 the model is used on decisions that come after its training data, and a random split
 would leak each customer's later snapshots into the past.
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+import tempfile
 import time
 import warnings
 from datetime import UTC, datetime
@@ -25,7 +29,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 from sklearn.base import ClassifierMixin
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.linear_model import LogisticRegression
@@ -37,10 +40,12 @@ from tqdm import tqdm
 from features.config import World, configured_world, interactions_path
 from features.encoding import Encoder
 from service.manifest import ModelManifest, encoding_fingerprint, write_model
-from training.dataset import TrainingSet, build_training_set
+from training.dataset import TrainingSet
 from training.model_card import write_model_card
 from training.onnx_logit import LOGIT_NAME, with_logit_output
 from training.pairwise import PairwiseLogistic
+from training.row_store import RowFile
+from training.streamed_set import StreamedSet, holdout_cut, stream_training_set
 
 log = logging.getLogger(__name__)
 
@@ -105,13 +110,33 @@ def _convert(model: ClassifierMixin, n_columns: int) -> Any:
 
 def onnx_probabilities(onnx_bytes: bytes, X: np.ndarray) -> np.ndarray:
     """P(accept) from the exported graph, fetching only `probabilities` like the service."""
+    return _onnx_p(_onnx_session(onnx_bytes), X)
+
+
+def _onnx_session(onnx_bytes: bytes) -> Any:
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
-    session = ort.InferenceSession(onnx_bytes, options, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(onnx_bytes, options, providers=["CPUExecutionProvider"])
+
+
+def _onnx_p(session: Any, X: np.ndarray) -> np.ndarray:
     (proba,) = session.run([OUTPUT_NAME], {INPUT_NAME: X.astype(np.float32, copy=False)})
     return np.asarray(proba)[:, 1]
+
+
+def holdout_predictions(model: ClassifierMixin, onnx_bytes: bytes,
+                        rows: RowFile) -> tuple[np.ndarray, np.ndarray]:
+    """(the fitted model's, the ONNX graph's) P(accept) of each row, a chunk at a time."""
+    session = _onnx_session(onnx_bytes)
+    fitted, exported = [], []
+    for X, _ in rows.chunks():
+        fitted.append(model.predict_proba(X)[:, 1])
+        exported.append(_onnx_p(session, X))
+    if not fitted:
+        return np.zeros(0), np.zeros(0)
+    return np.concatenate(fitted), np.concatenate(exported)
 
 
 def calibration(y: np.ndarray, p: np.ndarray, bins: int = 10) -> list[dict[str, float]]:
@@ -142,10 +167,7 @@ def holdout_metrics(y: np.ndarray, p: np.ndarray, n_train: int) -> dict[str, flo
 
 def time_split(data: TrainingSet, holdout_fraction: float = HOLDOUT_FRACTION) -> int:
     """Index of the first holdout row (rows are in time order)."""
-    cut = int(round(len(data) * (1.0 - holdout_fraction)))
-    if cut <= 0 or cut >= len(data):
-        raise ValueError(f"{len(data)} examples are too few to split off a holdout")
-    return cut
+    return holdout_cut(len(data), holdout_fraction)
 
 
 def train(
@@ -175,24 +197,31 @@ def train(
 
     steps.set_postfix_str("point-in-time join")
     source = Path(interactions) if interactions is not None else interactions_path(data_dir)
-    data = build_training_set(Path(data_dir), redis_url, interactions=pd.read_parquet(source),
-                              world=world, encoder=encoder)
-    cut = time_split(data)
-    X_train, y_train, X_hold, y_hold = data.X[:cut], data.y[:cut], data.X[cut:], data.y[cut:]
-    log.info("training set: %d train, %d holdout, base rate %.4f", cut, len(y_hold), data.y.mean())
-    steps.update()
+    with tempfile.TemporaryDirectory(prefix="nextbest-train-") as scratch:
+        data = stream_training_set(Path(data_dir), source, Path(scratch), world, encoder,
+                                   HOLDOUT_FRACTION, redis_url)
+        cut, y_hold = data.cut, data.holdout.y
+        log.info("training set: %d train, %d holdout, base rate %.4f", cut, len(y_hold),
+                 (data.train.y.sum() + y_hold.sum()) / len(data))
+        steps.update()
 
-    steps.set_postfix_str(f"fit {algorithm}")
-    estimator.fit(X_train, y_train)
-    steps.update()
+        steps.set_postfix_str(f"fit {algorithm}")
+        t = time.perf_counter()
+        if isinstance(estimator, PairwiseLogistic):
+            estimator.fit_rows(data.train)
+        else:
+            estimator.fit(data.train.to_array(), data.train.y)
+        data.seconds["fit"] = time.perf_counter() - t
+        steps.update()
 
-    steps.set_postfix_str("export ONNX")
-    onnx_bytes, logit_name = to_onnx(estimator, len(encoder.columns))
-    steps.update()
+        steps.set_postfix_str("export ONNX")
+        onnx_bytes, logit_name = to_onnx(estimator, len(encoder.columns))
+        steps.update()
 
-    steps.set_postfix_str("verify + evaluate")
-    p_sklearn = estimator.predict_proba(X_hold)[:, 1]
-    p_onnx = onnx_probabilities(onnx_bytes, X_hold)
+        steps.set_postfix_str("verify + evaluate")
+        t = time.perf_counter()
+        p_sklearn, p_onnx = holdout_predictions(estimator, onnx_bytes, data.holdout)
+        data.seconds["verify"] = time.perf_counter() - t
     gap = float(np.max(np.abs(p_onnx - p_sklearn))) if len(p_onnx) else 0.0
     if gap > ONNX_TOLERANCE:
         raise RuntimeError(f"ONNX export disagrees with scikit-learn by {gap:.2e}")
@@ -225,7 +254,7 @@ def train(
     return directory, manifest
 
 
-def _data_window(data: TrainingSet, cut: int) -> dict[str, str] | None:
+def _data_window(data: StreamedSet, cut: int) -> dict[str, str] | None:
     ts = data.event_timestamp
     if not len(ts):
         return None
@@ -236,7 +265,7 @@ def _data_window(data: TrainingSet, cut: int) -> dict[str, str] | None:
 
 
 def _training_info(
-    data_dir: Path, source: Path, data: TrainingSet, cut: int, estimator: ClassifierMixin, gap: float,
+    data_dir: Path, source: Path, data: StreamedSet, cut: int, estimator: ClassifierMixin, gap: float,
     reliability: list[dict[str, float]], started: float,
 ) -> dict[str, Any]:
     import sklearn
@@ -258,4 +287,12 @@ def _training_info(
         "sklearn_version": sklearn.__version__,
         "world": json.loads(world_file.read_text()) if world_file.is_file() else None,
         "duration_seconds": round(time.perf_counter() - started, 2),
+        "step_seconds": {step: round(s, 2) for step, s in data.seconds.items()},
+        "fit_iterations": _iterations(estimator),
     }
+
+
+def _iterations(estimator: ClassifierMixin) -> int | None:
+    """The solver's iterations (boosting rounds for hgb), where the estimator says."""
+    n = getattr(estimator, "n_iter_", None)
+    return None if n is None else int(np.max(n))

@@ -34,6 +34,8 @@ def test_train_registers_a_verified_model(registered) -> None:  # type: ignore[n
     assert manifest.training["onnx_max_abs_diff"] <= 1e-4
     assert len(manifest.training["calibration"]) == 10
     assert manifest.training["holdout_from"] > manifest.training["first_event"]
+    assert {"join", "encode", "fit", "verify"} <= set(manifest.training["step_seconds"])
+    assert 0 < manifest.training["fit_iterations"] < 400  # converged
 
 
 def test_the_onnx_file_serves_like_the_service_reads_it(registered, small_training_set) -> None:  # type: ignore[no-untyped-def]
