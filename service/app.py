@@ -31,7 +31,7 @@ from pydantic.json_schema import models_json_schema
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from features.config import configured_world
-from service import __version__, admin_api, api, logs
+from service import __version__, admin_api, api, logs, streams_api
 from service.access import AccessPolicy, KeySource
 from service.catalog import Action, CatalogFile
 from service.errors import (
@@ -58,13 +58,15 @@ ENDPOINTS = frozenset({"/v1/decisions", "/v1/decisions/batch", "/v1/feedback", "
                        *api.REPORT_ROUTES, *api.ADMIN_ROUTES, *api.CONSOLE_PAGES})
 
 
-#: The catalog admin API and the console's catalog view need the admin scope (every method,
-#: the paths and below them); the batch of decisions the decide scope; the reports any key
-#: (the console's pages hold no data and stay open: a browser cannot send a key header).
+#: The catalog admin API, the embedded store's streams for the export and the console's
+#: catalog view need the admin scope (every method, the paths and below them); the batch
+#: of decisions the decide scope; the reports any key (the console's pages hold no data
+#: and stay open: a browser cannot send a key header).
 ADMIN_SCOPES: dict[str, str] = {
     **{p: "admin" for p in admin_api.ADMIN_ROUTES},
     **{p + "/": "admin" for p in admin_api.ADMIN_ROUTES},
     **{p: "admin" for p in api.ADMIN_ROUTES},  # the console's catalog view
+    streams_api.STREAMS_ROUTE + "/": "admin",
     "/v1/decisions/batch": "decide",
 }
 
@@ -75,6 +77,8 @@ def endpoint_label(path: str) -> str:
         return path
     if path.startswith("/v1/actions/"):
         return "/v1/actions/{action_id}"
+    if path.startswith(streams_api.STREAMS_ROUTE + "/"):
+        return streams_api.STREAMS_ROUTE + "/{stream}"
     return "other"
 
 
@@ -369,6 +373,7 @@ def create_app(settings: Settings, metrics: Metrics | None = None,
     )
     app.include_router(api.v1)
     app.include_router(admin_api.admin)
+    app.include_router(streams_api.streams)
     app.include_router(api.ops)
     app.include_router(api.reports)
     app.include_router(api.pages)

@@ -18,7 +18,7 @@ import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from features.config import World
@@ -80,23 +80,31 @@ def _refuse_without_extras(command: str) -> int:
     return 2
 
 
-def _export(settings: Settings, out: Path | None, streams: str, chunk: int, progress: bool) -> int:
-    """Run the export; 2 (after one line on stderr) when it cannot run as configured."""
-    if not settings.redis_url:
-        print("nextbest export needs NEXTBEST_REDIS_URL: the embedded store lives in the serving "
-              "process, where no other process can read it", file=sys.stderr)
-        return 2
-    import redis
-
+def _export(settings: Settings, args: argparse.Namespace) -> int:
+    """Run the export, from Redis or (`--url`) from a running service's embedded store;
+    2 (after one line on stderr) when it cannot run as configured."""
     from training.export import STREAMS, ExportRefused, export
+    from training.service_streams import ServiceStreams, ServiceStreamsError
 
-    client = (redis.RedisCluster.from_url(settings.redis_url) if settings.redis_cluster
-              else redis.Redis.from_url(settings.redis_url))
-    out_dir = out if out is not None else settings.data_dir / "export"
+    client: Any
+    if args.url is not None:
+        logging.getLogger("httpx").setLevel(logging.WARNING)  # not one line per request
+        client = ServiceStreams(args.url, api_key=os.environ.get("NEXTBEST_API_KEY"))
+    elif settings.redis_url:
+        import redis
+
+        client = (redis.RedisCluster.from_url(settings.redis_url) if settings.redis_cluster
+                  else redis.Redis.from_url(settings.redis_url))
+    else:
+        print("nextbest export: without NEXTBEST_REDIS_URL the streams live in the serving "
+              "process: pass --url of the running service (e.g. --url http://127.0.0.1:8000)",
+              file=sys.stderr)
+        return 2
+    out_dir = args.out if args.out is not None else settings.data_dir / "export"
+    streams = tuple(STREAMS) if args.stream == "all" else (args.stream,)
     try:
-        results = export(client, out_dir, tuple(STREAMS) if streams == "all" else (streams,),
-                         chunk=chunk, progress=progress)
-    except ExportRefused as exc:
+        results = export(client, out_dir, streams, chunk=args.chunk, progress=not args.no_progress)
+    except (ExportRefused, ServiceStreamsError) as exc:
         print(f"nextbest export: {exc}", file=sys.stderr)
         return 2
     finally:
@@ -422,12 +430,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p = sub.add_parser("materialize", help="feast apply + materialize into the online store")
     p.add_argument("--incremental", action="store_true")
-    p = sub.add_parser("export", help="decision and feedback streams (Redis) into Parquet by day, "
-                       "from the stored watermark")
+    p = sub.add_parser("export", help="decision and feedback streams (Redis, or a running "
+                       "service's embedded store) into Parquet by day, from the stored watermark")
     p.add_argument("--out", type=Path, default=None,
                    help="output directory (default: <NEXTBEST_DATA_DIR>/export)")
     p.add_argument("--stream", choices=("decisions", "feedback", "all"), default="all")
     p.add_argument("--chunk", type=_positive, default=10_000, help="entries read and written at a time")
+    p.add_argument("--url", default=None,
+                   help="a running service without Redis: export its embedded store over its admin "
+                   "API (NEXTBEST_API_KEY: a key with the admin scope; default: read Redis)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p = sub.add_parser("dataset", help="exported decision and feedback logs into the interactions "
                        "training reads, and the decision log evaluation reads")
@@ -616,7 +627,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     elif args.command == "load":
         return _load(settings, world, args)
     elif args.command == "export":
-        return _export(settings, args.out, args.stream, args.chunk, not args.no_progress)
+        return _export(settings, args)
     elif args.command == "dataset":
         return _dataset(settings, world, args)
     elif args.command == "retrain":

@@ -12,6 +12,7 @@
     ├── PayloadTooLarge (413)
     ├── RequestTimeout (408)
     ├── RegistryRefused (409)  a registry change refused (unknown version, nothing to roll back to)
+    ├── StreamsInRedis (409)   the export API of the embedded store, asked of a service on Redis
     ├── VersionMismatch (412)  If-Match names a catalog version that is no longer current
     ├── NotFound (404)
     │   ├── UnknownDecision (404)
@@ -88,6 +89,11 @@ class RequestTimeout(NextbestError):
 class RegistryRefused(NextbestError):
     status_code = 409
     code = "registry_refused"
+
+
+class StreamsInRedis(NextbestError):
+    status_code = 409
+    code = "streams_in_redis"
 
 
 class VersionMismatch(NextbestError):

@@ -5,8 +5,10 @@ keeps one watermark per stream in Redis, a hash `nb:export:{stream}` with `last_
 last stream id exported, "0-0" before anything was), `exported`, `lost` and `skipped`
 counts and `updated_at`. The layout is defined here, below both, so the service can
 read what the export writes: every `REFRESH_SECONDS` a background task of the runtime
-(only with Redis, never on the decision path) reads each watermark and the stream's
-newest id, and sets `nextbest_export_lag_seconds` and `nextbest_export_lost_events`.
+(never on the decision path) reads each watermark and the stream's newest id, from
+Redis or, on the embedded store, from the process' own streams (`nextbest export
+--url` keeps its watermarks there: `service/state/memory_streams.py`), and sets
+`nextbest_export_lag_seconds` and `nextbest_export_lost_events`.
 A stream never exported has no watermark and no series: the alerts only watch an export
 that is in use.
 """
@@ -69,7 +71,8 @@ class Watermark:
 
 
 class ExportStatus:
-    """Refreshes the export gauges from Redis; `client` is an asyncio redis-py client."""
+    """Refreshes the export gauges; `client`: an asyncio redis-py client, or the embedded
+    store's `MemoryStreams` (the same three calls)."""
 
     def __init__(self, client: Any, metrics: Metrics, prefix: str = "nb:",
                  interval: float = REFRESH_SECONDS) -> None:

@@ -194,6 +194,7 @@ class Runtime:
         customer_reader: OnlineFeatureReader | None = None
         action_reader: OnlineFeatureReader
         state: StateStore
+        export_source: Any  # what the export gauges read: Redis, or the embedded streams
         counters: CounterStore
         rate_limiter: RateLimiter = MemoryRateLimiter()
         insight_counts: CountStore
@@ -215,11 +216,15 @@ class Runtime:
             action_reader = RedisFeatureReader(client, actions)
             insight_counts = RedisCounts(client)
             closers += [state, _AsyncCloser(fast)]
+            export_source = client
         else:
             online_db = settings.data_dir / "feast" / "online.db"
             sqlite_actions = SqliteFeatureReader(online_db, actions)
             action_reader = sqlite_actions
-            state = MemoryState(settings.decision_ttl_seconds)
+            memory = MemoryState(settings.decision_ttl_seconds,
+                                 max_decisions=settings.memory_decision_log_max,
+                                 max_feedback=settings.feedback_stream_maxlen)
+            state, export_source = memory, memory.streams
             counters = MemoryCounters()
             insight_counts = MemoryCounts()
             closers += [sqlite_actions, state]
@@ -245,7 +250,7 @@ class Runtime:
             contacts.policies(catalog.limits.dismiss_seconds, catalog.limits.accept_seconds)
         limiter = Limiter(counters)
         snapshots = None
-        export_status = ExportStatus(client, metrics) if settings.redis_url else None
+        export_status = ExportStatus(export_source, metrics)
         if settings.redis_url and settings.snapshot_seconds > 0 and settings.folds_feedback:
             snapshots = Snapshots(
                 SnapshotStore(client), settings.snapshot_seconds, metrics,

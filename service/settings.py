@@ -136,7 +136,13 @@ class Settings(BaseSettings):
         1.0, gt=0, le=60, description="How long one health check waits for the state "
         "backend before it counts as down.")
     feedback_stream_maxlen: int = Field(
-        1_000_000, gt=0, description="Approximate cap of the Redis feedback stream."
+        1_000_000, gt=0, description="Approximate cap of the Redis feedback stream (the "
+        "embedded store's: exact)."
+    )
+    memory_decision_log_max: int = Field(
+        200_000, gt=0, description="Decision records the embedded store keeps (without "
+        "NEXTBEST_REDIS_URL): the newest ones, to join feedback with and for `nextbest "
+        "export --url` (what it drops before an export is counted as lost)."
     )
     learning_rate: float = Field(0.015, gt=0, description="SGD step of the online learner.")
     online_learning: bool = Field(

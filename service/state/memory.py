@@ -1,4 +1,9 @@
-"""In-process state for the embedded default: nothing survives a restart."""
+"""In-process state for the embedded default: nothing survives a restart.
+
+The decision records are kept twice: by decision id, for `decision_ttl_seconds`, to
+join feedback with them, and in order as the decision log (`streams`), which
+`nextbest export` reads over the service's admin API (`service/state/memory_streams.py`).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,7 @@ from collections import OrderedDict
 from collections.abc import Sequence
 
 from service.state import Record
+from service.state.memory_streams import EntryLog, MemoryStreams
 
 
 class MemoryState:
@@ -18,9 +24,11 @@ class MemoryState:
         self._ttl = decision_ttl_seconds
         self._decisions: OrderedDict[str, tuple[float, Record]] = OrderedDict()
         self._max_decisions = max_decisions
-        self._feedback: list[tuple[int, Record]] = []
+        self._log = EntryLog(max_decisions)
+        self._feedback = EntryLog(max_feedback)
         self._max_feedback = max_feedback
-        self._next_id = 1
+        #: the decision log and the feedback stream, for `nextbest export`
+        self.streams = MemoryStreams(self._log, self._feedback)
         #: feedback keys appended -> when they may be appended again (insertion = expiry order)
         self._seen: OrderedDict[str, float] = OrderedDict()
         self._appended = asyncio.Event()
@@ -30,6 +38,7 @@ class MemoryState:
         expires = time.monotonic() + self._ttl
         for r in records:
             self._decisions[r["decision_id"]] = (expires, r)
+            self._log.append(r)
         while len(self._decisions) > self._max_decisions:
             self._decisions.popitem(last=False)
 
@@ -46,10 +55,7 @@ class MemoryState:
         appended = [True] * len(events) if keys is None else self._first_sightings(keys)
         for e, fresh in zip(events, appended, strict=True):
             if fresh:
-                self._feedback.append((self._next_id, e))
-                self._next_id += 1
-        if len(self._feedback) > self._max_feedback:
-            del self._feedback[: len(self._feedback) - self._max_feedback]
+                self._feedback.append(e)
         self._appended.set()
         return appended
 
@@ -73,7 +79,8 @@ class MemoryState:
 
     async def read_feedback(self, after: str, count: int, block_ms: int) -> list[tuple[str, Record]]:
         last = int(after)
-        if not self._feedback or self._feedback[-1][0] <= last:
+        newest = self._feedback.last()
+        if newest is None or newest[1] <= last:
             self._appended.clear()
             # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancel that
             # lands as the wait times out, and the learner task then never stops.
@@ -82,22 +89,16 @@ class MemoryState:
                     await self._appended.wait()
             except TimeoutError:
                 return []
-        start = self._first_after(last)
-        return [(str(i), e) for i, e in self._feedback[start:start + count]]
-
-    def _first_after(self, last: int) -> int:
-        if not self._feedback:
-            return 0
-        offset = last - self._feedback[0][0] + 1
-        return max(0, min(offset, len(self._feedback)))
+        return [(str(seq), e) for _, seq, e in self._feedback.after_seq(last, count)]
 
     async def feedback_length(self) -> int:
         return len(self._feedback)
 
     async def feedback_bounds(self) -> tuple[str, str] | None:
-        if not self._feedback:
+        first, last = self._feedback.first(), self._feedback.last()
+        if first is None or last is None:
             return None
-        return str(self._feedback[0][0]), str(self._feedback[-1][0])
+        return str(first[1]), str(last[1])
 
     async def ping(self) -> None:
         return None
