@@ -291,6 +291,7 @@ def test_the_cli_on_the_embedded_store_refuses_in_one_line(
     assert main(["export", "--no-progress"]) == 2
     captured = capsys.readouterr()
     assert captured.out == ""
-    assert captured.err == ("nextbest export needs NEXTBEST_REDIS_URL: the embedded store lives in "
-                            "the serving process, where no other process can read it\n")
+    assert captured.err == ("nextbest export: without NEXTBEST_REDIS_URL the streams live in the "
+                            "serving process: pass --url of the running service (e.g. --url "
+                            "http://127.0.0.1:8000)\n")
     assert not (tmp_path / "export").exists()
