@@ -212,7 +212,7 @@ def test_a_bad_watermark_is_422_and_a_good_one_is_stored(demo: DemoDirs) -> None
         for body, field in (({"last_id": "abc"}, "last_id"), ({"lost": -1}, "lost")):
             r = client.put(path, json=body)
             assert r.status_code == 422 and field in r.json()["message"], r.text
-        mark = {"last_id": "1700000000000-4", "exported": 4, "lost": 1, "skipped": 0,
+        mark: dict[str, Any] = {"last_id": "1700000000000-4", "exported": 4, "lost": 1, "skipped": 0,
                 "updated_at": 1700000000.5}
         assert client.put(path, json=mark).status_code == 200
         assert client.get(path).json()["watermark"] == mark
