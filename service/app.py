@@ -58,15 +58,13 @@ ENDPOINTS = frozenset({"/v1/decisions", "/v1/decisions/batch", "/v1/feedback", "
                        *api.REPORT_ROUTES, *api.ADMIN_ROUTES, *api.CONSOLE_PAGES})
 
 
-#: The catalog admin API, the embedded store's streams for the export and the console's
-#: catalog view need the admin scope (every method, the paths and below them); the batch
-#: of decisions the decide scope; the reports any key (the console's pages hold no data
-#: and stay open: a browser cannot send a key header).
+#: The catalog admin API and the console's catalog view need the admin scope (every method,
+#: the paths and below them); the batch of decisions the decide scope; the reports any key
+#: (the console's pages hold no data and stay open: a browser cannot send a key header).
 ADMIN_SCOPES: dict[str, str] = {
     **{p: "admin" for p in admin_api.ADMIN_ROUTES},
     **{p + "/": "admin" for p in admin_api.ADMIN_ROUTES},
     **{p: "admin" for p in api.ADMIN_ROUTES},  # the console's catalog view
-    streams_api.STREAMS_ROUTE + "/": "admin",
     "/v1/decisions/batch": "decide",
 }
 

@@ -104,9 +104,12 @@ def _export(settings: Settings, args: argparse.Namespace) -> int:
     streams = tuple(STREAMS) if args.stream == "all" else (args.stream,)
     try:
         results = export(client, out_dir, streams, chunk=args.chunk, progress=not args.no_progress)
-    except (ExportRefused, ServiceStreamsError) as exc:
+    except ExportRefused as exc:
         print(f"nextbest export: {exc}", file=sys.stderr)
         return 2
+    except ServiceStreamsError as exc:  # refused (4xx): as configured; otherwise: try again
+        print(f"nextbest export: {exc}", file=sys.stderr)
+        return 2 if exc.status is not None and exc.status < 500 else 1
     finally:
         client.close()
     for result in results:

@@ -4,7 +4,7 @@ Without Redis the decision log and the feedback stream live only in the serving 
 (`service/state/memory_streams.py`), so the export reads them over HTTP, with the
 calls it makes on Redis otherwise (`training/service_streams.py`): XINFO STREAM, XRANGE
 in (after, end], and HGETALL / HSET of its watermark. Admin scope once keys have scopes
-(`STREAMS_ROUTE` in `service/app.py`'s table). A service on Redis answers 409
+(everything under `/v1/admin/`: `service/access.py`). A service on Redis answers 409
 `streams_in_redis`: the export reads Redis itself there.
 """
 

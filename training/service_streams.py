@@ -22,7 +22,11 @@ PAGE = 10_000
 
 
 class ServiceStreamsError(RuntimeError):
-    """The service could not be reached, or refused (the CLI says why and exits 2)."""
+    """The service could not be reached (`status` None) or answered `status`."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class ServiceStreams:
@@ -88,7 +92,8 @@ class ServiceStreams:
             except ValueError:
                 message = response.text
             raise ServiceStreamsError(f"{response.status_code} from {method} "
-                                      f"{response.request.url.path}: {message}")
+                                      f"{response.request.url.path}: {message}",
+                                      response.status_code)
         data: dict[str, Any] = response.json()
         return data
 
