@@ -10,12 +10,14 @@ in (after, end], and HGETALL / HSET of its watermark. Admin scope once keys have
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Query
+from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
-from service.api import API_KEY_HEADER, ERRORS, JSONResponse, RuntimeDep
+from service.api import API_KEY_HEADER, ERRORS, JSONResponse, RuntimeDep, render_json
 from service.errors import StreamsInRedis
 from service.export_status import START, Watermark
 from service.runtime import Runtime
@@ -95,11 +97,13 @@ async def stream_entries(
     end: Annotated[str | None, Query(pattern=ID_PATTERN, description="Up to this id "
                                      "(inclusive; default: the newest).")] = None,
     count: Annotated[int, Query(ge=1, le=MAX_COUNT, description="Entries at most.")] = 1000,
-) -> JSONResponse:
+) -> Response:
     """Up to `count` entries with ids in (after, end], oldest first."""
     found = _streams(runtime).entries(stream, after, end, count)
-    return JSONResponse({"stream": stream,
-                         "entries": [{"id": i, "record": r} for i, r in found]})
+    # a page is large: encoded in a worker thread (records are not changed once logged)
+    body = await asyncio.to_thread(render_json, {
+        "stream": stream, "entries": [{"id": i, "record": r} for i, r in found]})
+    return Response(body, media_type="application/json")
 
 
 @streams.get("/{stream}/watermark", response_model=WatermarkAnswer, openapi_extra=_KEY)
