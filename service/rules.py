@@ -428,12 +428,15 @@ class Rules:
             checks.append((reason, ~has_rule | hits if wanted else ~hits))
         return checks
 
-    def mask(self, d: Decision, now: float | None = None) -> np.ndarray | None:
-        """Catalog-wide: every rule holds for this decision (None: no action has a rule).
+    def mask(self, d: Decision, now: float | None = None,
+             rows: np.ndarray | None = None) -> np.ndarray | None:
+        """Catalog-wide: every rule holds for this decision (None: no action has a rule);
+        with `rows`, over those rows only.
 
         The window and the categorical conditions depend on few values: their combined
         mask is kept per combination (at most `MAX_COMBINATIONS`); the numeric bounds are
-        one comparison over a (conditions x actions) array.
+        one comparison over a (conditions x actions) array, of the `rows` given only (a
+        large catalog's selected candidates: `service/candidates.py`).
         """
         if not self.active:
             return None
@@ -447,13 +450,16 @@ class Rules:
             if len(self._combined) >= MAX_COMBINATIONS:
                 self._combined.clear()
             self._combined[key] = mask
+        if rows is not None:
+            mask = mask[rows]
         if self._numeric:
             v = np.array([[x.default if (value := self._value(x.source, x.field, d, True)) is None
                            else float(value)] for x in self._numeric])
-            mask = mask & ((self._low <= v) & (v <= self._high)).all(axis=0)
+            low, high = (self._low, self._high) if rows is None else (self._low[:, rows], self._high[:, rows])
+            mask = mask & ((low <= v) & (v <= high)).all(axis=0)
         if self._basket_rows.size or self._requires is not None or self._excludes is not None:
             for _, m in self._checks(d, now, structural_only=True):
-                mask = mask & m
+                mask = mask & (m if rows is None else m[rows])
         return mask
 
     def reasons(self, d: Decision, rows: np.ndarray, now: float | None = None) -> list[str]:
