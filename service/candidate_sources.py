@@ -57,6 +57,8 @@ class SlotRanking:
     catalog: str
     features_at: float
     computed_at: float
+    #: ranked over customers seen (False: over the anonymous customer only, at start-up)
+    warm: bool = True
 
     def cell(self, channel: str, placement: str, segment: str) -> Cell | None:
         """The segment's cell, else the slot's over everyone (None: the slot is unknown)."""
@@ -80,6 +82,9 @@ class CustomerSample:
         i = self._next.get(key, 0)
         kept[i] = (customer, context)
         self._next[key] = (i + 1) % self._size
+
+    def __bool__(self) -> bool:
+        return bool(self._seen)
 
     def of(self, channel: str) -> dict[str, list[tuple[CustomerVector, Any]]]:
         """segment -> its customers seen on `channel` (a copy: the path keeps adding)."""
@@ -124,7 +129,8 @@ def rank_slots(catalog: Catalog, matrix: ActionMatrix, encoder: Encoder, scorer:
                     for code in np.unique(codes[codes >= 0]).tolist():
                         by_code[code] = order[codes == code][:per_category]
                 cells[(channel, placement, segment)] = Cell(order[:depth], by_code)
-    return SlotRanking(cells, explore, scorer.label, catalog.version, features_at, now)
+    return SlotRanking(cells, explore, scorer.label, catalog.version, features_at, now,
+                       warm=bool(sample))
 
 
 class CoPurchase:

@@ -50,9 +50,12 @@ BASKET_NEIGHBOURS = 20
 #: the customer's strongest categories, and the best actions taken from each
 STRONG_CATEGORIES, PER_CATEGORY = 2, 10
 #: actions drawn among a slot's least scored ones, and how many of those are drawn from
-EXPLORE, EXPLORE_POOL = 8, 64
+EXPLORE_DRAWS, EXPLORE_POOL = 8, 64
 #: how often the background task checks whether the rankings are stale
 CHECK_SECONDS = 1.0
+#: a ranking made over the anonymous customer alone is made again this soon after
+#: customers were seen (their segments get their own cells)
+WARM_AFTER_SECONDS = 10.0
 
 
 @dataclass(frozen=True)
@@ -127,7 +130,7 @@ class CandidateSelection:
         pool = ranking.explore.get((channel, placement)) if ranking is not None else None
         if pool is not None and len(pool):
             head = pool[:EXPLORE_POOL]
-            parts.append(head[self._rng.integers(len(head), size=EXPLORE)])
+            parts.append(head[self._rng.integers(len(head), size=EXPLORE_DRAWS)])
             codes.append(EXPLORE)
         parts.append(cell.rows)
         codes.append(SLOT_BEST)
@@ -155,8 +158,10 @@ class CandidateSelection:
     # -- off the path ------------------------------------------------------------------------
     def stale(self, catalog: Catalog, scorer: OnnxScorer, now: float) -> bool:
         r = self.ranking
+        age = now - r.computed_at if r is not None else 0.0
         return (r is None or r.model != scorer.label or r.catalog != catalog.version
-                or now - r.computed_at >= self.refresh_seconds)
+                or age >= self.refresh_seconds
+                or (not r.warm and bool(self.sample) and age >= WARM_AFTER_SECONDS))
 
     def refresh(self, catalog: Catalog, matrix: ActionMatrix, scorer: OnnxScorer,
                 anonymous: CustomerVector, features_at: float) -> None:
