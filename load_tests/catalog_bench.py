@@ -27,14 +27,14 @@ from typing import Any
 
 import numpy as np
 
+from load_tests.bench import BASKET_CELLS
 from load_tests.traffic import mixed_traffic
 from service.metrics import Metrics
 from service.runtime import Runtime
 from service.settings import Settings
 
-#: customers of the generated worlds, and logged interactions (a 10,000-action world's
-#: request baskets are a dense matrix per interaction: bounded by `BASKET_CELLS`)
-CUSTOMERS, INTERACTIONS, BASKET_CELLS = 2000, 60_000, 200_000_000
+#: customers of the generated worlds, and logged interactions (at most, `BASKET_CELLS`)
+CUSTOMERS, INTERACTIONS = 2000, 60_000
 
 
 def prepare(root: Path, n_actions: int) -> Path:
@@ -73,10 +73,7 @@ def prepare_model(root: Path, data_dir: Path) -> Path:
 
 def requests_of(data_dir: Path, n: int) -> list[dict[str, Any]]:
     """The benchmark's mix without candidate lists (every action of the slot eligible)."""
-    bodies = [json.loads(item["body"]) for item in mixed_traffic(data_dir, n)]
-    for b in bodies:
-        b.pop("candidates", None)
-    return bodies
+    return [json.loads(item["body"]) for item in mixed_traffic(data_dir, n, candidates=False)]
 
 
 async def measure(settings: Settings, bodies: list[dict[str, Any]]) -> dict[str, float]:

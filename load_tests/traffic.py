@@ -45,8 +45,10 @@ def customer_ids(data_dir: Path) -> list[str]:
     return sorted(ids["customer_id"].unique().tolist())
 
 
-def mixed_traffic(data_dir: Path, n: int = 5000, seed: int = 1) -> list[dict[str, Any]]:
-    """`n` items `{"body": <JSON text>, "channel": ..., "fb": null | {outcome, value, rank}}`."""
+def mixed_traffic(data_dir: Path, n: int = 5000, seed: int = 1,
+                  candidates: bool = True) -> list[dict[str, Any]]:
+    """`n` items `{"body": <JSON text>, "channel": ..., "fb": null | {outcome, value, rank}}`;
+    `candidates=False`: the bodies send no candidate list (the catalog's size benchmarks)."""
     rng = np.random.default_rng(seed)
     catalog = json.loads((data_dir / "catalog.json").read_text())["actions"]
     action_ids = [a["action_id"] for a in catalog]
@@ -74,17 +76,19 @@ def mixed_traffic(data_dir: Path, n: int = 5000, seed: int = 1) -> list[dict[str
             if placement == "cart":
                 basket = [str(a) for a in rng.choice(products, rng.integers(1, 4), replace=False)]
                 context |= {"basket": basket, "cart_value": round(float(rng.lognormal(4, 0.8)), 2)}
-            candidates = [str(a) for a in rng.choice(action_ids, N_CANDIDATES, replace=False)]
+            chosen = [str(a) for a in rng.choice(action_ids, N_CANDIDATES, replace=False)]
             limit = 5
         else:
             channel, placement = "pos", "checkout"
             basket = [str(a) for a in rng.choice(products, rng.integers(1, 7), replace=False)]
             context = {"store_id": f"s{rng.integers(N_STORES):03d}", "device": "terminal",
                        "basket": basket, "cart_value": round(float(rng.lognormal(4.5, 0.9)), 2)}
-            candidates = list(offers)
+            chosen = list(offers)
             limit = 3
         body: dict[str, Any] = {"channel": channel, "placement": placement, "context": context,
-                                "candidates": candidates, "limit": limit}
+                                "candidates": chosen, "limit": limit}
+        if not candidates:
+            del body["candidates"]
         if customer is not None:
             body["customer_id"] = customer
         fb = None

@@ -12,8 +12,8 @@ answer is a short array of catalog rows, best first, read in a few indexing oper
   the catalog or the action features change and every `candidate_refresh_seconds`.
 - `CoPurchase`: neighbours of the basket's items, the actions accepted with an item in
   the basket in the logged interactions (the demo's, or `nextbest load`'s).
-- `under_explored`: per slot, the actions scored fewest times so far (a new action is
-  scored zero times), drawn at random on each decision.
+- `SlotRanking.explore`: per slot, the actions scored fewest times so far (a new action
+  is scored zero times), taken a few at a time, in turn, by each decision.
 
 The caller's own list is the fifth source (`service/candidates.py`).
 """

@@ -7,7 +7,7 @@ has `max_scored` distinct ones allowed in the slot:
 
     basket     neighbours of the basket's items (co-purchase in the logged interactions)
     category   the best actions of the customer's strongest categories
-    explore    actions drawn at random among the slot's least scored ones (new ones first)
+    explore    actions taken in turn among the slot's least scored ones (new ones first)
     slot_best  the best actions of the channel x placement x segment, by the offline model
     caller     the caller's own list, in its order (with a list only: the sources above
                propose from within it)
@@ -49,8 +49,10 @@ BASKET, CATEGORY, EXPLORE, SLOT_BEST, CALLER = range(len(SOURCES))
 BASKET_NEIGHBOURS = 20
 #: the customer's strongest categories, and the best actions taken from each
 STRONG_CATEGORIES, PER_CATEGORY = 2, 10
-#: actions drawn among a slot's least scored ones, and how many of those are drawn from
+#: actions taken in turn among a slot's least scored ones, and how many of those
 EXPLORE_DRAWS, EXPLORE_POOL = 8, 64
+_NAMES = np.array(SOURCES, dtype=object)
+_DRAWS = np.arange(EXPLORE_DRAWS)
 #: how often the background task checks whether the rankings are stale
 CHECK_SECONDS = 1.0
 #: a ranking made over the anonymous customer alone is made again this soon after
@@ -67,8 +69,7 @@ class Candidates:
 
     def sources_of(self, rows: np.ndarray) -> list[str]:
         """Source names of `rows`, a subset of `self.rows` in the same order."""
-        positions = np.searchsorted(self.rows, rows)
-        return [SOURCES[s] for s in self.sources[positions].tolist()]
+        return _NAMES[self.sources[np.searchsorted(self.rows, rows)]].tolist()  # type: ignore[no-any-return]
 
 
 class CandidateSelection:
@@ -77,7 +78,7 @@ class CandidateSelection:
     def __init__(self, max_scored: int, encoder: Encoder, slots: Mapping[str, Sequence[str]],
                  anonymous_context: Any, refresh_seconds: float,
                  co_purchase: Callable[[], CoPurchase] = lambda: CoPurchase({}),
-                 segment_feature: str = "segment", seed: int | None = None) -> None:
+                 segment_feature: str = "segment") -> None:
         """`co_purchase` reads the basket neighbours, at the first refresh (a catalog
         within the cap never reads them)."""
         self.max_scored = max_scored
@@ -93,7 +94,8 @@ class CandidateSelection:
         self.sample = CustomerSample()
         self.ranking: SlotRanking | None = None
         self._scored = np.zeros(0, dtype=np.int64)
-        self._rng = np.random.default_rng(seed)
+        self._stamp = np.zeros(0, dtype=np.int64)
+        self._turn = 0
         self._catalog_version: str | None = None
 
     # -- the decision path ------------------------------------------------------------------
@@ -127,10 +129,11 @@ class CandidateSelection:
                 if best is not None:
                     parts.append(best[:PER_CATEGORY])
                     codes.append(CATEGORY)
-        pool = ranking.explore.get((channel, placement)) if ranking is not None else None
-        if pool is not None and len(pool):
+        pool = ranking.explore.get((channel, placement))
+        if pool is not None and len(pool):  # in turn through the slot's least scored
             head = pool[:EXPLORE_POOL]
-            parts.append(head[self._rng.integers(len(head), size=EXPLORE_DRAWS)])
+            self._turn += EXPLORE_DRAWS
+            parts.append(head[(self._turn + _DRAWS) % len(head)])
             codes.append(EXPLORE)
         parts.append(cell.rows)
         codes.append(SLOT_BEST)
@@ -141,13 +144,17 @@ class CandidateSelection:
         source = np.repeat(np.array(codes, dtype=np.int8), [len(p) for p in parts])
         keep = allowed[proposed]
         proposed, source = proposed[keep], source[keep]
-        unique, first = np.unique(proposed, return_index=True)  # sorted rows, first proposal
-        if len(first) > self.max_scored:  # keep the first proposed, in the sources' order
-            first = np.sort(first)[:self.max_scored]
-            unique = proposed[first]
-            order = np.argsort(unique)
-            unique, first = unique[order], first[order]
-        return Candidates(unique, source[first])
+        # each row's first proposal, in the sources' order, up to the cap: a scratch array
+        # over the catalog takes the position of each row's first proposal
+        if len(self._stamp) < len(allowed):
+            self._stamp = np.zeros(len(allowed), dtype=np.int64)
+        position = np.arange(len(proposed))
+        self._stamp[proposed] = len(proposed)
+        np.minimum.at(self._stamp, proposed, position)
+        first = np.flatnonzero(self._stamp[proposed] == position)[:self.max_scored]
+        chosen = proposed[first]
+        order = np.argsort(chosen)
+        return Candidates(chosen[order], source[first[order]])
 
     def scored(self, rows: np.ndarray) -> None:
         """Count the rows a decision scored (the explore source favours the least scored)."""

@@ -347,7 +347,7 @@ class Runtime:
         return CandidateSelection(
             settings.max_scored, encoder, requests.decision.placements_by_channel,
             requests.warmup().context, settings.candidate_refresh_seconds,
-            lambda: co_purchase_of(log_path, encoder.basket, action_key), seed=settings.seed)
+            lambda: co_purchase_of(log_path, encoder.basket, action_key))
 
     async def start(self) -> None:
         """Connect, load action features, start background work, warm up, turn ready."""

@@ -60,7 +60,7 @@ def customer(segment: str, strongest: int) -> CustomerVector:
 
 
 def selection(cap: int) -> CandidateSelection:
-    s = CandidateSelection(cap, ENCODER, {}, None, 60.0, seed=3)
+    s = CandidateSelection(cap, ENCODER, {}, None, 60.0)
     s.ranking = SlotRanking(
         cells={("web", "home", ""): Cell(np.arange(100, 130), {1: np.array([200, 201, 202])}),
                ("web", "home", "vip"): Cell(np.arange(300, 330), {})},
