@@ -113,7 +113,7 @@ class CandidateSelection:
         segment = customer.labels.get(self._segment, "")
         self.sample.add(channel, segment, customer, context)
         cell = ranking.cell(channel, placement, segment) if ranking is not None else None
-        if cell is None:
+        if ranking is None or cell is None:
             return None
         parts: list[np.ndarray] = []
         codes: list[int] = []

@@ -155,12 +155,14 @@ class DecisionEngine:
             basket = getattr(ctx, self.encoder.basket) if self.encoder.basket else ()
             basket_rows = eligibility.basket_rows(basket)
             # A large catalog: at most `max_scored` candidates, from cheap sources.
+            selection, n_eligible = self.selection, len(rows)
             selected: Candidates | None = None
-            if self.selection is not None and self.selection.active(len(rows)):
-                selected = self.selection.select(
+            if selection is not None and selection.active(n_eligible):
+                selected = selection.select(
                     rows, eligibility.universe(req.channel, req.placement, req.candidates, rows),
                     req.channel, req.placement, seen_as, ctx, basket_rows, req.candidates is not None)
-                n_eligible, rows = len(rows), rows if selected is None else selected.rows
+                if selected is not None:
+                    rows = selected.rows
             before, rows = rows, eligibility.filter(rows, basket_rows)
             if removals is not None:
                 removals.add(before, rows, "in_basket")
@@ -182,8 +184,8 @@ class DecisionEngine:
                     rows, exposures = rows[~suppressed], exposures[~suppressed]
                     if record:
                         m.contact_suppressed.inc(req.channel, amount=int(suppressed.sum()))
-            if selected is not None and record:
-                self.selection.scored(rows)  # type: ignore[union-attr]
+            if selection is not None and selected is not None and record:
+                selection.scored(rows)
             stage.done("contacts")
 
             cv, x = self.encoder.encode_decision(
