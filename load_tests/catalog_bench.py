@@ -12,7 +12,8 @@ without the caller's candidate lists, so the whole slot is eligible.
 Each case is a service runtime deciding the requests in a tight loop (no HTTP, no JSON
 parse), in turn with the others, `--rounds` times; reported per case: the median CPU per
 decision of `DecisionEngine.decide`, its ratio to 60 actions with selection off, the
-p99 of one decision's wall time, and the median number of actions scored.
+p99 of one decision's wall time, the median number of actions scored, and the CPU of
+one refresh of the selection's rankings (off the decision path, in the background).
 """
 
 from __future__ import annotations
@@ -98,8 +99,15 @@ async def measure(settings: Settings, bodies: list[dict[str, Any]]) -> dict[str,
             response = await engine.decide(r)
             record = (await runtime.decision_log.get_many([response["decision_id"]]))[0]
             scored.append(len(record["candidates"]) if record else 0)
+        refresh = float("nan")  # one refresh of the rankings, over the customers seen
+        selection = engine.selection
+        if selection is not None and selection.ranking is not None and engine.actions.matrix is not None:
+            anonymous = (await engine.customers.get(None)).vector
+            started = time.process_time()
+            selection.refresh(engine.catalog, engine.actions.matrix, engine.scorer, anonymous, 0.0)
+            refresh = time.process_time() - started
         return {"cpu": cpu, "p99": float(np.percentile(walls, 99)),
-                "scored": float(statistics.median(scored))}
+                "scored": float(statistics.median(scored)), "refresh": refresh}
     finally:
         await runtime.stop()
 
@@ -127,13 +135,14 @@ def main(argv: list[str] | None = None) -> None:
             results[case].append(asyncio.run(measure(settings, bodies[case[0]])))
     base = statistics.median(r["cpu"] for r in results[(sizes[0], "off")])
     print(f"{'actions':>8} {'selection':>9} {'CPU/decision':>13} {'vs ' + str(sizes[0]):>8} "
-          f"{'p99':>9} {'scored':>7}")
+          f"{'p99':>9} {'scored':>7} {'refresh CPU':>12}")
     for (n, mode), runs in results.items():
         cpu = statistics.median(r["cpu"] for r in runs)
         p99 = statistics.median(r["p99"] for r in runs)
         scored = statistics.median(r["scored"] for r in runs)
+        refresh = statistics.median(r["refresh"] for r in runs)
         print(f"{n:>8} {mode:>9} {cpu * 1e6:>10.0f} us {cpu / base:>7.2f}x {p99 * 1e3:>6.2f} ms "
-              f"{scored:>7.0f}")
+              f"{scored:>7.0f} {'-' if refresh != refresh else f'{refresh:.3f} s':>12}")
 
 
 if __name__ == "__main__":

@@ -105,9 +105,7 @@ def rank_slots(catalog: Catalog, matrix: ActionMatrix, encoder: Encoder, scorer:
     explore: dict[tuple[str, str], np.ndarray] = {}
     empty = np.zeros(0, dtype=np.int64)
     for channel, placements in slots.items():
-        seen = sample.of(channel)
-        everyone = [c for kept in seen.values() for c in kept] or [anonymous]
-        groups = {"": everyone, **seen}
+        seen = sample.of(channel) or {"": [anonymous]}
         weight = catalog.context_weight(channel) * catalog.value * catalog.lever
         for placement in placements:
             rows = catalog.candidates(channel, placement)
@@ -115,14 +113,17 @@ def rank_slots(catalog: Catalog, matrix: ActionMatrix, encoder: Encoder, scorer:
                 continue
             counts = scored[rows] if len(scored) >= len(catalog) else np.zeros(len(rows))
             explore[(channel, placement)] = rows[np.argsort(counts, kind="stable")]
-            for segment, customers in groups.items():
-                priority = np.zeros(len(rows))
+            # each segment's summed propensities; everyone's cell is their mean over all
+            sums: dict[str, np.ndarray] = {}
+            for segment, customers in seen.items():
+                total = sums[segment] = np.zeros(len(rows))
                 for customer, context in customers:
                     _, x = encoder.encode_decision(customer, channel, placement, context, matrix,
                                                    rows, empty)
-                    priority += sigmoid(scorer.logits(x))
-                priority *= weight[rows]
-                order = rows[np.argsort(-priority, kind="stable")]
+                    total += sigmoid(scorer.logits(x))
+            sums[""] = sum(sums.values(), np.zeros(len(rows)))
+            for segment, total in sums.items():
+                order = rows[np.argsort(-(total * weight[rows]), kind="stable")]
                 by_code: dict[int, np.ndarray] = {}
                 if category_codes is not None:
                     codes = category_codes[order]

@@ -31,13 +31,15 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from features.encoding import ActionMatrix, CustomerVector, Encoder
+from service.action_features import ActionFeatureCache
 from service.candidate_sources import CoPurchase, CustomerSample, SlotRanking, rank_slots
 from service.catalog import Catalog
+from service.customer_features import CustomerFeatureService
 from service.model import OnnxScorer
 
 log = logging.getLogger(__name__)
@@ -58,6 +60,15 @@ CHECK_SECONDS = 1.0
 #: a ranking made over the anonymous customer alone is made again this soon after
 #: customers were seen (their segments get their own cells)
 WARM_AFTER_SECONDS = 10.0
+
+
+class Serving(Protocol):
+    """What the rankings follow: the engine's catalog, model, action features, customers."""
+
+    catalog: Catalog
+    scorer: OnnxScorer
+    actions: ActionFeatureCache
+    customers: CustomerFeatureService
 
 
 @dataclass(frozen=True)
@@ -188,13 +199,14 @@ class CandidateSelection:
                                   (anonymous, self._context), depth, PER_CATEGORY, self._scored,
                                   codes, features_at, time.time())
 
-    async def run(self, engine: Any) -> None:
-        """Keep the ranking fresh for `engine`'s catalog, model and action features."""
+    async def run(self, engine: Serving) -> None:
+        """Keep the rankings fresh for `engine`'s catalog and model (and, every
+        `refresh_seconds`, its action features and the customers seen)."""
         while True:
             await self.refresh_if_stale(engine)
             await asyncio.sleep(CHECK_SECONDS)
 
-    async def refresh_if_stale(self, engine: Any) -> bool:
+    async def refresh_if_stale(self, engine: Serving) -> bool:
         catalog, scorer, matrix = engine.catalog, engine.scorer, engine.actions.matrix
         if matrix is None or len(catalog) <= self.max_scored or not self.stale(catalog, scorer, time.time()):
             return False
