@@ -206,9 +206,11 @@ class CandidateSelection:
             await self.refresh_if_stale(engine)
             await asyncio.sleep(CHECK_SECONDS)
 
-    async def refresh_if_stale(self, engine: Serving) -> bool:
+    async def refresh_if_stale(self, engine: Serving, now: float | None = None) -> bool:
+        """Rank anew if the rankings are stale at `now` (default: the clock's)."""
         catalog, scorer, matrix = engine.catalog, engine.scorer, engine.actions.matrix
-        if matrix is None or len(catalog) <= self.max_scored or not self.stale(catalog, scorer, time.time()):
+        now = time.time() if now is None else now
+        if matrix is None or len(catalog) <= self.max_scored or not self.stale(catalog, scorer, now):
             return False
         anonymous = (await engine.customers.get(None)).vector
         started = time.monotonic()

@@ -235,3 +235,32 @@ async def test_a_catalog_within_the_cap_decides_as_without_the_step(demo: DemoDi
         finally:
             await rt.stop()
     assert answers[0] == answers[1]
+
+
+async def test_the_rankings_follow_the_model_the_catalog_and_the_customers_seen(
+        capped: Runtime) -> None:
+    from dataclasses import replace
+
+    engine, selection = capped.engine, capped.engine.selection
+    assert selection is not None and selection.ranking is not None
+    ranking = selection.ranking
+    # start-up ranks over the anonymous customer: one cell per slot larger than the cap
+    assert not ranking.warm and {segment for _, _, segment in ranking.cells} == {""}
+    assert all(len(engine.catalog.candidates(c, p)) > CAP for c, p, _ in ranking.cells)
+    now = ranking.computed_at
+    assert not selection.stale(engine.catalog, engine.scorer, now)
+    for b in bodies(8):
+        await engine.decide(REQUESTS.decision.model_validate(b))
+    assert not selection.stale(engine.catalog, engine.scorer, now + 1)
+    assert selection.stale(engine.catalog, engine.scorer, now + 11)  # customers seen: again
+    assert not await selection.refresh_if_stale(engine, now + 1)
+    assert await selection.refresh_if_stale(engine, now + 11)
+    warm = selection.ranking
+    assert warm is not None and warm.warm and len({s for _, _, s in warm.cells}) > 1
+    assert not selection.stale(engine.catalog, engine.scorer, warm.computed_at + 11)
+    for changed in (replace(warm, model="another:1"), replace(warm, catalog="another")):
+        selection.ranking = changed
+        assert selection.stale(engine.catalog, engine.scorer, warm.computed_at)
+    selection.ranking = warm
+    assert selection.stale(engine.catalog, engine.scorer,
+                           warm.computed_at + selection.refresh_seconds)
