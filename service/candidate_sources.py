@@ -12,8 +12,10 @@ answer is a short array of catalog rows, best first, read in a few indexing oper
   the catalog or the action features change and every `candidate_refresh_seconds`.
 - `CoPurchase`: neighbours of the basket's items, the actions accepted with an item in
   the basket in the logged interactions (the demo's, or `nextbest load`'s).
-- `SlotRanking.explore`: per slot, the actions scored fewest times so far (a new action
-  is scored zero times), taken a few at a time, in turn, by each decision.
+- `SlotRanking.explore` and `SlotRanking.new`: per slot, the actions its ranking does not
+  propose (in a shuffled order), and among them those added to the catalog while
+  serving; each decision takes a few of each, in turn: every action of the slot is
+  scored now and then, a new one far more often.
 
 The caller's own list is the fifth source (`service/candidates.py`).
 """
@@ -51,12 +53,14 @@ class SlotRanking:
     """Every cell's ranking, and what it was computed from (to tell when it is stale)."""
 
     cells: Mapping[tuple[str, str, str], Cell]
-    #: per slot: its rows scored fewest times first (the under-explored ones at the head)
+    #: per slot: the rows its ranking leaves out, shuffled
     explore: Mapping[tuple[str, str], np.ndarray]
     model: str
     catalog: str
     features_at: float
     computed_at: float
+    #: per slot: those of `explore` added to the catalog while serving
+    new: Mapping[tuple[str, str], np.ndarray] = field(default_factory=dict)
     #: ranked over customers seen (False: over the anonymous customer only, at start-up)
     warm: bool = True
 
@@ -94,15 +98,16 @@ class CustomerSample:
 def rank_slots(catalog: Catalog, matrix: ActionMatrix, encoder: Encoder, scorer: OnnxScorer,
                slots: Mapping[str, Sequence[str]], sample: CustomerSample,
                anonymous: tuple[CustomerVector, Any], depth: int, per_category: int,
-               scored: np.ndarray, category_codes: np.ndarray | None, features_at: float,
+               new_from: int, category_codes: np.ndarray | None, features_at: float,
                now: float) -> SlotRanking:
     """Rank every slot larger than `depth`, for each segment seen and for everyone.
 
-    `scored`: how often each row was scored so far; `category_codes`: each row's code in
-    the customer's category affinity table (None: the world has none).
+    `new_from`: the first row added to the catalog while serving; `category_codes`: each
+    row's code in the customer's category affinity table (None: the world has none).
     """
     cells: dict[tuple[str, str, str], Cell] = {}
     explore: dict[tuple[str, str], np.ndarray] = {}
+    new: dict[tuple[str, str], np.ndarray] = {}
     empty = np.zeros(0, dtype=np.int64)
     for channel, placements in slots.items():
         seen = sample.of(channel) or {"": [anonymous]}
@@ -111,8 +116,6 @@ def rank_slots(catalog: Catalog, matrix: ActionMatrix, encoder: Encoder, scorer:
             rows = catalog.candidates(channel, placement)
             if len(rows) <= depth:
                 continue
-            counts = scored[rows] if len(scored) >= len(catalog) else np.zeros(len(rows))
-            explore[(channel, placement)] = rows[np.argsort(counts, kind="stable")]
             # each segment's summed propensities; everyone's cell is their mean over all
             sums: dict[str, np.ndarray] = {}
             for segment, customers in seen.items():
@@ -130,8 +133,13 @@ def rank_slots(catalog: Catalog, matrix: ActionMatrix, encoder: Encoder, scorer:
                     for code in np.unique(codes[codes >= 0]).tolist():
                         by_code[code] = order[codes == code][:per_category]
                 cells[(channel, placement, segment)] = Cell(order[:depth], by_code)
+            left_out = np.setdiff1d(rows, cells[(channel, placement, "")].rows)
+            shuffled = np.random.default_rng(len(rows)).permutation(left_out)
+            explore[(channel, placement)] = shuffled
+            if np.count_nonzero(shuffled >= new_from):
+                new[(channel, placement)] = shuffled[shuffled >= new_from]
     return SlotRanking(cells, explore, scorer.label, catalog.version, features_at, now,
-                       warm=bool(sample))
+                       new=new, warm=bool(sample))
 
 
 class CoPurchase:

@@ -7,7 +7,8 @@ has `max_scored` distinct ones allowed in the slot:
 
     basket     neighbours of the basket's items (co-purchase in the logged interactions)
     category   the best actions of the customer's strongest categories
-    explore    actions taken in turn among the slot's least scored ones (new ones first)
+    explore    a few of the actions the slot's ranking leaves out, and a few of those added
+               to the catalog while serving, in turn
     slot_best  the best actions of the channel x placement x segment, by the offline model
     caller     the caller's own list, in its order (with a list only: the sources above
                propose from within it)
@@ -51,10 +52,11 @@ BASKET, CATEGORY, EXPLORE, SLOT_BEST, CALLER = range(len(SOURCES))
 BASKET_NEIGHBOURS = 20
 #: the customer's strongest categories, and the best actions taken from each
 STRONG_CATEGORIES, PER_CATEGORY = 2, 10
-#: actions taken in turn among a slot's least scored ones, and how many of those
-EXPLORE_DRAWS, EXPLORE_POOL = 8, 64
+#: actions taken in turn per decision among those a slot's ranking leaves out, and among
+#: those of them the catalog added while serving
+EXPLORE_DRAWS, NEW_DRAWS = 8, 4
 _NAMES = np.array(SOURCES, dtype=object)
-_DRAWS = np.arange(EXPLORE_DRAWS)
+_DRAWS, _NEW_DRAWS = np.arange(EXPLORE_DRAWS), np.arange(NEW_DRAWS)
 #: how often the background task checks whether the rankings are stale
 CHECK_SECONDS = 1.0
 #: a ranking made over the anonymous customer alone is made again this soon after
@@ -104,7 +106,8 @@ class CandidateSelection:
         self._neighbours: dict[int, np.ndarray] = {}
         self.sample = CustomerSample()
         self.ranking: SlotRanking | None = None
-        self._scored = np.zeros(0, dtype=np.int64)
+        #: the first catalog row added while serving (None: before the first ranking)
+        self._new_from: int | None = None
         self._stamp = np.zeros(0, dtype=np.int64)
         self._turn = 0
         self._catalog_version: str | None = None
@@ -141,10 +144,13 @@ class CandidateSelection:
                     parts.append(best[:PER_CATEGORY])
                     codes.append(CATEGORY)
         pool = ranking.explore.get((channel, placement))
-        if pool is not None and len(pool):  # in turn through the slot's least scored
-            head = pool[:EXPLORE_POOL]
+        if pool is not None and len(pool):  # in turn through what the ranking leaves out
             self._turn += EXPLORE_DRAWS
-            parts.append(head[(self._turn + _DRAWS) % len(head)])
+            new = ranking.new.get((channel, placement))
+            if new is not None:
+                parts.append(new[(self._turn + _NEW_DRAWS) % len(new)])
+                codes.append(EXPLORE)
+            parts.append(pool[(self._turn + _DRAWS) % len(pool)])
             codes.append(EXPLORE)
         parts.append(cell.rows)
         codes.append(SLOT_BEST)
@@ -167,12 +173,6 @@ class CandidateSelection:
         order = np.argsort(chosen)
         return Candidates(chosen[order], source[first[order]])
 
-    def scored(self, rows: np.ndarray) -> None:
-        """Count the rows a decision scored (the explore source favours the least scored)."""
-        counts = self._scored
-        rows = rows[rows < len(counts)]
-        counts[rows] += 1
-
     # -- off the path ------------------------------------------------------------------------
     def stale(self, catalog: Catalog, scorer: OnnxScorer, now: float) -> bool:
         r = self.ranking
@@ -184,10 +184,8 @@ class CandidateSelection:
     def refresh(self, catalog: Catalog, matrix: ActionMatrix, scorer: OnnxScorer,
                 anonymous: CustomerVector, features_at: float) -> None:
         """Rank the slots anew (CPU-bound: runs in a thread), then swap the ranking in."""
-        if len(self._scored) < len(catalog):
-            grown = np.zeros(len(catalog), dtype=np.int64)
-            grown[:len(self._scored)] = self._scored
-            self._scored = grown
+        if self._new_from is None:
+            self._new_from = len(catalog)
         if self._co_purchase is None:
             self._co_purchase = self._read_pairs()
         if catalog.version != self._catalog_version:
@@ -196,7 +194,7 @@ class CandidateSelection:
         codes = matrix.codes[self._affinity[1]] if self._affinity is not None else None
         depth = self.max_scored + 32  # margin for the actions the slot's mask refuses
         self.ranking = rank_slots(catalog, matrix, self._encoder, scorer, self._slots, self.sample,
-                                  (anonymous, self._context), depth, PER_CATEGORY, self._scored,
+                                  (anonymous, self._context), depth, PER_CATEGORY, self._new_from,
                                   codes, features_at, time.time())
 
     async def run(self, engine: Serving) -> None:

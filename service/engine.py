@@ -184,8 +184,6 @@ class DecisionEngine:
                     rows, exposures = rows[~suppressed], exposures[~suppressed]
                     if record:
                         m.contact_suppressed.inc(req.channel, amount=int(suppressed.sum()))
-            if selection is not None and selected is not None and record:
-                selection.scored(rows)
             stage.done("contacts")
 
             cv, x = self.encoder.encode_decision(

@@ -86,6 +86,20 @@ def test_the_sources_propose_in_order_and_the_cap_keeps_the_first_proposed() -> 
         [v for v in by_row.values() if v != "slot_best"])
 
 
+def test_actions_new_to_the_catalog_are_proposed_by_every_decision_of_their_slot() -> None:
+    from dataclasses import replace
+
+    s = selection(cap=10)
+    assert s.ranking is not None
+    s.ranking = replace(s.ranking, new={("web", "home"): np.array([950, 951])})
+    for _ in range(3):
+        chosen = s.select(np.arange(1000), np.ones(1000, dtype=bool), "web", "home",
+                          customer("new", 1), None, np.zeros(0, dtype=np.int64), False)
+        assert chosen is not None
+        sources = dict(zip(chosen.rows.tolist(), chosen.sources_of(chosen.rows), strict=True))
+        assert sources[950] == sources[951] == "explore"
+
+
 def test_the_segment_has_its_own_cell_and_the_mask_drops_what_the_slot_refuses() -> None:
     s = selection(cap=10)
     allowed = np.ones(1000, dtype=bool)
@@ -203,8 +217,12 @@ async def test_the_cap_bounds_the_scored_actions_and_the_record_names_their_sour
         assert {a["action_id"] for a in response["actions"]} <= set(record["candidates"])
         seen |= set(record["candidate_sources"])
     assert {"slot_best", "category", "explore"} <= seen
-    counts = capped.engine.selection._scored  # type: ignore[union-attr]
-    assert counts.sum() == sum(len(r["candidates"]) for r in logged)
+    # explore proposes what the slot's ranking leaves out, a few at a time, in turn
+    ranking = engine.selection.ranking  # type: ignore[union-attr]
+    assert ranking is not None
+    pool, top = ranking.explore[("web", "home")], ranking.cells[("web", "home", "")].rows
+    assert not set(pool.tolist()) & set(top.tolist())
+    assert len(pool) + len(top) == len(engine.catalog.candidates("web", "home"))
 
 
 async def test_without_a_cap_every_eligible_action_is_scored(large: DemoDirs) -> None:
