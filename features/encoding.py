@@ -455,6 +455,16 @@ class Encoder:
         return ActionMatrix(ids, block, self.action_features, tuple(codes))
 
     # -- the model input ------------------------------------------------------------------
+    def action_affinity(self) -> tuple[int, int] | None:
+        """(affinity table, action code column) of the first cross of a customer's affinity
+        with an action feature (retail: the category), None without one: what tells a
+        customer's strongest categories (`CustomerVector.affinities[table]` per code of
+        `ActionMatrix.codes[column]`)."""
+        for x in self._crosses:
+            if x.kind == _AFFINITY_ACTION:
+                return x.table, x.code
+        return None
+
     def encode_candidates(
         self,
         customer: CustomerVector,

@@ -83,10 +83,16 @@ def k6_binary() -> str:
     return found
 
 
+#: a large catalog's logged interactions are bounded by this many (interaction x action)
+#: cells: the generator draws each request's basket as a dense row over the catalog
+BASKET_CELLS = 200_000_000
+
+
 def prepare(data_dir: Path, models_dir: Path, redis_url: str, small: bool = False,
-            customers: int | None = None) -> None:
-    """Demo data with every action allowed everywhere, so 50 candidates can be asked for
-    (`customers`: that many customers instead of the generator's default)."""
+            n_actions: int | None = None, customers: int | None = None) -> None:
+    """Demo data with every action allowed everywhere, so 50 candidates can be asked for;
+    `n_actions`: the retail world scaled to that many actions (`--catalog-size`);
+    `customers`: that many customers instead of the generator's default."""
     from features.config import shipped_world
     from features.store import apply_and_materialize
     from service.registry import registry_for
@@ -97,7 +103,9 @@ def prepare(data_dir: Path, models_dir: Path, redis_url: str, small: bool = Fals
     sizes: dict[str, Any] = {"n_customers": 400, "n_interactions": 8000} if small else {}
     if customers is not None:
         sizes["n_customers"] = customers
-    generate(data_dir, seed=7, progress=False, **sizes)
+    if n_actions is not None:
+        sizes["n_interactions"] = min(sizes.get("n_interactions", 300_000), BASKET_CELLS // n_actions)
+    generate(data_dir, seed=7, progress=False, n_actions=n_actions, **sizes)
     catalog_path = data_dir / "catalog.json"
     catalog = json.loads(catalog_path.read_text())
     for action in catalog["actions"]:
@@ -567,6 +575,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--customer-draw", choices=CUSTOMER_DRAWS, default="zipf",
                         help="how the traffic draws known customers: zipf (a few busy, a long "
                         "tail) or uniform")
+    parser.add_argument("--catalog-size", type=int, default=None, metavar="N",
+                        help="the retail world scaled to N actions (all allowed everywhere); the "
+                        "requests send no candidate list, so every action is eligible and "
+                        "NEXTBEST_MAX_SCORED bounds what is scored (default: the demo's 60, "
+                        "with 50 candidates per online request)")
     parser.add_argument("--breakdown", action="store_true",
                         help="CPU per request of each layer of nextbest, and the CPU a request "
                         "may cost for p99 within 1.5x bare (calibrated with a busy bare endpoint)")
@@ -602,8 +615,10 @@ def main(argv: list[str] | None = None) -> int:
             redis_url = redis_server.url
         data_dir, models_dir = work / "var", work / "models"
         print("preparing demo data, features in Redis, model ...", flush=True)
-        prepare(data_dir, models_dir, redis_url, small=args.smoke, customers=args.customers)
-        items = mixed_traffic(data_dir, n=1000 if args.smoke else 10_000, draw=args.customer_draw)
+        prepare(data_dir, models_dir, redis_url, small=args.smoke, n_actions=args.catalog_size,
+                customers=args.customers)
+        items = mixed_traffic(data_dir, n=1000 if args.smoke else 10_000, draw=args.customer_draw,
+                              candidates=args.catalog_size is None)
         load = Load(args.generator, items, work)
         bodies_file = work / "bodies.txt"
         write_wrk_bodies(items, bodies_file)
@@ -625,7 +640,8 @@ def main(argv: list[str] | None = None) -> int:
 
         results: dict[str, Any] = {
             "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "candidates": N_CANDIDATES, "traffic": describe(items), "rates": args.rates,
+            "candidates": N_CANDIDATES if args.catalog_size is None else "all",
+            "catalog_size": args.catalog_size or 60, "traffic": describe(items), "rates": args.rates,
             "duration_s": args.duration, "search_duration_s": args.search_duration,
             "target_rate": args.target_rate, "p99_limit_ms": args.p99_limit_ms,
             "generator": args.generator, "targets": {},

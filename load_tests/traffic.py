@@ -49,11 +49,12 @@ def customer_ids(data_dir: Path) -> list[str]:
 
 
 def mixed_traffic(data_dir: Path, n: int = 5000, seed: int = 1,
-                  draw: str = "zipf") -> list[dict[str, Any]]:
+                  draw: str = "zipf", candidates: bool = True) -> list[dict[str, Any]]:
     """`n` items `{"body": <JSON text>, "channel": ..., "fb": null | {outcome, value, rank}}`.
 
     `draw`: how known customers are drawn, `zipf` (a few busy ones, a long tail) or
     `uniform` (every customer alike: what a cache in front of the store sees at worst).
+    `candidates=False`: the bodies send no candidate list (the catalog's size benchmarks).
     """
     if draw not in CUSTOMER_DRAWS:
         raise ValueError(f"draw {draw!r}: one of {', '.join(CUSTOMER_DRAWS)}")
@@ -91,17 +92,19 @@ def mixed_traffic(data_dir: Path, n: int = 5000, seed: int = 1,
             if placement == "cart":
                 basket = [str(a) for a in rng.choice(products, rng.integers(1, 4), replace=False)]
                 context |= {"basket": basket, "cart_value": round(float(rng.lognormal(4, 0.8)), 2)}
-            candidates = [str(a) for a in rng.choice(action_ids, N_CANDIDATES, replace=False)]
+            chosen = [str(a) for a in rng.choice(action_ids, N_CANDIDATES, replace=False)]
             limit = 5
         else:
             channel, placement = "pos", "checkout"
             basket = [str(a) for a in rng.choice(products, rng.integers(1, 7), replace=False)]
             context = {"store_id": f"s{rng.integers(N_STORES):03d}", "device": "terminal",
                        "basket": basket, "cart_value": round(float(rng.lognormal(4.5, 0.9)), 2)}
-            candidates = list(offers)
+            chosen = list(offers)
             limit = 3
         body: dict[str, Any] = {"channel": channel, "placement": placement, "context": context,
-                                "candidates": candidates, "limit": limit}
+                                "candidates": chosen, "limit": limit}
+        if not candidates:
+            del body["candidates"]
         if customer is not None:
             body["customer_id"] = customer
         fb = None

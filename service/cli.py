@@ -416,6 +416,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                            help="the example world: retail (the configured directories) or telco "
                                 "(its shipped world, data in <data_dir>/telco, models in "
                                 "<models_dir>/telco)")
+            p.add_argument("--n-actions", type=_positive, default=None, metavar="N",
+                           help="retail only: generate the world with a catalog of N actions "
+                                "(more products; default: its 60); data of another size is "
+                                "generated anew")
     p = sub.add_parser("load", help="check your own customer, action and interaction files "
                        "(CSV or Parquet) against the world and write them into the data dir")
     p.add_argument("--customers", type=Path, help="the customer entity's feature rows")
@@ -594,7 +598,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "demo":
         from training.demo import prepare_demo
 
-        prepare_demo(settings, force=args.force, example=args.example)
+        if args.n_actions is not None and args.example != "retail":
+            print("nextbest demo: --n-actions scales the retail world only", file=sys.stderr)
+            return 2
+        prepare_demo(settings, force=args.force, example=args.example, n_actions=args.n_actions)
         _serve(settings, args.host, args.port)
     elif args.command == "serve":
         _serve(settings, args.host, args.port)

@@ -52,6 +52,16 @@ class Eligibility:
             raise UnknownCandidates(f"unknown candidate action ids: {unknown[:20]}") from None
         return wanted[self._catalog.allowed(channel, placement)[wanted]]
 
+    def universe(self, channel: str, placement: str, requested: Sequence[str] | None,
+                 rows: np.ndarray) -> np.ndarray:
+        """Catalog-wide: what `candidates` allows (`rows`, its answer): the slot's mask, or,
+        with the caller's list, that list within it."""
+        if requested is None:
+            return self._catalog.allowed(channel, placement)
+        mask = np.zeros(len(self._catalog), dtype=bool)
+        mask[rows] = True
+        return mask
+
     def slot_reasons(self, channel: str, placement: str, requested: Sequence[str] | None,
                      rows: np.ndarray, removals: Removals) -> None:
         """Explain: the requested (or all) actions the slot left out, `channel` or `placement`."""
@@ -65,10 +75,10 @@ class Eligibility:
     def rules(self, rows: np.ndarray, decision: Decision,
               removals: Removals | None = None) -> np.ndarray:
         """Drop the candidates whose eligibility rules do not hold for this decision."""
-        mask = self._catalog.rules.mask(decision)
+        mask = self._catalog.rules.mask(decision, rows=rows)
         if mask is None:
             return rows
-        kept = rows[mask[rows]]
+        kept = rows[mask]
         if removals is not None and len(kept) < len(rows):
             removals.add(rows, kept, self._catalog.rules.reasons(decision, rows))
         return kept

@@ -1,10 +1,16 @@
 """The decision engine: one decision, top to bottom, as docs/architecture.md lists it.
 
-candidates -> customer -> eligibility -> contacts -> features -> offline score -> online
-correction -> arbitration -> exploration -> limits -> response -> log. The customer's
-features are read before eligibility, whose rules read them; `limits` takes the caps and
-budgets of the actions about to be shown (`service/limits.py`). Each step is a call into the module that
-owns it; this class only wires them and times each step. It knows nothing about HTTP.
+candidates -> customer -> selection -> eligibility -> contacts -> features -> offline
+score -> online correction -> arbitration -> exploration -> limits -> response -> log. The
+customer's features are read before eligibility, whose rules read them; `limits` takes the
+caps and budgets of the actions about to be shown (`service/limits.py`). Each step is a
+call into the module that owns it; this class only wires them and times each step. It
+knows nothing about HTTP.
+
+`selection`, when set, bounds how many actions a decision scores: a slot with more
+eligible actions than its cap scores the candidates that cheap sources propose
+(`service/candidates.py`), and everything after it works on those only. It is timed
+with eligibility; below the cap it does nothing.
 
 The offline model is read once per decision (`scorer`): `service/model_watch.py` swaps
 that reference between two requests when the registry's champion changes, so a decision
@@ -30,6 +36,7 @@ import numpy as np
 from features.encoding import Encoder
 from service.action_features import ActionFeatureCache
 from service.arbitration import arbitrate
+from service.candidates import Candidates, CandidateSelection
 from service.catalog import Catalog
 from service.contacts import ContactLedger
 from service.control import CONTROL, TREATMENT, ControlGroup, Ranking
@@ -77,6 +84,8 @@ class DecisionEngine:
     #: the background health check: its `degraded` reasons (an emptied online store) join
     #: every decision's
     health: StoreHealth | None = None
+    #: bounds the actions scored per decision (service/candidates.py); None: all scored
+    selection: CandidateSelection | None = None
     #: draws decision ids: 128 random bits, seeded from os.urandom (uuid4 cost a syscall)
     ids: random.Random = field(default_factory=random.Random)
 
@@ -145,6 +154,15 @@ class DecisionEngine:
 
             basket = getattr(ctx, self.encoder.basket) if self.encoder.basket else ()
             basket_rows = eligibility.basket_rows(basket)
+            # A large catalog: at most `max_scored` candidates, from cheap sources.
+            selection, n_eligible = self.selection, len(rows)
+            selected: Candidates | None = None
+            if selection is not None and selection.active(n_eligible):
+                selected = selection.select(
+                    rows, eligibility.universe(req.channel, req.placement, req.candidates, rows),
+                    req.channel, req.placement, seen_as, ctx, basket_rows, req.candidates is not None)
+                if selected is not None:
+                    rows = selected.rows
             before, rows = rows, eligibility.filter(rows, basket_rows)
             if removals is not None:
                 removals.add(before, rows, "in_basket")
@@ -273,6 +291,9 @@ class DecisionEngine:
                 "context": ctx.model_dump(exclude_defaults=True),
                 "model": versions["offline"],
                 "candidates": [ids[r] for r in rows.tolist()],
+                # which source proposed each candidate (a selection), of how many eligible
+                **({"candidate_sources": selected.sources_of(rows), "eligible": n_eligible}
+                   if selected is not None else {}),
                 "shown": [
                     {"action_id": a["action_id"], "rank": a["rank"],
                      "probability": a["probability"], "propensity": a["propensity"],

@@ -150,9 +150,11 @@ class _Numeric:
     low: np.ndarray
     high: np.ndarray
 
-    def mask(self, value: Any) -> np.ndarray:
+    def mask(self, value: Any, rows: np.ndarray | None = None) -> np.ndarray:
+        """The actions (of `rows`, if given) whose bounds hold `value`."""
         v = self.default if value is None else float(value)
-        return (self.low <= v) & (v <= self.high)
+        low, high = (self.low, self.high) if rows is None else (self.low[rows], self.high[rows])
+        return (low <= v) & (v <= high)
 
 
 @dataclass(frozen=True)
@@ -425,12 +427,15 @@ class Rules:
             checks.append((reason, ~has_rule | hits if wanted else ~hits))
         return checks
 
-    def mask(self, d: Decision, now: float | None = None) -> np.ndarray | None:
-        """Catalog-wide: every rule holds for this decision (None: no action has a rule).
+    def mask(self, d: Decision, now: float | None = None,
+             rows: np.ndarray | None = None) -> np.ndarray | None:
+        """Catalog-wide: every rule holds for this decision (None: no action has a rule);
+        with `rows`, over those rows only.
 
         The window and the categorical conditions depend on few values: their combined
         mask is kept per combination (at most `MAX_COMBINATIONS`); each numeric bound is
-        two comparisons over the catalog.
+        two comparisons over the catalog (over the `rows` given only: a large catalog's
+        selected candidates, `service/candidates.py`).
         """
         if not self.active:
             return None
@@ -444,11 +449,13 @@ class Rules:
             if len(self._combined) >= MAX_COMBINATIONS:
                 self._combined.clear()
             self._combined[key] = mask
+        if rows is not None:
+            mask = mask[rows]
         for x in self._numeric:  # few conditions: one pass each is cheaper than a 2-D reduction
-            mask = mask & x.mask(self._value(x.source, x.field, d, True))
+            mask = mask & x.mask(self._value(x.source, x.field, d, True), rows)
         if self._basket_rows.size or self._requires is not None or self._excludes is not None:
             for _, m in self._checks(d, now, structural_only=True):
-                mask = mask & m
+                mask = mask & (m if rows is None else m[rows])
         return mask
 
     def reasons(self, d: Decision, rows: np.ndarray, now: float | None = None) -> list[str]:

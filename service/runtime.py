@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from features.config import World, configured_world
+from features.config import World, configured_world, interactions_path
 from features.encoding import Encoder
 from features.online import (
     EntityLayout,
@@ -25,6 +25,7 @@ from features.online import (
     SqliteFeatureReader,
 )
 from service.action_features import ActionFeatureCache
+from service.candidates import CandidateSelection, co_purchase_of
 from service.catalog import Catalog
 from service.catalog_admin import CatalogAdmin, build, import_file
 from service.catalog_store import CatalogStore, catalog_store
@@ -303,6 +304,7 @@ class Runtime:
             control=(ControlGroup(settings.control_share, settings.control_policy, settings.control_salt)
                      if settings.control_share > 0 else None),
             health=health,
+            selection=cls._selection(settings, world, encoder, requests),
         )
 
         def kind_of(action_id: str) -> str | None:
@@ -349,6 +351,19 @@ class Runtime:
             insights=insights,
         )
 
+    @staticmethod
+    def _selection(settings: Settings, world: World, encoder: Encoder,
+                   requests: RequestModels) -> CandidateSelection | None:
+        """The candidate selection step (None: MAX_SCORED 0, every action scored)."""
+        if settings.max_scored == 0:
+            return None
+        log_path = interactions_path(settings.data_dir)
+        action_key = world.join_key(world.action_entity)
+        return CandidateSelection(
+            settings.max_scored, encoder, requests.decision.placements_by_channel,
+            requests.warmup().context, settings.candidate_refresh_seconds,
+            lambda: co_purchase_of(log_path, encoder.basket, action_key))
+
     async def start(self) -> None:
         """Connect, load action features, start background work, warm up, turn ready."""
         await self.state.ping()
@@ -377,6 +392,10 @@ class Runtime:
         if self.settings.folds_feedback:
             replayed = await self._replay_feedback()
             self.tasks.append(asyncio.create_task(self.feedback_loop.run(), name="feedback-loop"))
+        selection = self.engine.selection
+        if selection is not None:  # rankings before the first decision, then kept fresh
+            await selection.refresh_if_stale(self.engine)
+            self.tasks.append(asyncio.create_task(selection.run(self.engine), name="candidates"))
         await self.engine.decide(self.requests.warmup(), record=False)
         # Everything loaded so far lives as long as the process: move it out of the
         # collector's way, so full collections do not pause decisions for tens of ms.

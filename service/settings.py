@@ -81,6 +81,18 @@ class Settings(BaseSettings):
         "actions (0: among all). Cheaper exploration; off-policy estimates then only "
         "support policies that stay within that window.",
     )
+    max_scored: int = Field(
+        100, ge=0, description="At most this many actions scored per decision: a slot with "
+        "more eligible actions scores the candidates cheap sources propose (the best by the "
+        "offline model per channel x placement x segment, basket neighbours, the customer's "
+        "strongest categories, under-explored actions, the caller's list; docs/catalog.md, "
+        "Large catalogs). 0: every eligible action is scored.",
+    )
+    candidate_refresh_seconds: float = Field(
+        300.0, gt=0, description="How often the candidate sources' rankings are computed "
+        "again (in the background; also when the model or the catalog changes), with "
+        "MAX_SCORED below the catalog's size.",
+    )
     decision_ttl_seconds: int = Field(
         86_400, gt=0, description="How long a decision can still receive feedback."
     )

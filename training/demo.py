@@ -13,6 +13,7 @@ differ).
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from pathlib import Path
@@ -25,7 +26,8 @@ from service.registry import registry_for
 from service.settings import Settings
 from training.demo_data import generate
 from training.train import train
-from training.worlds import EXAMPLES
+from training.world import DEFAULT_ACTIONS
+from training.worlds import EXAMPLES, WORLD_FILE
 
 log = logging.getLogger("nextbest")
 
@@ -56,18 +58,24 @@ def example_settings(settings: Settings, example: str = DEFAULT_WORLD) -> Settin
     })
 
 
-def prepare_demo(settings: Settings, force: bool = False, example: str = DEFAULT_WORLD) -> None:
+def prepare_demo(settings: Settings, force: bool = False, example: str = DEFAULT_WORLD,
+                 n_actions: int | None = None) -> None:
     """Generate the example's data, load the online store, train a model and promote it to
     champion, where missing (a champion trained on other input columns or encodings than
     the configured world's counts as missing; one from before manifests recorded the
     encoding does not, when its columns match). `settings` are the example's
     (`example_settings`). Registering never promotes elsewhere: the demo promotes the
-    model it trains, and the newest one when nothing was ever promoted."""
+    model it trains, and the newest one when nothing was ever promoted. `n_actions`: a
+    scaled catalog (retail only); data generated for another size is generated anew, with
+    its online store and model."""
     data_dir = settings.data_dir
     world = configured_world(settings.config)
+    if n_actions is not None and _generated_actions(data_dir) not in (None, n_actions):
+        log.info("the data in %s has another catalog size: generating it anew", data_dir)
+        force = True
     if force or not (settings.catalog_file.is_file() and interactions_path(data_dir).is_file()):
         log.info("generating %s demo data in %s", example, data_dir)
-        generate(data_dir, example=example)
+        generate(data_dir, example=example, n_actions=n_actions)
     online_db = data_dir / "feast" / "online.db"
     if force or settings.redis_url or not online_db.is_file():
         target = "Redis" if settings.redis_url else "SQLite"
@@ -99,6 +107,14 @@ def prepare_demo(settings: Settings, force: bool = False, example: str = DEFAULT
             log.info("the demo promoted %s v%s to champion", settings.model_name, serving)
     finally:
         registry.store.close()
+
+
+def _generated_actions(data_dir: Path) -> int | None:
+    """How many actions the data in `data_dir` was generated with (None: no data)."""
+    saved = data_dir / WORLD_FILE
+    if not saved.is_file():
+        return None
+    return int(json.loads(saved.read_text()).get("n_actions", DEFAULT_ACTIONS))
 
 
 def _stale(manifest: ModelManifest, encoder: Encoder) -> bool:

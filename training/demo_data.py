@@ -43,6 +43,7 @@ def generate(
     n_interactions: int = 300_000,
     progress: bool = True,
     example: str = "retail",
+    n_actions: int | None = None,
 ) -> None:
     """Write an example world's catalog, feature history and interaction log (seconds, seeded).
 
@@ -51,7 +52,8 @@ def generate(
     modest shop): the offline model's decisions keep improving with more log long after
     its holdout AUC stops moving, so the default log is longer than the AUC alone would
     ask for (`nextbest simulate` measures the decisions, as a share of the oracle's
-    reward: docs/decision-quality.md).
+    reward: docs/decision-quality.md). `n_actions` scales the catalog (retail only; None:
+    the world's own), as the large-catalog benchmarks do (docs/benchmarks.md).
     """
     from service.catalog import load_catalog
 
@@ -64,7 +66,7 @@ def generate(
     steps = tqdm(total=5, desc=f"{example} data", disable=not progress, unit="step")
 
     config = shipped_world(example)
-    truth = build_truth(example, seed, n_customers, now)
+    truth = build_truth(example, seed, n_customers, now, n_actions)
     rng = np.random.default_rng([seed, 2])
     catalog = {
         "version": f"demo-{seed}" if example == "retail" else f"{example}-{seed}",

@@ -74,6 +74,11 @@ DECISION_SCHEMA = pa.schema([
     _col("model", pa.string(), "the offline model, `name:version`"),
     _col("context", pa.string(), "the request context as JSON (keys sorted; defaults left out)"),
     _col("candidates", _LIST_STR, "the eligible actions the policy chose among"),
+    _col("candidate_sources", _LIST_STR, "per candidate: the source that proposed it, when "
+         "the catalog's slot held more than MAX_SCORED actions (`basket`, `category`, `explore`, "
+         "`slot_best`, `caller`; empty: every eligible action was a candidate)"),
+    _col("eligible", pa.int64(), "how many actions were eligible before the candidate "
+         "selection (null: no selection, `candidates` are all of them)"),
     _col("action_ids", _LIST_STR, "the actions shown, rank 1 first"),
     _col("probabilities", _LIST_F64, "per shown action: the probability that the policy "
          "(exploration included) picked it for its slot"),
@@ -126,6 +131,8 @@ def decision_row(entry_id: str, r: dict[str, Any]) -> dict[str, Any]:
         "segment": r.get("segment"), "model": r.get("model"),
         "context": json.dumps(r.get("context") or {}, sort_keys=True, separators=(",", ":")),
         "candidates": r.get("candidates") or [],
+        "candidate_sources": r.get("candidate_sources") or [],
+        "eligible": r.get("eligible"),
         "action_ids": [s["action_id"] for s in shown],
         "probabilities": [s.get("probability") for s in shown],
         "propensities": [s.get("propensity") for s in shown],

@@ -303,11 +303,12 @@ def simulate(url: str, data_dir: Path, models_dir: Path, *, decisions: int = 20_
 
 
 # --- command line -------------------------------------------------------------------------
-def _start_service(settings: Settings, example: str, port: int, seed: int) -> subprocess.Popen[bytes]:
+def _start_service(settings: Settings, example: str, port: int, seed: int,
+                   n_actions: int | None = None) -> subprocess.Popen[bytes]:
     """Prepare the example's data and model where missing (as `nextbest demo` does), then serve."""
     from training.demo import prepare_demo
 
-    prepare_demo(settings, example=example)
+    prepare_demo(settings, example=example, n_actions=n_actions)
     env = dict(os.environ, NEXTBEST_DATA_DIR=str(settings.data_dir),
                NEXTBEST_MODELS_DIR=str(settings.models_dir), NEXTBEST_SEED=str(seed))
     if settings.config is not None:
@@ -350,6 +351,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--limit", type=int, default=1)
     parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--n-actions", type=int, default=None, metavar="N",
+                        help="with --start, retail: prepare the world with a catalog of N actions "
+                             "(as `nextbest demo --n-actions`)")
     parser.add_argument("--accept-replaces-impression", action="store_true",
                         help="diagnostic: send only `accept` (no `impression`) when accepted")
     parser.add_argument("--dismissals", action="store_true",
@@ -367,7 +371,10 @@ def main(argv: list[str] | None = None) -> int:
     except ExampleRefused as exc:
         print(f"nextbest simulate: {exc}", file=sys.stderr)
         return 2
-    proc = _start_service(settings, args.example, args.port, args.seed) if args.start else None
+    if args.n_actions is not None and (args.example != "retail" or not args.start):
+        parser.error("--n-actions needs --start and the retail example")
+    proc = (_start_service(settings, args.example, args.port, args.seed, args.n_actions)
+            if args.start else None)
     url = args.url or f"http://127.0.0.1:{args.port}"
     try:
         report = simulate(url, settings.data_dir, settings.models_dir, decisions=args.decisions,

@@ -72,6 +72,8 @@ CONTEXT_WEIGHTS: dict[str, dict[str, float]] = {
 STAGE_AWARE_CHANNELS = frozenset({"pos", "call_center", "email"})
 DISMISS_RATES = {"web": 0.02, "app": 0.04, "pos": 0.25, "call_center": 0.35, "email": 0.01}
 MAX_BASKET_ITEMS = 6
+#: the demo catalog's size (`World.build(n_actions=...)` scales it)
+DEFAULT_ACTIONS = 60
 
 #: Weekly feature snapshots, days before `now`; the last one is what the online store serves.
 SNAPSHOT_AGES_DAYS: tuple[float, ...] = (35.0, 28.0, 21.0, 14.0, 7.0, 1.0)
@@ -164,8 +166,12 @@ class World:
     _arrays: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
     @classmethod
-    def build(cls, seed: int, n_customers: int, now: datetime) -> World:
-        """The same seed, size and anchor time rebuild the same world (see world.json)."""
+    def build(cls, seed: int, n_customers: int, now: datetime,
+              n_actions: int = DEFAULT_ACTIONS) -> World:
+        """The same seed, size and anchor time rebuild the same world (see world.json).
+
+        `n_actions`: the catalog's size; the default is the demo's shop, a larger one
+        scales it with more products (`_build_actions`)."""
         rng = np.random.default_rng([seed, 1])
         n = n_customers
         segment = rng.choice(len(SEGMENTS), size=n, p=_SEGMENT_P)
@@ -178,7 +184,7 @@ class World:
         stages[:, 0] = sample_rows(rng, _STAGE_START[segment])
         for k in range(1, stages.shape[1]):
             stages[:, k] = sample_rows(rng, _STAGE_NEXT[stages[:, k - 1]])
-        actions, quality = _build_actions(rng)
+        actions, quality = _build_actions(rng, n_actions)
         ids = [f"c{i:05d}" for i in range(n)]
         return cls(seed, now, ids, segment, preference, price_sensitivity, habits, activity,
                    stages, actions, quality)
@@ -299,8 +305,9 @@ class World:
         logit += self.quality[a]
         if basket is not None:
             basket = np.asarray(basket, dtype=bool)
-            onehot = np.eye(len(CATEGORIES))[arr["category"]]
-            basket_cats = basket.astype(np.float64) @ onehot > 0  # (n, categories)
+            # (n, categories), a category at a time: no float copy of a large catalog's basket
+            basket_cats = np.stack([basket[:, arr["category"] == k].any(axis=1)
+                                    for k in range(len(CATEGORIES))], axis=1)
             complement = (basket_cats * _COMPLEMENT[cat]).any(axis=1)
             same = basket_cats[np.arange(n), cat]
             logit += np.where(complement, 0.7, 0.0)
@@ -379,21 +386,34 @@ class World:
 
     def to_json(self) -> dict[str, Any]:
         """What rebuilds this world with `World.from_json` (saved as demo/world.json)."""
-        return {"world": self.name, "seed": self.seed, "n_customers": len(self.customer_ids),
-                "now": self.now.isoformat(), "snapshot_ages_days": list(SNAPSHOT_AGES_DAYS)}
+        saved: dict[str, Any] = {
+            "world": self.name, "seed": self.seed, "n_customers": len(self.customer_ids),
+            "now": self.now.isoformat(), "snapshot_ages_days": list(SNAPSHOT_AGES_DAYS)}
+        if len(self.actions) != DEFAULT_ACTIONS:
+            saved["n_actions"] = len(self.actions)
+        return saved
 
     @classmethod
     def from_json(cls, saved: dict[str, Any]) -> World:
         return cls.build(int(saved["seed"]), int(saved["n_customers"]),
-                         datetime.fromisoformat(saved["now"]))
+                         datetime.fromisoformat(saved["now"]),
+                         int(saved.get("n_actions", DEFAULT_ACTIONS)))
 
 
-def _build_actions(rng: np.random.Generator) -> tuple[list[ActionSpec], np.ndarray]:
-    """60 actions: 42 products, 12 offers, 6 services, with hidden quality."""
+def _build_actions(rng: np.random.Generator,
+                   n_actions: int = DEFAULT_ACTIONS) -> tuple[list[ActionSpec], np.ndarray]:
+    """12 offers, 6 services and products for the rest (the default 60: 42 products, 7 per
+    category), with hidden quality. A larger catalog only has more products, spread over
+    the categories as evenly as they divide; the default one's draws are unchanged."""
+    n_products = n_actions - 18
+    if n_products < len(CATEGORIES):
+        raise ValueError(f"n_actions: the retail world needs at least {18 + len(CATEGORIES)} "
+                         f"actions (12 offers, 6 services, a product per category), got {n_actions}")
     actions: list[ActionSpec] = []
     web_placements = ["home", "product", "cart", "search"]
     for c, category in enumerate(CATEGORIES):
-        for j in range(7):
+        per_category = n_products // len(CATEGORIES) + (c < n_products % len(CATEGORIES))
+        for j in range(per_category):
             price = float(np.round(_CATEGORY_PRICE[c] * rng.lognormal(0, 0.45), 2))
             margin = float(np.round(np.clip(_CATEGORY_MARGIN[c] + rng.normal(0, 0.05), 0.05, 0.7), 3))
             discount = float(rng.choice([0.0, 0.0, 0.0, 0.1, 0.2]))

@@ -23,17 +23,26 @@ EXAMPLES = tuple(TRUTHS)
 WORLD_FILE = Path("demo") / "world.json"
 
 
-def build_truth(name: str, seed: int, n_customers: int, now: datetime) -> Truth:
-    """The truth of example world `name`; the same seed, size and time rebuild the same one."""
+def build_truth(name: str, seed: int, n_customers: int, now: datetime,
+                n_actions: int | None = None) -> Truth:
+    """The truth of example world `name`; the same seed, size and time rebuild the same one.
+
+    `n_actions`: a scaled catalog (retail only; None: the world's own)."""
     if name not in TRUTHS:
         raise ValueError(f"no example world {name!r}; choose one of {', '.join(EXAMPLES)}")
-    return TRUTHS[name].build(seed, n_customers, now)
+    if n_actions is None:
+        return TRUTHS[name].build(seed, n_customers, now)
+    if name != "retail":
+        raise ValueError(f"n_actions: only the retail world scales its catalog, not {name!r}")
+    return World.build(seed, n_customers, now, n_actions)
 
 
 def truth_from_json(saved: dict[str, Any]) -> Truth:
     """The truth `saved` (a world.json document) describes."""
+    n_actions = saved.get("n_actions")
     return build_truth(str(saved.get("world", "retail")), int(saved["seed"]),
-                       int(saved["n_customers"]), datetime.fromisoformat(saved["now"]))
+                       int(saved["n_customers"]), datetime.fromisoformat(saved["now"]),
+                       int(n_actions) if n_actions is not None else None)
 
 
 def load_truth(data_dir: Path) -> Truth:

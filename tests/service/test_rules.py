@@ -114,6 +114,20 @@ def test_prerequisites_and_exclusions_of_holders() -> None:
     assert allowed(c, held=["a2"]) == ["a0", "a2"]
 
 
+def test_the_mask_over_some_rows_is_the_catalog_wide_mask_at_those_rows() -> None:
+    c = catalog({"segments": ["vip"]}, {"customer": {"price_sensitivity": {"min": 0.6}}},
+                {"context": {"cart_value": {"max": 10}}}, {"basket_has_category": ["fashion"]},
+                {"requires": ["a0"]}, None)
+    for values, ctx, basket in (({"price_sensitivity": 0.7}, Ctx(cart_value=5.0), [1]),
+                                ({"price_sensitivity": 0.1}, Ctx(cart_value=50.0), [0])):
+        d = Decision({"segment": "vip"}, values, ctx, np.array(basket, dtype=np.int64), None)
+        whole = c.rules.mask(d)
+        rows = np.array([5, 1, 3, 2])
+        some = c.rules.mask(d, rows=rows)
+        assert whole is not None and some is not None
+        assert some.tolist() == whole[rows].tolist()
+
+
 def test_reasons_name_the_first_rule_each_removed_candidate_failed() -> None:
     c = catalog({"segments": ["vip"]}, {"context": {"cart_value": {"min": 50}}}, None)
     d = Decision({"segment": "new"}, {}, Ctx(), np.zeros(0, dtype=np.int64), None)
