@@ -25,6 +25,10 @@ def share(value: float | None) -> str:
     return "-" if value is None else f"{value:.0%}"
 
 
+#: nextbest's CPU per request over the bare endpoint's at the target rate (issue 26)
+CPU_RATIO_GOAL = 1.6
+
+
 def goals(results: dict[str, Any]) -> list[dict[str, Any]]:
     """The issue's targets, each with what was measured and whether it is met."""
     t = results["targets"]
@@ -38,10 +42,18 @@ def goals(results: dict[str, Any]) -> list[dict[str, Any]]:
     if nb and bare:
         p_nb = next((p for p in nb["sweep"] if p["rate"] == rate), None)
         p_bare = next((p for p in bare["sweep"] if p["rate"] == rate), None)
+        cpu_nb, cpu_bare = ((p or {}).get("cpu_ms_per_request") for p in (p_nb, p_bare))
+        if cpu_nb and cpu_bare:
+            # the figure that counts; in one run of its own (alternating rounds): --gate
+            ratio = cpu_nb / cpu_bare
+            add(f"nextbest CPU per request at {rate} req/s <= {CPU_RATIO_GOAL}x bare's "
+                "(this sweep point; alternating rounds: `--gate`)",
+                f"{cpu_nb:.3f} / {cpu_bare:.3f} ms = x{ratio:.2f}", ratio <= CPU_RATIO_GOAL)
         if p_nb and p_bare and p_bare["p99_ms"]:
+            # reported, not gated: on a shared machine p99 moves with the machine
             ratio = p_nb["p99_ms"] / p_bare["p99_ms"]
-            add(f"nextbest p99 at {rate} req/s <= 1.5x bare p99",
-                f"{p_nb['p99_ms']:.2f} / {p_bare['p99_ms']:.2f} ms = x{ratio:.2f}", ratio <= 1.5)
+            add(f"nextbest p99 at {rate} req/s against bare p99 (reported, not gated)",
+                f"{p_nb['p99_ms']:.2f} / {p_bare['p99_ms']:.2f} ms = x{ratio:.2f}", None)
         if p_nb:
             add(f"nextbest at {rate} req/s: zero errors, zero dropped",
                 f"errors {p_nb['errors']}, dropped {p_nb['dropped']}",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from load_tests.report import plot, series, summarize_profile
 
@@ -37,3 +38,22 @@ def test_the_sweep_is_a_line_and_the_search_steps_are_markers(tmp_path: Path) ->
     results = {"targets": {"nextbest": target}, "p99_limit_ms": 50.0, "generator": "openloop"}
     plot(results, tmp_path / "bench.png")
     assert (tmp_path / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_goal_that_counts_is_cpu_per_request_and_p99_is_reported_only() -> None:
+    from load_tests.report import CPU_RATIO_GOAL, goals
+
+    def target(cpu: float, p99: float) -> dict[str, Any]:
+        point = {"rate": 1000, "p99_ms": p99, "p50_ms": 1.0, "cpu_ms_per_request": cpu,
+                 "errors": 0, "dropped": 0}
+        return {"sweep": [point], "max_sustainable": {"rate": 800}, "ready_seconds": 1.0}
+
+    results: dict[str, Any] = {"target_rate": 1000,
+                               "targets": {"bare": target(0.2, 5.0), "nextbest": target(0.5, 50.0)}}
+    found = {g["goal"].split(" (")[0]: g for g in goals(results)}
+    cpu = found[f"nextbest CPU per request at 1000 req/s <= {CPU_RATIO_GOAL}x bare's"]
+    assert cpu["measured"] == "0.500 / 0.200 ms = x2.50" and cpu["met"] is False
+    p99 = found["nextbest p99 at 1000 req/s against bare p99"]
+    assert p99["met"] is None and "x10.00" in p99["measured"]
+    results["targets"]["nextbest"] = target(0.3, 50.0)
+    assert any(g["met"] for g in goals(results) if g["goal"].startswith("nextbest CPU"))
