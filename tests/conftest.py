@@ -3,6 +3,7 @@ Cluster on loopback, both started by the suite."""
 
 from __future__ import annotations
 
+import logging
 import shutil
 from collections.abc import Iterator
 
@@ -107,3 +108,18 @@ def demo_redis_cluster(demo_cluster_materialized: str, demo: DemoDirs) -> str:
     clear_cluster(demo_cluster_materialized)
     promote(demo, "1", demo_cluster_materialized, cluster=True)
     return demo_cluster_materialized
+
+
+@pytest.fixture(autouse=True)
+def restored_logging() -> Iterator[None]:
+    """What `nextbest` commands configure undone after each test: `service.logs.configure`
+    puts a handler on the stderr of the moment (a test's captured one, closed after it), and
+    a later test's log lines would otherwise go there ("--- Logging error ---")."""
+    names = ["", "uvicorn", "uvicorn.error", "uvicorn.access", "httpx"]
+    saved = {n: (logging.getLogger(n).handlers[:], logging.getLogger(n).level,
+                 logging.getLogger(n).propagate, logging.getLogger(n).disabled) for n in names}
+    yield
+    for n, (handlers, level, propagate, disabled) in saved.items():
+        logger = logging.getLogger(n)
+        logger.handlers[:], logger.propagate, logger.disabled = handlers, propagate, disabled
+        logger.setLevel(level)

@@ -3,7 +3,6 @@ its admin API: the real app served by uvicorn, decisions and feedback over HTTP.
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -61,19 +60,6 @@ def wait_for(url: str, stream: str, added: int, key: str | None = None) -> dict[
 
 def read(out: Path, stream: str) -> Any:
     return ds.dataset(out / stream, format="parquet", partitioning="hive").to_table()
-
-
-@pytest.fixture(autouse=True)
-def restored_logging() -> Iterator[None]:
-    """What `main` configures (handlers on this test's captured stderr) undone after it."""
-    names = ["", "uvicorn", "uvicorn.error", "uvicorn.access", "httpx"]
-    saved = {n: (logging.getLogger(n).handlers[:], logging.getLogger(n).level,
-                 logging.getLogger(n).propagate, logging.getLogger(n).disabled) for n in names}
-    yield
-    for n, (handlers, level, propagate, disabled) in saved.items():
-        logger = logging.getLogger(n)
-        logger.handlers[:], logger.propagate, logger.disabled = handlers, propagate, disabled
-        logger.setLevel(level)
 
 
 @pytest.fixture
