@@ -41,12 +41,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any, ClassVar
 
 import numpy as np
 
-from training.truth import Requests, affinity_shares, codes, eligible_rows, sample_rows
+from training.truth import CatalogTruth, Requests, affinity_shares, codes, sample_rows
 
 CHANNELS = ("app", "web", "retail_store", "call_center", "sms")
 PLACEMENTS = ("home", "account", "shop", "counter", "agent", "message")
@@ -166,13 +166,14 @@ def churn_propensity(tenure: np.ndarray, contract_days: np.ndarray, dissatisfact
 
 
 @dataclass
-class TelcoWorld:
+class TelcoWorld(CatalogTruth):
     """Latent subscribers, the operator's catalog and the ground-truth acceptance model."""
 
     name: ClassVar[str] = "telco"
     stage_names: ClassVar[tuple[str, ...]] = STAGES
     category_names: ClassVar[tuple[str, ...]] = FAMILIES
     context_weights: ClassVar[dict[str, dict[str, float]]] = CONTEXT_WEIGHTS
+    snapshot_ages_days: ClassVar[tuple[float, ...]] = SNAPSHOT_AGES_DAYS
     dismiss_rates: ClassVar[dict[str, float]] = DISMISS_RATES
 
     seed: int
@@ -225,10 +226,6 @@ class TelcoWorld:
                    stages, actions, quality)
 
     # --- the catalog -------------------------------------------------------------------
-    @property
-    def action_ids(self) -> list[str]:
-        return [a.action_id for a in self.actions]
-
     def action_arrays(self) -> dict[str, np.ndarray]:
         """Catalog columns by action row (kind and category as codes); built once."""
         if not self._arrays:
@@ -243,24 +240,8 @@ class TelcoWorld:
             )
         return self._arrays
 
-    @property
-    def action_value(self) -> np.ndarray:
-        return self.action_arrays()["value"]
-
-    def eligible(self, channel: str, placement: str) -> np.ndarray:
-        return eligible_rows(self.actions, channel, placement)
-
     def slots(self) -> dict[str, tuple[str, ...]]:
         return SLOTS
-
-    def snapshot_times(self) -> list[datetime]:
-        return [self.now - timedelta(days=d) for d in SNAPSHOT_AGES_DAYS]
-
-    def stage_at(self, customer_rows: np.ndarray, times: np.ndarray) -> np.ndarray:
-        """True stage in effect at each time (latest snapshot not after it)."""
-        edges = np.array([t.timestamp() for t in self.snapshot_times()])
-        k = np.clip(np.searchsorted(edges, times, side="right") - 1, 0, len(edges) - 1)
-        return self.stages[customer_rows, k]
 
     # --- requests ---------------------------------------------------------------------------
     def draw_requests(self, rng: np.random.Generator, customers: np.ndarray) -> Requests:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, ClassVar, Protocol
 
 import numpy as np
@@ -147,6 +147,43 @@ class Truth(Protocol):
         ...
 
     def to_json(self) -> dict[str, Any]: ...
+
+
+class CatalogTruth:
+    """What every truth derives the same way from its catalog and its weekly stages: the
+    action ids and values, the actions a slot allows, the snapshot times and the stage in
+    effect at a time. A truth (a dataclass) supplies `actions`, `action_arrays()` (with a
+    `value` column), `now`, `stages` and `snapshot_ages_days`."""
+
+    #: weekly feature snapshots, days before `now`; the last is what the online store serves
+    snapshot_ages_days: ClassVar[tuple[float, ...]]
+    actions: Sequence[CatalogAction]
+    now: datetime
+    stages: np.ndarray
+
+    def action_arrays(self) -> dict[str, np.ndarray]:
+        raise NotImplementedError
+
+    @property
+    def action_ids(self) -> list[str]:
+        return [a.action_id for a in self.actions]
+
+    @property
+    def action_value(self) -> np.ndarray:
+        return self.action_arrays()["value"]
+
+    def eligible(self, channel: str, placement: str) -> np.ndarray:
+        """Action rows allowed in this slot (same rule as service.catalog.Catalog)."""
+        return eligible_rows(self.actions, channel, placement)
+
+    def snapshot_times(self) -> list[datetime]:
+        return [self.now - timedelta(days=d) for d in self.snapshot_ages_days]
+
+    def stage_at(self, customer_rows: np.ndarray, times: np.ndarray) -> np.ndarray:
+        """True journey stage in effect at each time (latest snapshot not after it)."""
+        edges = np.array([t.timestamp() for t in self.snapshot_times()])
+        k = np.clip(np.searchsorted(edges, times, side="right") - 1, 0, len(edges) - 1)
+        return self.stages[customer_rows, k]
 
 
 def sample_rows(rng: np.random.Generator, p: np.ndarray) -> np.ndarray:

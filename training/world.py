@@ -32,13 +32,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any, ClassVar
 
 import numpy as np
 
 from features.config import shipped_world
-from training.truth import Requests, affinity_shares, codes, eligible_rows, sample_rows
+from training.truth import CatalogTruth, Requests, affinity_shares, codes, sample_rows
 
 _RETAIL = shipped_world("retail")
 CHANNELS = tuple(_RETAIL.channels)
@@ -143,13 +143,14 @@ class ActionSpec:
 
 
 @dataclass
-class World:
+class World(CatalogTruth):
     """Latent customers, a catalog and the ground-truth acceptance model."""
 
     name: ClassVar[str] = "retail"
     stage_names: ClassVar[tuple[str, ...]] = JOURNEY_STAGES
     category_names: ClassVar[tuple[str, ...]] = CATEGORIES
     context_weights: ClassVar[dict[str, dict[str, float]]] = CONTEXT_WEIGHTS
+    snapshot_ages_days: ClassVar[tuple[float, ...]] = SNAPSHOT_AGES_DAYS
     dismiss_rates: ClassVar[dict[str, float]] = DISMISS_RATES
 
     seed: int
@@ -190,10 +191,6 @@ class World:
                    stages, actions, quality)
 
     # --- the catalog -------------------------------------------------------------------
-    @property
-    def action_ids(self) -> list[str]:
-        return [a.action_id for a in self.actions]
-
     def action_arrays(self) -> dict[str, np.ndarray]:
         """Catalog columns by action row (kind and category as codes); built once."""
         if not self._arrays:
@@ -207,25 +204,8 @@ class World:
             )
         return self._arrays
 
-    @property
-    def action_value(self) -> np.ndarray:
-        return self.action_arrays()["value"]
-
-    def eligible(self, channel: str, placement: str) -> np.ndarray:
-        """Action rows allowed in this slot (same rule as service.catalog.Catalog)."""
-        return eligible_rows(self.actions, channel, placement)
-
     def slots(self) -> dict[str, tuple[str, ...]]:
         return SLOTS
-
-    def snapshot_times(self) -> list[datetime]:
-        return [self.now - timedelta(days=d) for d in SNAPSHOT_AGES_DAYS]
-
-    def stage_at(self, customer_rows: np.ndarray, times: np.ndarray) -> np.ndarray:
-        """True journey stage in effect at each time (latest snapshot not after it)."""
-        edges = np.array([t.timestamp() for t in self.snapshot_times()])
-        k = np.clip(np.searchsorted(edges, times, side="right") - 1, 0, len(edges) - 1)
-        return self.stages[customer_rows, k]
 
     # --- requests ---------------------------------------------------------------------------
     def draw_requests(self, rng: np.random.Generator, customers: np.ndarray) -> Requests:
