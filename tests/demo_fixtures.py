@@ -6,6 +6,9 @@ take seconds. `demo` is the retail world (the default demo), `telco_demo` the te
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -14,8 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import httpx
 import pytest
 import redis
+
+from load_tests.processes import free_port
 
 if TYPE_CHECKING:
     from features.config import World
@@ -144,6 +150,57 @@ def serve_in_thread(app: Any, port: int) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def stop_process(proc: subprocess.Popen[bytes]) -> None:
+    """Terminate `proc` (SIGKILL after 15 s) and reap it."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=5)
+
+
+@contextmanager
+def serving_replicas(settings: dict[str, str], logs: Path, count: int = 2,
+                     timeout: float = 120.0) -> Iterator[list[str]]:
+    """`count` real `nextbest serve` processes with the NEXTBEST_* `settings` (nothing of
+    this process's own), each logging to `logs/replica<n>.log`; yields their URLs once
+    every one answers /readyz, and stops them after."""
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("NEXTBEST_")},
+           **settings, "PYTHONPATH": str(ROOT)}
+    procs: list[subprocess.Popen[bytes]] = []
+    urls: list[str] = []
+    try:
+        for n in range(count):
+            port = free_port()
+            with (logs / f"replica{n}.log").open("wb") as log:
+                procs.append(subprocess.Popen(
+                    [sys.executable, "-m", "service.cli", "serve", "--port", str(port)],
+                    cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT))
+            urls.append(f"http://127.0.0.1:{port}")
+        deadline = time.monotonic() + timeout
+        for n, (proc, url) in enumerate(zip(procs, urls, strict=True)):
+            while True:
+                if proc.poll() is not None:
+                    pytest.fail(f"replica {n} exited: {(logs / f'replica{n}.log').read_text()}")
+                try:
+                    if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                if time.monotonic() > deadline:
+                    pytest.fail(f"replica {n} not ready after {timeout:.0f} s")
+                time.sleep(0.1)
+        yield urls
+    finally:
+        for proc in procs:
+            stop_process(proc)
 
 
 def registered_copies(demo: DemoDirs, root: Path, count: int = 2) -> DemoDirs:

@@ -18,6 +18,7 @@ import httpx
 import pytest
 
 from load_tests.processes import free_port
+from tests.demo_fixtures import stop_process
 from tests.ops.conftest import ROOT
 
 #: the first `nextbest demo` generates data and trains (Feast's point-in-time join
@@ -28,16 +29,6 @@ QUERY = ('histogram_quantile(0.99, sum by (le) '
 #: channel -> a placement the retail world lets it appear on (features/worlds/retail.yaml)
 SLOTS = {"web": "home", "app": "home", "pos": "checkout", "call_center": "service", "email": "inbox"}
 CHANNELS = tuple(SLOTS)
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
 
 
 def tail(path: Path, n: int = 40) -> str:
@@ -80,7 +71,7 @@ def nextbest(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         wait_ready("nextbest demo", proc, f"{base}/readyz", log, READY_TIMEOUT, 0.5)
         yield base
     finally:
-        stop(proc)
+        stop_process(proc)
 
 
 @pytest.fixture(scope="module")
@@ -109,7 +100,7 @@ def prometheus_url(prometheus: str, nextbest: str, tmp_path_factory: pytest.Temp
         wait_ready("prometheus", proc, f"{base}/-/ready", log, 30.0, 0.2)
         yield base
     finally:
-        stop(proc)
+        stop_process(proc)
 
 
 def query(prometheus_url: str, promql: str) -> list[dict[str, object]]:

@@ -13,10 +13,7 @@ docs/catalog.md). The lag measured per change and replica is printed (`-s`).
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -26,11 +23,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from load_tests.processes import free_port
-from tests.demo_fixtures import DemoDirs, clear_service_state
+from tests.demo_fixtures import DemoDirs, clear_service_state, serving_replicas
 
 pytestmark = pytest.mark.integration
-ROOT = Path(__file__).resolve().parents[2]
 #: the documented bound: the default watch interval plus the build
 BOUND = 1.0
 NEW = {"action_id": "n001", "name": "new offer", "kind": "offer", "category": "electronics",
@@ -46,51 +41,18 @@ class Reply:
     shown: tuple[str, ...]
 
 
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
-
-
 @pytest.fixture
 def replicas(demo: DemoDirs, demo_redis: str, tmp_path: Path) -> Iterator[list[str]]:
     catalog = tmp_path / "catalog.json"
     shutil.copy(demo.data_dir / "catalog.json", catalog)
     clear_service_state(demo_redis)
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith("NEXTBEST_")},
-           "NEXTBEST_REDIS_URL": demo_redis, "NEXTBEST_DATA_DIR": str(demo.data_dir),
-           "NEXTBEST_MODELS_DIR": str(demo.models_dir), "NEXTBEST_CATALOG_PATH": str(catalog),
-           "NEXTBEST_LOG_LEVEL": "WARNING", "NEXTBEST_EPSILON": "0", "PYTHONPATH": str(ROOT)}
-    procs, urls = [], []
+    settings = {"NEXTBEST_REDIS_URL": demo_redis, "NEXTBEST_DATA_DIR": str(demo.data_dir),
+                "NEXTBEST_MODELS_DIR": str(demo.models_dir), "NEXTBEST_CATALOG_PATH": str(catalog),
+                "NEXTBEST_LOG_LEVEL": "WARNING", "NEXTBEST_EPSILON": "0"}
     try:
-        for n in range(2):
-            port = free_port()
-            log = (tmp_path / f"replica{n}.log").open("wb")
-            procs.append(subprocess.Popen(
-                [sys.executable, "-m", "service.cli", "serve", "--port", str(port)],
-                cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT))
-            urls.append(f"http://127.0.0.1:{port}")
-        deadline = time.monotonic() + 120
-        for n, (proc, url) in enumerate(zip(procs, urls, strict=True)):
-            while True:
-                if proc.poll() is not None:
-                    pytest.fail(f"replica {n} exited: {(tmp_path / f'replica{n}.log').read_text()}")
-                try:
-                    if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                if time.monotonic() > deadline:
-                    pytest.fail(f"replica {n} not ready after 120 s")
-                time.sleep(0.1)
-        yield urls
+        with serving_replicas(settings, tmp_path) as urls:
+            yield urls
     finally:
-        for proc in procs:
-            _stop(proc)
         clear_service_state(demo_redis)
 
 

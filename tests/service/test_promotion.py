@@ -10,9 +10,6 @@ load: 2 s); `nextbest_model_info` follows.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -23,12 +20,16 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from load_tests.processes import free_port
 from service import cli
-from tests.demo_fixtures import DemoDirs, clear_service_state, promote, registered_copies
+from tests.demo_fixtures import (
+    DemoDirs,
+    clear_service_state,
+    promote,
+    registered_copies,
+    serving_replicas,
+)
 
 pytestmark = pytest.mark.integration
-ROOT = Path(__file__).resolve().parents[2]
 #: the documented bound with the default watch interval: 1 s between reads, plus the load
 BOUND = 2.0
 V1, V2 = "nextbest-ranker:1", "nextbest-ranker:2"
@@ -40,16 +41,6 @@ class Reply:
     sent: float
     status: int
     version: str | None
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
 
 
 @pytest.fixture
@@ -69,34 +60,8 @@ def settings_env(demo: DemoDirs, demo_redis: str, tmp_path: Path) -> Iterator[di
 
 @pytest.fixture
 def replicas(settings_env: dict[str, str], tmp_path: Path) -> Iterator[list[str]]:
-    base = {k: v for k, v in os.environ.items() if not k.startswith("NEXTBEST_")}
-    procs, urls = [], []
-    try:
-        for n in range(2):
-            port = free_port()
-            log = (tmp_path / f"replica{n}.log").open("wb")
-            procs.append(subprocess.Popen(
-                [sys.executable, "-m", "service.cli", "serve", "--port", str(port)],
-                cwd=ROOT, env={**base, **settings_env, "PYTHONPATH": str(ROOT)},
-                stdout=log, stderr=subprocess.STDOUT))
-            urls.append(f"http://127.0.0.1:{port}")
-        deadline = time.monotonic() + 120
-        for n, (proc, url) in enumerate(zip(procs, urls, strict=True)):
-            while True:
-                if proc.poll() is not None:
-                    pytest.fail(f"replica {n} exited: {(tmp_path / f'replica{n}.log').read_text()}")
-                try:
-                    if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                if time.monotonic() > deadline:
-                    pytest.fail(f"replica {n} not ready after 120 s")
-                time.sleep(0.1)
+    with serving_replicas(settings_env, tmp_path) as urls:
         yield urls
-    finally:
-        for proc in procs:
-            _stop(proc)
 
 
 def _traffic(urls: list[str], replies: list[Reply], stop: threading.Event) -> None:
