@@ -210,7 +210,10 @@ def test_a_stall_keeps_decisions_bounded(store: RedisProcess, service: Server,
 
 
 def test_the_same_event_five_times_is_applied_once(store: RedisProcess, service: Server) -> None:
-    learned = metric(service.url, "nextbest_learner_updates_total") or 0.0
+    # the module's earlier loads learned first: nothing left in the spools (feedback
+    # spooled through an outage is written with a backoff of up to 2 s), the learner still
+    _wait_metric_at_most(service.url, 'nextbest_spool_depth{kind="feedback"}', 0.0)
+    learned = _settled_metric(service.url, "nextbest_learner_updates_total", quiet=2.5)
     duplicates = metric(service.url, "nextbest_feedback_duplicates_total") or 0.0
     with httpx.Client(base_url=service.url, timeout=5) as http:
         decision = http.post("/v1/decisions", json={
@@ -330,6 +333,26 @@ def _wait_ready(http: httpx.Client, condition: object, seconds: float = 10.0) ->
         if condition(r.json()):  # type: ignore[operator]
             return dict(r.json())
         assert time.monotonic() < deadline, f"/readyz still says {r.json()}"
+        time.sleep(0.05)
+
+
+def _settled_metric(url: str, name: str, quiet: float = 1.0, seconds: float = 30.0) -> float:
+    """The metric once it has not moved for `quiet` seconds (0 when absent)."""
+    deadline = time.monotonic() + seconds
+    value, since = metric(url, name) or 0.0, time.monotonic()
+    while time.monotonic() - since < quiet:
+        assert time.monotonic() < deadline, f"{name} still moving after {seconds} s"
+        time.sleep(0.1)
+        now = metric(url, name) or 0.0
+        if now != value:
+            value, since = now, time.monotonic()
+    return value
+
+
+def _wait_metric_at_most(url: str, name: str, at_most: float, seconds: float = 30.0) -> None:
+    deadline = time.monotonic() + seconds
+    while (metric(url, name) or 0.0) > at_most:
+        assert time.monotonic() < deadline, f"{name} stayed above {at_most}"
         time.sleep(0.05)
 
 
