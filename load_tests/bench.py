@@ -90,13 +90,17 @@ BASKET_CELLS = 200_000_000
 
 def prepare(data_dir: Path, models_dir: Path, redis_url: str, small: bool = False,
             n_actions: int | None = None, customers: int | None = None) -> None:
-    """Demo data with every action allowed everywhere, so 50 candidates can be asked for;
-    `n_actions`: the retail world scaled to that many actions (`--catalog-size`);
-    `customers`: that many customers instead of the generator's default."""
-    from features.config import shipped_world
-    from features.store import apply_and_materialize
-    from service.registry import registry_for
-    from service.settings import Settings
+    """`prepare_data`, then its features and its model served from the Redis at `redis_url`."""
+    version = prepare_data(data_dir, models_dir, small, n_actions, customers)
+    serve_from(data_dir, models_dir, redis_url, version)
+
+
+def prepare_data(data_dir: Path, models_dir: Path, small: bool = False,
+                 n_actions: int | None = None, customers: int | None = None) -> str:
+    """Demo data with every action allowed everywhere, so 50 candidates can be asked for,
+    and a model trained on it (its version, registered, not promoted); `small`: the test
+    suite's size; `n_actions`: the retail world scaled to that many actions
+    (`--catalog-size`); `customers`: that many customers instead of the generator's default."""
     from training.demo_data import generate
     from training.train import train
 
@@ -111,12 +115,25 @@ def prepare(data_dir: Path, models_dir: Path, redis_url: str, small: bool = Fals
     for action in catalog["actions"]:
         action["channels"], action["placements"] = [], []
     catalog_path.write_text(json.dumps(catalog))
-    apply_and_materialize(shipped_world("retail"), data_dir, redis_url)  # the demo data's world
     _, manifest = train(data_dir, models_dir, progress=False)
-    registry = registry_for(Settings(data_dir=data_dir, models_dir=models_dir, redis_url=redis_url),
-                            shipped_world("retail"))
+    return manifest.version
+
+
+def serve_from(data_dir: Path, models_dir: Path, url: str, version: str,
+               cluster: bool = False) -> None:
+    """`data_dir`'s features materialized into the Redis at `url` (a Redis Cluster with
+    `cluster`), and model `version` promoted there (registering never promotes)."""
+    from features.config import shipped_world
+    from features.store import apply_and_materialize
+    from service.registry import registry_for
+    from service.settings import Settings
+
+    world = shipped_world("retail")  # the demo data's world
+    apply_and_materialize(world, data_dir, url, redis_cluster=cluster)
+    registry = registry_for(Settings(data_dir=data_dir, models_dir=models_dir, redis_url=url,
+                                     redis_cluster=cluster), world)
     try:
-        registry.promote(manifest.version)  # registering never promotes
+        registry.promote(version)
     finally:
         registry.store.close()
 

@@ -24,7 +24,6 @@ Prints a Markdown table; stops everything it started.
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import tempfile
 import time
@@ -36,6 +35,7 @@ from typing import Any
 
 import redis
 
+from load_tests.bench import prepare_data, serve_from
 from load_tests.processes import start_redis, start_redis_cluster
 from load_tests.traffic import mixed_traffic
 
@@ -104,30 +104,10 @@ def commandstats(nodes: list[redis.Redis]) -> Counter[str]:
 
 def prepare(work: Path, urls: dict[str, tuple[str, bool]]) -> tuple[Path, Path]:
     """The small demo data, a model, its features in every store and the model promoted."""
-    from features.config import shipped_world
-    from features.store import apply_and_materialize
-    from service.registry import registry_for
-    from service.settings import Settings
-    from training.demo_data import generate
-    from training.train import train
-
     data_dir, models_dir = work / "data", work / "models"
-    generate(data_dir, seed=7, progress=False, n_customers=400, n_interactions=8000)
-    catalog_path = data_dir / "catalog.json"
-    catalog = json.loads(catalog_path.read_text())
-    for action in catalog["actions"]:
-        action["channels"], action["placements"] = [], []
-    catalog_path.write_text(json.dumps(catalog))
-    world = shipped_world("retail")
-    _, manifest = train(data_dir, models_dir, progress=False)
+    version = prepare_data(data_dir, models_dir, small=True)
     for url, cluster in urls.values():
-        apply_and_materialize(world, data_dir, url, redis_cluster=cluster)
-        registry = registry_for(Settings(data_dir=data_dir, models_dir=models_dir,
-                                         redis_url=url, redis_cluster=cluster), world)
-        try:
-            registry.promote(manifest.version)
-        finally:
-            registry.store.close()
+        serve_from(data_dir, models_dir, url, version, cluster=cluster)
     return data_dir, models_dir
 
 
