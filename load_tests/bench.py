@@ -130,12 +130,10 @@ def serve_from(data_dir: Path, models_dir: Path, url: str, version: str,
 
     world = shipped_world("retail")  # the demo data's world
     apply_and_materialize(world, data_dir, url, redis_cluster=cluster)
-    registry = registry_for(Settings(data_dir=data_dir, models_dir=models_dir, redis_url=url,
-                                     redis_cluster=cluster), world)
-    try:
+    settings = Settings(data_dir=data_dir, models_dir=models_dir, redis_url=url,
+                        redis_cluster=cluster)
+    with registry_for(settings, world) as registry:
         registry.promote(version)
-    finally:
-        registry.store.close()
 
 
 class Load:

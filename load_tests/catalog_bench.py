@@ -65,12 +65,9 @@ def prepare_model(root: Path, data_dir: Path) -> Path:
     models_dir = root / "models"
     if not versions(models_dir, "nextbest-ranker"):
         _, manifest = train(data_dir, models_dir, progress=False)
-        registry = registry_for(Settings(data_dir=data_dir, models_dir=models_dir),
-                                shipped_world("retail"))
-        try:
+        with registry_for(Settings(data_dir=data_dir, models_dir=models_dir),
+                                shipped_world("retail")) as registry:
             registry.promote(manifest.version)
-        finally:
-            registry.store.close()
     return models_dir
 
 

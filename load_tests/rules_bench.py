@@ -64,14 +64,11 @@ def champion_in_redis(data_dir: Path, models_dir: Path, url: str) -> None:
     from service.registry import registry_for
 
     world = shipped_world("retail")
-    local = registry_for(Settings(data_dir=data_dir, models_dir=models_dir), world)
-    shared = registry_for(Settings(data_dir=data_dir, models_dir=models_dir, redis_url=url), world)
-    try:
+    with (registry_for(Settings(data_dir=data_dir, models_dir=models_dir), world) as local,
+          registry_for(Settings(data_dir=data_dir, models_dir=models_dir, redis_url=url),
+                       world) as shared):
         version = local.pointers().champion or local.registered()[-1].manifest.version
         shared.promote(version)
-    finally:
-        local.store.close()
-        shared.store.close()
 
 
 async def measure(settings: Settings, bodies: list[dict[str, Any]], explain: bool) -> float:

@@ -255,27 +255,25 @@ def _models(settings: Settings, world: World, args: argparse.Namespace) -> int:
             return 2
         print(report.text())
         return 0
-    registry = registry_for(settings, world)
-    try:
-        if args.action == "list":
-            print(_models_table(registry))
-            return 0
-        if args.action == "promote":
-            pointers = registry.promote(args.version)
-        elif args.action == "rollback":
-            pointers = registry.rollback()
-        elif args.stop:
-            pointers = registry.stop_shadow()
-        elif args.version is None:
-            print("nextbest models shadow: give a VERSION (or --stop)", file=sys.stderr)
+    with registry_for(settings, world) as registry:
+        try:
+            if args.action == "list":
+                print(_models_table(registry))
+                return 0
+            if args.action == "promote":
+                pointers = registry.promote(args.version)
+            elif args.action == "rollback":
+                pointers = registry.rollback()
+            elif args.stop:
+                pointers = registry.stop_shadow()
+            elif args.version is None:
+                print("nextbest models shadow: give a VERSION (or --stop)", file=sys.stderr)
+                return 2
+            else:
+                pointers = registry.shadow(args.version, args.share)
+        except RegistryRefused as exc:
+            print(f"nextbest models {args.action}: {exc.message}", file=sys.stderr)
             return 2
-        else:
-            pointers = registry.shadow(args.version, args.share)
-    except RegistryRefused as exc:
-        print(f"nextbest models {args.action}: {exc.message}", file=sys.stderr)
-        return 2
-    finally:
-        registry.store.close()
     shadow = (f"v{pointers.challenger} in shadow on {pointers.share:.0%} of decisions"
               if pointers.challenger else "no challenger")
     print(f"{settings.model_name}: champion v{pointers.champion}, {shadow} "
@@ -612,11 +610,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.interactions is not None and not args.interactions.is_file():
             print(f"nextbest train: --interactions: {args.interactions} does not exist", file=sys.stderr)
             return 2
-        registry = registry_for(settings, world)
-        try:
+        with registry_for(settings, world) as registry:
             parent = registry.pointers().champion
-        finally:
-            registry.store.close()
         directory, manifest = train(
             settings.data_dir, settings.models_dir, settings.model_name,
             redis_url=settings.redis_url, algorithm=args.algorithm,

@@ -171,7 +171,7 @@ def pointer_store(settings: Settings) -> PointerStore:
 
 def registry_for(settings: Settings, world: World, encoder: Encoder | None = None) -> Registry:
     """The configured model's registry, checked against `world` (its `encoder`, when the
-    caller has built it already); close it with `registry.store.close()`."""
+    caller has built it already); `with registry_for(...) as registry:` closes its store."""
     encoder = encoder if encoder is not None else Encoder(world)
     return Registry(pointer_store(settings), settings.models_dir, settings.model_name,
                     list(encoder.columns), encoder.encoding)
@@ -197,6 +197,12 @@ class Registry:
     name: str
     columns: list[str]
     encoding: Mapping[str, Any] | None = None
+
+    def __enter__(self) -> Registry:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.store.close()
 
     def registered(self) -> list[Registered]:
         """Every registered version, oldest first."""

@@ -74,11 +74,8 @@ def promote(dirs: DemoDirs, version: str, redis_url: str | None = None,
 
     settings = Settings(data_dir=dirs.data_dir, models_dir=dirs.models_dir, redis_url=redis_url,
                         redis_cluster=cluster, config=dirs.config)
-    registry = registry_for(settings, world if world is not None else shipped_world(dirs.world))
-    try:
+    with registry_for(settings, world if world is not None else shipped_world(dirs.world)) as registry:
         registry.promote(version)
-    finally:
-        registry.store.close()
 
 
 def materialize_into(dirs: DemoDirs, url: str, cluster: bool = False) -> str:

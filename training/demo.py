@@ -84,8 +84,7 @@ def prepare_demo(settings: Settings, force: bool = False, example: str = DEFAULT
         apply_and_materialize(world, data_dir, settings.redis_url, settings.redis_cluster)
         log.info("materialized in %.1f s", time.perf_counter() - t)
     encoder = Encoder(world)
-    registry = registry_for(settings, world, encoder)
-    try:
+    with registry_for(settings, world, encoder) as registry:
         champion = registry.pointers().champion
         found = versions(settings.models_dir, settings.model_name)
         # the champion, or (models registered before the registry had pointers) the newest
@@ -105,8 +104,6 @@ def prepare_demo(settings: Settings, force: bool = False, example: str = DEFAULT
             assert serving is not None
             registry.promote(serving)
             log.info("the demo promoted %s v%s to champion", settings.model_name, serving)
-    finally:
-        registry.store.close()
 
 
 def _generated_actions(data_dir: Path) -> int | None:

@@ -117,11 +117,8 @@ def _run(settings: Settings, world: World, options: RetrainOptions, work: Path,
          say: Say) -> tuple[int, str]:
     _export(settings, options, say)
     interactions, log = _dataset(settings, world, options, say)
-    registry = registry_for(settings, world)
-    try:
+    with registry_for(settings, world) as registry:
         return _judge_and_register(settings, world, options, work, registry, interactions, log, say)
-    finally:
-        registry.store.close()
 
 
 def _judge_and_register(settings: Settings, world: World, options: RetrainOptions, work: Path,

@@ -36,15 +36,14 @@ def shadowed(demo: DemoDirs, demo_redis: str, tmp_path: Path) -> Iterator[DemoDi
     dirs = DemoDirs(demo.data_dir, models)
     clear_service_state(demo_redis)
     promote(dirs, "1", demo_redis)
-    registry = registry_for(make_settings(dirs, demo_redis), shipped_world("retail"))
-    registry.shadow("2", 1.0)
-    try:
-        yield dirs
-    finally:
-        registry.stop_shadow()
-        registry.store.close()
-        promote(DemoDirs(demo.data_dir, demo.models_dir), "1", demo_redis)
-        clear_service_state(demo_redis)
+    with registry_for(make_settings(dirs, demo_redis), shipped_world("retail")) as registry:
+        registry.shadow("2", 1.0)
+        try:
+            yield dirs
+        finally:
+            registry.stop_shadow()
+            promote(DemoDirs(demo.data_dir, demo.models_dir), "1", demo_redis)
+            clear_service_state(demo_redis)
 
 
 def test_the_report_compares_the_two_models_on_the_shadowed_decisions(
