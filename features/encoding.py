@@ -25,10 +25,11 @@ read as "no affinity, not in the basket". Missing features take `world.defaults`
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -66,9 +67,9 @@ class CustomerVector:
     crosses: np.ndarray | None = field(default=None, compare=False, repr=False)
 
 
-@dataclass(frozen=True)
-class ContextVector:
-    """The request's encoded block and the value codes the context affinities gather with."""
+class ContextVector(NamedTuple):
+    """The request's encoded block and the value codes the context affinities gather with
+    (a tuple: one is built per decision, cheaper than a dataclass)."""
 
     block: np.ndarray  # (context columns,) float32
     codes: tuple[int, ...]  # one per context feature an affinity reads (-1 unknown)
@@ -473,12 +474,12 @@ class Encoder:
         of which a world has few combinations: they are built once per combination
         (`_context_template`) and copied; the numbers and counts are set per request.
         """
-        mapping = isinstance(ctx, Mapping)
         values: dict[str, Any] = {"channel": channel, "placement": placement}
+        read = ctx.get if isinstance(ctx, Mapping) else functools.partial(getattr, ctx)
         for name, default in self._context_reads:
-            value = ctx.get(name) if mapping else getattr(ctx, name, None)
+            value = read(name, None)
             values[name] = default if value is None else value
-        key = tuple(values[name] for name in self._context_keys)
+        key = tuple([values[name] for name in self._context_keys])
         try:
             template = self._context_templates.get(key)
         except TypeError:  # a one-hot over a value that is not hashable: nothing to reuse
