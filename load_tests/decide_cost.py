@@ -6,13 +6,15 @@ tight loop, no HTTP, no JSON parse, embedded state: the CPU time per decision (l
 With `--against DIR`, this checkout and DIR are measured in turn, each in a fresh process
 with its checkout first on the path, `--rounds` times, and the medians printed side by
 side (the other checkout needs only `service/` and `load_tests/traffic.py`: this file is
-run from here).
+run from here). `--gc-off` measures with the garbage collector disabled, whose passes
+otherwise fall in whichever stage crosses its allocation threshold.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import os
 import statistics
@@ -25,7 +27,8 @@ from typing import Any
 HERE = Path(__file__).resolve().parents[1]
 
 
-async def measure(data_dir: Path, models_dir: Path, requests: int, passes: int) -> dict[str, float]:
+async def measure(data_dir: Path, models_dir: Path, requests: int, passes: int,
+                  gc_off: bool = False) -> dict[str, float]:
     """Microseconds per decision: `cpu` (process time) and each stage's time."""
     from load_tests.traffic import mixed_traffic
     from service.metrics import Metrics
@@ -42,6 +45,8 @@ async def measure(data_dir: Path, models_dir: Path, requests: int, passes: int) 
         for r in decisions[:200]:  # warm the customer cache and the views
             await runtime.engine.decide(r)
         least: dict[str, float] = {}
+        if gc_off:
+            gc.disable()
         sums: dict[str, float] = metrics.stage_latency._sums
         for _ in range(passes):
             before = dict(sums)
@@ -54,13 +59,15 @@ async def measure(data_dir: Path, models_dir: Path, requests: int, passes: int) 
                 least[name] = min(least.get(name, float("inf")), seconds / len(decisions) * 1e6)
         return least
     finally:
+        gc.enable()
         await runtime.stop()
 
 
 def _in_process_of(checkout: Path, args: argparse.Namespace) -> dict[str, float]:
     command = [sys.executable, str(HERE / "load_tests" / "decide_cost.py"), "--once",
                "--data-dir", str(args.data_dir), "--models-dir", str(args.models_dir),
-               "--requests", str(args.requests), "--passes", str(args.passes)]
+               "--requests", str(args.requests), "--passes", str(args.passes),
+               *(["--gc-off"] if args.gc_off else [])]
     env = {**os.environ, "PYTHONPATH": str(checkout), "PYTHONHASHSEED": "0"}
     done = subprocess.run(command, cwd=checkout, env=env, capture_output=True, text=True, check=True)
     result: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
@@ -75,11 +82,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--passes", type=int, default=5)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--against", type=Path, help="another checkout, measured in turn")
+    parser.add_argument("--gc-off", action="store_true", help="with the garbage collector disabled")
     parser.add_argument("--once", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     args.data_dir, args.models_dir = args.data_dir.resolve(), args.models_dir.resolve()
     if args.once:
-        print(json.dumps(asyncio.run(measure(args.data_dir, args.models_dir, args.requests, args.passes))))
+        print(json.dumps(asyncio.run(measure(args.data_dir, args.models_dir, args.requests, args.passes,
+                                             args.gc_off))))
         return
     checkouts = {"this": HERE, **({"other": args.against.resolve()} if args.against else {})}
     runs: dict[str, list[dict[str, float]]] = {name: [] for name in checkouts}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import shutil
 from pathlib import Path
 
@@ -15,7 +16,8 @@ def test_a_short_run_measures_the_cpu_and_every_stage(demo: DemoDirs, tmp_path: 
     data_dir, models_dir = tmp_path / "var", tmp_path / "models"
     shutil.copytree(demo.data_dir, data_dir)
     shutil.copytree(demo.models_dir, models_dir)
-    result = asyncio.run(decide_cost.measure(data_dir, models_dir, requests=40, passes=1))
+    result = asyncio.run(decide_cost.measure(data_dir, models_dir, requests=40, passes=1, gc_off=True))
+    assert gc.isenabled()
     assert set(result) == {"cpu", *STAGES}
     assert result["cpu"] > 0 and result["features"] > 0 and result["offline"] > 0
     table = decide_cost.table({"this": [result], "other": [result]})
