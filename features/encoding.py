@@ -8,11 +8,14 @@ and then works on blocks in the world's column order:
 
 At decision time the customer and context blocks are one row each and are broadcast over
 the candidates; the action block is encoded for the whole catalog ahead of time and
-gathered by index; every cross is a numpy gather over the candidates (the affinities
-index a per-customer table by the action's or the context's value code). No
-per-candidate Python runs, and nothing here names a feature of a particular world: the
-basket, the affinity prefixes and the features the crosses read all come from the
-declarations. Training passes one row per example for every block
+gathered by index; the crosses are one gather over the candidates. Each customer's
+vector carries its affinity tables already transformed (`CustomerVector.crosses`; the
+log applied), and each action row of the catalog carries, per cross column, where its
+value sits in one decision's values (`ActionMatrix.cross_index`): in the customer's
+tables at the action's value code, or among what the context and the basket give the
+decision as a whole. No per-candidate Python runs, and nothing here names a feature of a
+particular world: the basket, the affinity prefixes and the features the crosses read
+all come from the declarations. Training passes one row per example for every block
 (`Encoder.encode_examples`) and gets the same columns.
 
 Unknown values: a one-hot with `unknown: other` sets its `<feature>=other` column, with
@@ -22,10 +25,11 @@ read as "no affinity, not in the basket". Missing features take `world.defaults`
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
-from typing import Any
+from dataclasses import dataclass, field, replace
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -58,11 +62,14 @@ class CustomerVector:
     #: code -1 (an unknown value) reads
     affinities: tuple[np.ndarray, ...]
     labels: Mapping[str, str]
+    #: the affinity crosses' tables, one after the other, as their columns read them (the
+    #: log applied); None: derived from `affinities` when needed
+    crosses: np.ndarray | None = field(default=None, compare=False, repr=False)
 
 
-@dataclass(frozen=True)
-class ContextVector:
-    """The request's encoded block and the value codes the context affinities gather with."""
+class ContextVector(NamedTuple):
+    """The request's encoded block and the value codes the context affinities gather with
+    (a tuple: one is built per decision, cheaper than a dataclass)."""
 
     block: np.ndarray  # (context columns,) float32
     codes: tuple[int, ...]  # one per context feature an affinity reads (-1 unknown)
@@ -76,6 +83,9 @@ class ActionMatrix:
     block: np.ndarray  # (n_actions, action columns) float32
     features: tuple[str, ...]  # the one-hot encoded action features, in `codes` order
     codes: tuple[np.ndarray, ...]  # per feature: (n_actions,) int64 index into its vocabulary, -1 unknown
+    #: (n_actions, cross columns): where each cross value of an action sits in a decision's
+    #: values (`Encoder.encode_candidates`); None: derived from `codes` when needed
+    cross_index: np.ndarray | None = field(default=None, compare=False, repr=False)
 
     @property
     def index(self) -> dict[str, int]:
@@ -281,16 +291,78 @@ class Encoder:
         #: (context field, its default) of every field the context block or a cross reads
         self._context_reads = tuple((name, context_defaults.get(name)) for name in world.context
                                     if name in read)
-        #: the action code columns the crosses gather over the candidates
-        self._gathered = tuple(sorted({x.code for x in crosses
-                                       if x.kind in (_AFFINITY_ACTION, _SHARE)}))
         #: the categorical values a context block depends on, in a fixed order
         self._context_keys = tuple(dict.fromkeys(
             [h.feature for h in self._context.one_hots]
             + [h.feature for h in self._context_code_features]))
         self._context_templates: dict[tuple[Any, ...], ContextVector] = {}
+        self._compile_gather(position)
         self.defaults = self.encode_customer({})
         self.encoding: dict[str, Any] = self._describe()
+
+    def _compile_gather(self, width: int) -> None:
+        """Where each cross column reads its value in a decision's values, which are
+
+            [ customer block | context block | customer's cross tables | decision values ]
+
+        The customer's cross tables (`CustomerVector.crosses`): each affinity cross's
+        table, the code -1 reading its last entry. The decision values: each context
+        affinity's value, each basket_has's columns, each basket_share's table over the
+        basket feature's codes (and a 0 for code -1), and a last 0 (in_basket, set after).
+        """
+        assert width == len(self.columns)
+        segments: dict[int, tuple[int, int]] = {}  # cross position -> (start, length)
+        start = 0
+        for x in self._crosses:
+            if x.kind in (_AFFINITY_ACTION, _AFFINITY_CONTEXT):
+                length = len(self._tables[x.table][1]) + 1
+                segments[x.position] = (start, length)
+                start += length
+        self._segments = segments
+        slots: dict[int, int] = {}  # cross position -> its first decision value
+        n = 0
+        for x in self._crosses:
+            if x.kind in (_AFFINITY_CONTEXT, _HAS, _SHARE):
+                slots[x.position] = n
+                n += x.width if x.kind != _SHARE else self._basket_widths[x.basket_feature] + 1
+        self._slots = slots
+        self._n_values = n + 1
+        self._base = self._offsets[1] + start  # where the decision values begin
+        #: (value, start, length, context code) of each context affinity
+        self._context_values = tuple((slots[x.position], *segments[x.position], x.code)
+                                     for x in self._crosses if x.kind == _AFFINITY_CONTEXT)
+        #: (first value, width, basket feature, share?) of each basket cross read per decision
+        self._basket_values = tuple(
+            (slots[x.position], self._basket_widths[x.basket_feature], x.basket_feature, x.kind == _SHARE)
+            for x in self._crosses if x.kind in (_HAS, _SHARE))
+        self._in_basket = tuple(x.position for x in self._crosses if x.kind == _IN_BASKET)
+
+    def _customer_crosses(self, tables: Sequence[np.ndarray]) -> np.ndarray:
+        """A customer's cross tables (see `_compile_gather`)."""
+        parts = [tables[x.table] if x.log_floor is None else np.log(np.maximum(tables[x.table], x.log_floor))
+                 for x in self._crosses if x.kind in (_AFFINITY_ACTION, _AFFINITY_CONTEXT)]
+        return np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)
+
+    def _cross_index(self, codes: Sequence[np.ndarray], n: int) -> np.ndarray:
+        """Per action row and cross column, where its value sits (see `_compile_gather`)."""
+        c = self._offsets[2]
+        b, base = self._offsets[1], self._base
+        index = np.empty((n, len(self.columns) - c), dtype=np.int32)
+        for x in self._crosses:
+            q = x.position - c
+            if x.kind == _AFFINITY_ACTION:
+                start, length = self._segments[x.position]
+                index[:, q] = b + start + np.where(codes[x.code] >= 0, codes[x.code], length - 1)
+            elif x.kind == _AFFINITY_CONTEXT:
+                index[:, q] = base + self._slots[x.position]
+            elif x.kind == _HAS:
+                index[:, q:q + x.width] = base + self._slots[x.position] + np.arange(x.width)
+            elif x.kind == _SHARE:
+                unknown = self._basket_widths[x.basket_feature]
+                index[:, q] = base + self._slots[x.position] + np.where(codes[x.code] >= 0, codes[x.code], unknown)
+            else:
+                index[:, q] = base + self._n_values - 1
+        return index
 
     def _describe(self) -> dict[str, Any]:
         """What the encoding depends on, as plain JSON: the `model:` section's blocks and
@@ -367,7 +439,7 @@ class Encoder:
         for f in self._labels:
             value = raw.get(f) or d.get(f)
             labels[f] = "" if value is None else str(value)
-        customer = CustomerVector(block, tables, labels)
+        customer = CustomerVector(block, tables, labels, self._customer_crosses(tables))
         return customer if ctx is None else self.with_context(customer, ctx)
 
     def with_context(self, customer: CustomerVector, ctx: Any) -> CustomerVector:
@@ -402,12 +474,12 @@ class Encoder:
         of which a world has few combinations: they are built once per combination
         (`_context_template`) and copied; the numbers and counts are set per request.
         """
-        mapping = isinstance(ctx, Mapping)
         values: dict[str, Any] = {"channel": channel, "placement": placement}
+        read = ctx.get if isinstance(ctx, Mapping) else functools.partial(getattr, ctx)
         for name, default in self._context_reads:
-            value = ctx.get(name) if mapping else getattr(ctx, name, None)
+            value = read(name, None)
             values[name] = default if value is None else value
-        key = tuple(values[name] for name in self._context_keys)
+        key = tuple([values[name] for name in self._context_keys])
         try:
             template = self._context_templates.get(key)
         except TypeError:  # a one-hot over a value that is not hashable: nothing to reuse
@@ -452,7 +524,8 @@ class Encoder:
                 row[n.position] = n.encode(_number(raw, n.feature, d))
             for k in spec.counts:
                 row[k.position] = min(_length(raw.get(k.feature)), k.clip_max)
-        return ActionMatrix(ids, block, self.action_features, tuple(codes))
+        return ActionMatrix(ids, block, self.action_features, tuple(codes),
+                            self._cross_index(codes, len(ids)))
 
     # -- the model input ------------------------------------------------------------------
     def action_affinity(self) -> tuple[int, int] | None:
@@ -476,45 +549,37 @@ class Encoder:
         """The model input for one decision: one row per candidate, vectorised.
 
         `basket_rows` are the catalog rows of the basket's items (ids the catalog does not
-        know dropped).
+        know dropped). The customer and context blocks and every cross are read from one
+        array of the decision's values (`_compile_gather`), the crosses by one gather.
         """
-        a, b, c = self._offsets
-        out = np.empty((len(candidate_rows), len(self.columns)), dtype=np.float32)
-        out[:, :a] = customer.block
-        out[:, a:b] = context.block
-        out[:, b:c] = actions.block[candidate_rows]
-        codes: dict[int, np.ndarray] = {k: actions.codes[k][candidate_rows] for k in self._gathered}
-        counts: list[np.ndarray | None] = [None] * len(self._basket_features)
+        _, b, c = self._offsets
+        crosses = customer.crosses
+        if crosses is None:
+            crosses = self._customer_crosses(customer.affinities)
+        index = actions.cross_index
+        if index is None:
+            index = self._cross_index(actions.codes, len(actions.ids))
+        values = np.zeros(self._n_values, dtype=np.float32)
+        for slot, start, length, k in self._context_values:
+            values[slot] = crosses[start + context.codes[k] % length]
         size = basket_rows.size
         if size:
+            counts = []
             for i, k in enumerate(self._basket_features):
                 held = actions.codes[k][basket_rows]
-                counts[i] = np.bincount(held[held >= 0], minlength=self._basket_widths[i])
-        for x in self._crosses:
-            p = x.position
-            if x.kind == _AFFINITY_ACTION:
-                value = customer.affinities[x.table][codes[x.code]]
-            elif x.kind == _AFFINITY_CONTEXT:
-                value = customer.affinities[x.table][context.codes[x.code]]
-            elif x.kind == _IN_BASKET:
-                if size:
-                    mask = np.zeros(len(actions.ids), dtype=bool)
-                    mask[basket_rows] = True
-                    out[:, p] = mask[candidate_rows]
-                else:
-                    out[:, p] = 0.0
-                continue
-            else:
-                per_value = counts[x.basket_feature]
-                if x.kind == _HAS:
-                    out[:, p:p + x.width] = 0.0 if per_value is None else per_value > 0
-                elif per_value is None:
-                    out[:, p] = 0.0
-                else:
-                    cats = codes[x.code]
-                    out[:, p] = np.where(cats >= 0, per_value[np.maximum(cats, 0)] / size, 0.0)
-                continue
-            out[:, p] = value if x.log_floor is None else np.log(np.maximum(value, x.log_floor))
+                counts.append(np.bincount(held[held >= 0], minlength=self._basket_widths[i]))
+            for slot, width, i, share in self._basket_values:
+                values[slot:slot + width] = counts[i] / size if share else counts[i] > 0
+        decision = np.concatenate((customer.block, context.block, crosses, values))
+        out = np.empty((len(candidate_rows), len(self.columns)), dtype=np.float32)
+        out[:, :b] = decision[:b]
+        out[:, b:c] = actions.block[candidate_rows]
+        out[:, c:] = decision[index[candidate_rows]]
+        if size and self._in_basket:
+            mask = np.zeros(len(actions.ids), dtype=bool)
+            mask[basket_rows] = True
+            for p in self._in_basket:
+                out[:, p] = mask[candidate_rows]
         return out
 
     def encode_decision(

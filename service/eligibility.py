@@ -45,8 +45,9 @@ class Eligibility:
         if requested is None:
             return self._catalog.candidates(channel, placement)
         index = self._catalog.index
-        try:  # duplicates dropped, first occurrence kept
-            wanted = np.array(list(map(index.__getitem__, dict.fromkeys(requested))), dtype=np.int64)
+        unique = dict.fromkeys(requested)  # duplicates dropped, first occurrence kept
+        try:
+            wanted = np.fromiter(map(index.__getitem__, unique), dtype=np.int64, count=len(unique))
         except KeyError:
             unknown = sorted({a for a in requested if a not in index})
             raise UnknownCandidates(f"unknown candidate action ids: {unknown[:20]}") from None

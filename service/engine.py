@@ -186,8 +186,8 @@ class DecisionEngine:
                         m.contact_suppressed.inc(req.channel, amount=int(suppressed.sum()))
             stage.done("contacts")
 
-            cv, x = self.encoder.encode_decision(
-                customer.vector, req.channel, req.placement, ctx, matrix, rows, basket_rows)
+            cv, x = self.encoder.encode_decision(  # `seen_as` has the overrides applied
+                seen_as, req.channel, req.placement, ctx, matrix, rows, basket_rows)
             degraded = list(customer.degraded)
             if self.health is not None and self.health.degraded:
                 degraded += self.health.degraded
@@ -290,7 +290,7 @@ class DecisionEngine:
                 "segment": cv.labels.get("segment"),
                 "context": ctx.model_dump(exclude_defaults=True),
                 "model": versions["offline"],
-                "candidates": [ids[r] for r in rows.tolist()],
+                "candidates": list(map(ids.__getitem__, rows.tolist())),
                 # which source proposed each candidate (a selection), of how many eligible
                 **({"candidate_sources": selected.sources_of(rows), "eligible": n_eligible}
                    if selected is not None else {}),

@@ -107,6 +107,10 @@ class OnnxScorer:
         #: `name:version`, as responses and decision records name the model
         self.label = f"{manifest.name}:{manifest.version}"
         self._session = session
+        # The C session itself: the Python wrapper checks the input names (and graph
+        # capture) on every call, which a small model feels; a run that fails is run
+        # again through the wrapper, so the error is the wrapper's (`_run`).
+        self._direct = getattr(session, "_sess", session).run
         self._input = manifest.input_name
         self._outputs = [manifest.output_name]
         self._logit = [manifest.logit_name] if manifest.logit_name else None
@@ -117,7 +121,7 @@ class OnnxScorer:
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         """P(accept) per row, float64, clipped away from 0 and 1."""
-        probs = self._session.run(self._outputs, {self._input: x})[0]
+        probs = self._run(self._outputs, x)
         p = probs[:, 1] if probs.ndim == 2 else probs
         return np.clip(p.astype(np.float64), _EPS, 1.0 - _EPS)
 
@@ -129,9 +133,18 @@ class OnnxScorer:
         """
         if self._logit is None:
             return logit(self.predict(x))
-        z = self._session.run(self._logit, {self._input: x})[0][:, 0].astype(np.float64)
+        z = self._run(self._logit, x)[:, 0].astype(np.float64)
         # np.minimum/np.maximum in place: np.clip's Python wrapper costs more than the work
         return np.minimum(np.maximum(z, -_MAX_LOGIT, out=z), _MAX_LOGIT, out=z)
+
+
+    def _run(self, outputs: list[str], x: np.ndarray) -> np.ndarray:
+        """The first of `outputs` for input `x`."""
+        feed = {self._input: x}
+        try:
+            return self._direct(outputs, feed, None)[0]  # type: ignore[no-any-return]
+        except Exception:  # onnxruntime's untyped errors: the wrapper raises (or answers)
+            return self._session.run(outputs, feed)[0]  # type: ignore[no-any-return]
 
 
 def column_differences(trained: list[str], served: list[str]) -> str:

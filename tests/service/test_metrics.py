@@ -113,6 +113,15 @@ def test_stage_histogram_exposes_what_a_prometheus_histogram_would() -> None:
     mine = series(generate_latest(ours.registry).decode())
     expected = series(generate_latest(reference_registry).decode())
     assert expected and all(mine[k] == v for k, v in expected.items())
+    # a decision's steps observed at once: the same series
+    laps = Metrics()
+    clock, done = 10.0, []
+    for stage, seconds in observations:
+        clock += seconds
+        done.append((stage, clock))
+    laps.stage_latency.observe_laps(10.0, done)
+    by_laps = series(generate_latest(laps.registry).decode())
+    assert all(by_laps[k] == pytest.approx(v) for k, v in expected.items())
     # stages never observed are exposed too, at zero
     assert mine[("nextbest_stage_duration_seconds_count", (("stage", "log"),))] == 0
 

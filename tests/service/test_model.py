@@ -49,6 +49,20 @@ def test_logits_are_the_logits_of_the_probabilities(model_copy: Path) -> None:
     np.testing.assert_allclose(z[moderate], (np.log(p) - np.log1p(-p))[moderate], atol=1e-4)
 
 
+@pytest.mark.parametrize(("dtype", "width", "says"), [
+    (np.float64, len(MODEL_COLUMNS), "Unexpected input data type"),
+    (np.float32, len(MODEL_COLUMNS) + 1, "invalid dimensions"),
+])
+def test_a_bad_input_is_refused_with_onnxruntimes_reason(model_copy: Path, dtype: type, width: int,
+                                                         says: str) -> None:
+    scorer = OnnxScorer(model_copy, MODEL_COLUMNS)
+    x: np.ndarray = np.zeros((3, width), dtype=dtype)
+    for score in (scorer.logits, scorer.predict):
+        with pytest.raises(Exception, match=says):
+            score(x)
+    assert scorer.logits(np.zeros((3, len(MODEL_COLUMNS)), dtype=np.float32)).shape == (3,)
+
+
 def test_refuses_a_changed_file(model_copy: Path) -> None:
     with (model_copy / MODEL_FILE).open("ab") as fh:
         fh.write(b"\0")
