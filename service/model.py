@@ -137,7 +137,6 @@ class OnnxScorer:
         # np.minimum/np.maximum in place: np.clip's Python wrapper costs more than the work
         return np.minimum(np.maximum(z, -_MAX_LOGIT, out=z), _MAX_LOGIT, out=z)
 
-
     def _run(self, outputs: list[str], x: np.ndarray) -> np.ndarray:
         """The first of `outputs` for input `x`."""
         feed = {self._input: x}
