@@ -162,6 +162,8 @@ class DecisionEngine:
                     rows, eligibility.universe(req.channel, req.placement, req.candidates, rows),
                     req.channel, req.placement, seen_as, ctx, basket_rows, req.candidates is not None)
                 if selected is not None:
+                    if removals is not None:
+                        removals.add(rows, selected.rows, "not_selected")
                     rows = selected.rows
             before, rows = rows, eligibility.filter(rows, basket_rows)
             if removals is not None:

@@ -225,6 +225,18 @@ async def test_the_cap_bounds_the_scored_actions_and_the_record_names_their_sour
     assert len(pool) + len(top) == len(engine.catalog.candidates("web", "home"))
 
 
+async def test_explain_lists_the_eligible_actions_the_selection_left_out(capped: Runtime) -> None:
+    engine = capped.engine
+    request = REQUESTS.decision.model_validate({**bodies(1)[0], "explain": True})
+    response = await engine.decide(request)
+    record = (await records(capped, [response]))[0]
+    left_out = {r["action_id"] for r in response["removed"] if r["rule"] == "not_selected"}
+    slot = {engine.catalog.ids[r] for r in engine.catalog.candidates(request.channel, request.placement)}
+    scored = set(record["candidates"])
+    assert len(left_out) == record["eligible"] - len(scored) > 0
+    assert left_out | scored == slot and not left_out & scored
+
+
 async def test_without_a_cap_every_eligible_action_is_scored(large: DemoDirs) -> None:
     rt = await started(large, max_scored=0)
     try:
