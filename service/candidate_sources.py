@@ -11,7 +11,8 @@ answer is a short array of catalog rows, best first, read in a few indexing oper
   categories. Computed by `rank_slots`, in a background thread, again when the model,
   the catalog or the action features change and every `candidate_refresh_seconds`.
 - `CoPurchase`: neighbours of the basket's items, the actions accepted with an item in
-  the basket in the logged interactions (the demo's, or `nextbest load`'s).
+  the basket in the logged interactions (the demo's, or `nextbest load`'s); read again
+  at the next ranking after that file changes.
 - `SlotRanking.explore` and `SlotRanking.new`: per slot, the actions its ranking does not
   propose (in a shuffled order), and among them those added to the catalog while
   serving; each decision takes a few of each, in turn: every action of the slot is
@@ -145,21 +146,33 @@ def rank_slots(catalog: Catalog, matrix: ActionMatrix, encoder: Encoder, scorer:
 class CoPurchase:
     """Actions accepted while an item was in the basket, by item, most often first."""
 
-    def __init__(self, pairs: Mapping[str, Sequence[str]]) -> None:
+    def __init__(self, pairs: Mapping[str, Sequence[str]], source: Path | None = None,
+                 stamp: int | None = None) -> None:
         #: item id -> its neighbours' ids, most often accepted with it first
         self.pairs = pairs
+        #: the file the pairs were read from, and its modification time before the read
+        #: (None: there was none)
+        self.source = source
+        self._stamp = stamp
+
+    def stale(self) -> bool:
+        """Whether the file the pairs came from was written (or appeared) since."""
+        return self.source is not None and file_stamp(self.source) != self._stamp
 
     @classmethod
     def from_log(cls, path: Path, basket: str | None, action_key: str,
                  neighbours: int = NEIGHBOURS) -> CoPurchase:
         """From a logged-interactions Parquet file (no file, no basket field: no pairs)."""
-        if basket is None or not path.is_file():
+        if basket is None:
             return cls({})
+        stamp = file_stamp(path)  # before the read: a write during it is seen next time
+        if not path.is_file():
+            return cls({}, path, stamp)
         import pyarrow.parquet as pq
 
         schema = pq.read_schema(path)
         if basket not in schema.names or "label" not in schema.names or action_key not in schema.names:
-            return cls({})
+            return cls({}, path, stamp)
         table = pq.read_table(path, columns=[basket, action_key, "label"])
         labels = table.column("label").to_numpy()
         accepted = np.flatnonzero(labels > 0)
@@ -172,7 +185,7 @@ class CoPurchase:
                     mine = counts.setdefault(item, {})
                     mine[action] = mine.get(action, 0) + 1
         return cls({item: [a for a, _ in sorted(found.items(), key=lambda kv: -kv[1])[:neighbours]]
-                    for item, found in counts.items()})
+                    for item, found in counts.items()}, path, stamp)
 
     def rows(self, catalog: Catalog) -> dict[int, np.ndarray]:
         """Item row -> its neighbours' rows, in this catalog (ids it lacks dropped)."""
@@ -183,3 +196,11 @@ class CoPurchase:
             if row is not None:
                 out[row] = np.array([index[a] for a in neighbours if a in index], dtype=np.int64)
         return out
+
+
+def file_stamp(path: Path) -> int | None:
+    """`path`'s modification time in nanoseconds (None: it does not exist)."""
+    try:
+        return path.stat().st_mtime_ns
+    except OSError:
+        return None

@@ -38,7 +38,7 @@ import numpy as np
 
 from features.encoding import ActionMatrix, CustomerVector, Encoder
 from service.action_features import ActionFeatureCache
-from service.candidate_sources import CoPurchase, CustomerSample, SlotRanking, rank_slots
+from service.candidate_sources import CoPurchase, CustomerSample, SlotRanking, file_stamp, rank_slots
 from service.catalog import Catalog
 from service.customer_features import CustomerFeatureService
 from service.model import OnnxScorer
@@ -92,8 +92,8 @@ class CandidateSelection:
                  anonymous_context: Any, refresh_seconds: float,
                  co_purchase: Callable[[], CoPurchase] = lambda: CoPurchase({}),
                  segment_feature: str = "segment") -> None:
-        """`co_purchase` reads the basket neighbours, at the first refresh (a catalog
-        within the cap never reads them)."""
+        """`co_purchase` reads the basket neighbours, at the first refresh and again at
+        the first after their file changed (a catalog within the cap never reads them)."""
         self.max_scored = max_scored
         self.refresh_seconds = refresh_seconds
         self._encoder = encoder
@@ -186,8 +186,9 @@ class CandidateSelection:
         """Rank the slots anew (CPU-bound: runs in a thread), then swap the ranking in."""
         if self._new_from is None:
             self._new_from = len(catalog)
-        if self._co_purchase is None:
+        if self._co_purchase is None or self._co_purchase.stale():
             self._co_purchase = self._read_pairs()
+            self._catalog_version = None  # its neighbours are mapped to rows again below
         if catalog.version != self._catalog_version:
             self._neighbours = self._co_purchase.rows(catalog)
             self._catalog_version = catalog.version
@@ -226,8 +227,9 @@ class CandidateSelection:
 
 def co_purchase_of(path: Path, basket: str | None, action_key: str) -> CoPurchase:
     """The basket neighbours in the logged interactions at `path` (none: no pairs)."""
+    stamp = file_stamp(path)
     try:
         return CoPurchase.from_log(path, basket, action_key)
     except Exception:  # a log we cannot read proposes nothing; the other sources still do
         log.exception("cannot read the co-purchase pairs from %s", path)
-        return CoPurchase({})
+        return CoPurchase({}, path, stamp)  # read again once the file is written again

@@ -3,6 +3,7 @@ that a catalog within the cap decides exactly as without the step."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -14,7 +15,7 @@ import pytest
 from features.config import shipped_world
 from features.encoding import CustomerVector, Encoder
 from service.candidate_sources import Cell, CoPurchase, CustomerSample, SlotRanking
-from service.candidates import SOURCES, CandidateSelection
+from service.candidates import SOURCES, CandidateSelection, co_purchase_of
 from service.metrics import Metrics
 from service.runtime import Runtime
 from service.schemas import request_models
@@ -154,6 +155,23 @@ def test_co_purchase_pairs_come_from_accepted_logged_interactions(tmp_path: Path
     assert CoPurchase.from_log(tmp_path / "missing.parquet", "basket", "action_id").pairs == {}
 
 
+def test_co_purchase_pairs_are_stale_once_their_file_is_written_or_appears(tmp_path: Path) -> None:
+    import pandas as pd
+
+    path = tmp_path / "interactions.parquet"
+    missing = CoPurchase.from_log(path, "basket", "action_id")
+    assert not missing.stale()
+    pd.DataFrame({"basket": ["a"], "action_id": ["x"], "label": [1]}).to_parquet(path)
+    assert missing.stale()
+    read = CoPurchase.from_log(path, "basket", "action_id")
+    assert read.pairs == {"a": ["x"]} and not read.stale()
+    os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 1_000_000))
+    assert read.stale()
+    path.write_bytes(b"not parquet")
+    unreadable = co_purchase_of(path, "basket", "action_id")
+    assert unreadable.pairs == {} and not unreadable.stale()  # tried again once rewritten
+
+
 # -- the service on a large catalog ------------------------------------------------------
 @pytest.fixture(scope="module")
 def large(demo: DemoDirs, tmp_path_factory: pytest.TempPathFactory) -> DemoDirs:
@@ -235,6 +253,27 @@ async def test_explain_lists_the_eligible_actions_the_selection_left_out(capped:
     scored = set(record["candidates"])
     assert len(left_out) == record["eligible"] - len(scored) > 0
     assert left_out | scored == slot and not left_out & scored
+
+
+async def test_the_basket_neighbours_follow_a_rewritten_interactions_file(
+        capped: Runtime, large: DemoDirs) -> None:
+    import pandas as pd
+
+    from features.config import interactions_path
+
+    path = interactions_path(large.data_dir)
+    original, stat = path.read_bytes(), path.stat()
+    engine, selection = capped.engine, capped.engine.selection
+    assert selection is not None
+    item, neighbour = engine.catalog.ids[3], engine.catalog.ids[7]
+    try:
+        pd.DataFrame({"basket": [item], "action_id": [neighbour], "label": [1]}).to_parquet(path)
+        os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))
+        assert await selection.refresh_if_stale(engine, now=datetime.now(UTC).timestamp() + 3600)
+        assert selection._neighbours == {3: np.array([7])}
+    finally:
+        path.write_bytes(original)
+        os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
 
 
 async def test_without_a_cap_every_eligible_action_is_scored(large: DemoDirs) -> None:
