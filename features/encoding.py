@@ -26,24 +26,28 @@ read as "no affinity, not in the basket". Missing features take `world.defaults`
 from __future__ import annotations
 
 import functools
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple
 
 import numpy as np
 
+from features.blocks import (
+    OneHotSpec,
+    compile_block,
+    length_of,
+    number_of,
+    read_field,
+    set_one_hot,
+)
 from features.config import (
     Affinity,
     BasketHas,
     BasketShare,
     CategoryField,
-    Count,
-    Encoding,
     IdListField,
     InBasket,
     NumberField,
-    Numeric,
     OneHot,
     World,
 )
@@ -101,92 +105,6 @@ class ActionMatrix:
 MAX_CONTEXT_TEMPLATES = 4096
 
 
-# --- the compiled form -------------------------------------------------------------------
-@dataclass(frozen=True)
-class _OneHot:
-    feature: str
-    offset: int
-    index: dict[str, int]
-    width: int
-    other: int  # position of the `=other` column, -1 without one
-
-
-@dataclass(frozen=True)
-class _Numeric:
-    feature: str
-    position: int
-    clip_min: float | None
-    clip_max: float | None
-    log1p: bool
-
-    def encode(self, value: float) -> float:
-        if self.clip_min is not None:
-            value = max(value, self.clip_min)
-        if self.clip_max is not None:
-            value = min(value, self.clip_max)
-        return math.log1p(value) if self.log1p else value
-
-
-@dataclass(frozen=True)
-class _Count:
-    feature: str
-    position: int
-    clip_max: int
-
-
-@dataclass(frozen=True)
-class _Block:
-    width: int
-    numerics: tuple[_Numeric, ...]
-    one_hots: tuple[_OneHot, ...]
-    counts: tuple[_Count, ...]
-
-    def features(self) -> set[str]:
-        return ({n.feature for n in self.numerics} | {h.feature for h in self.one_hots}
-                | {k.feature for k in self.counts})
-
-    def one_hot_of(self, feature: str) -> _OneHot | None:
-        return next((h for h in self.one_hots if h.feature == feature), None)
-
-
-def _compile_block(world: World, encodings: Sequence[Encoding]) -> _Block:
-    numerics: list[_Numeric] = []
-    one_hots: list[_OneHot] = []
-    counts: list[_Count] = []
-    position = 0
-    for encoding in encodings:
-        width = len(encoding.columns(world))
-        if isinstance(encoding, Numeric):
-            numerics.append(_Numeric(encoding.feature, position, encoding.clip_min,
-                                     encoding.clip_max, encoding.transform == "log1p"))
-        elif isinstance(encoding, OneHot):
-            values = world.vocabulary(encoding.vocabulary)
-            other = position + len(values) if encoding.unknown == "other" else -1
-            one_hots.append(_OneHot(encoding.feature, position, {v: i for i, v in enumerate(values)},
-                                    width, other))
-        elif isinstance(encoding, Count):
-            counts.append(_Count(encoding.feature, position, encoding.clip_max))
-        position += width
-    return _Block(position, tuple(numerics), tuple(one_hots), tuple(counts))
-
-
-def _set_one_hot(block: np.ndarray, h: _OneHot, value: Any) -> int:
-    """Set `value`'s column of one-hot `h` in `block`; its code (-1 unknown)."""
-    i = h.index.get(value, -1) if isinstance(value, str) else -1
-    if i >= 0:
-        block[h.offset + i] = 1.0
-    elif h.other >= 0:
-        block[h.other] = 1.0
-    return i
-
-
-def _read(ctx: Any, name: str) -> Any:
-    """A request context field by its declared name: the request model's attribute, or a key."""
-    if isinstance(ctx, Mapping):
-        return ctx.get(name)
-    return getattr(ctx, name, None)
-
-
 # crosses: (kind, column position, table or feature index, extra)
 _AFFINITY_ACTION, _AFFINITY_CONTEXT, _SHARE, _IN_BASKET, _HAS = range(5)
 
@@ -209,9 +127,9 @@ class Encoder:
         self.world = world
         model = world.model
         self.columns: list[str] = world.model_columns()
-        self._customer = _compile_block(world, model.customer)
-        self._context = _compile_block(world, model.context)
-        self._action = _compile_block(world, model.action)
+        self._customer = compile_block(world, model.customer)
+        self._context = compile_block(world, model.context)
+        self._action = compile_block(world, model.action)
         a = self._customer.width
         b = a + self._context.width
         c = b + self._action.width
@@ -236,7 +154,7 @@ class Encoder:
 
         self.action_features = tuple(h.feature for h in self._action.one_hots)
         tables: list[tuple[str, str]] = []  # (prefix, vocabulary)
-        self._context_code_features: list[_OneHot] = []
+        self._context_code_features: list[OneHotSpec] = []
         basket_features: list[int] = []
         baskets: set[str] = set()
         crosses: list[_Cross] = []
@@ -259,7 +177,7 @@ class Encoder:
                         tables.append(key)
                     values = world.vocabulary(vocabulary)
                     self._context_code_features.append(
-                        _OneHot(cross.feature, 0, {v: i for i, v in enumerate(values)}, 0, -1))
+                        OneHotSpec(cross.feature, 0, {v: i for i, v in enumerate(values)}, 0, -1))
                     crosses.append(_Cross(_AFFINITY_CONTEXT, position, width, tables.index(key),
                                           len(self._context_code_features) - 1, floor))
             elif isinstance(cross, BasketShare | BasketHas):
@@ -426,13 +344,13 @@ class Encoder:
         spec = self._customer
         block = np.zeros(spec.width, dtype=np.float32)
         for n in spec.numerics:
-            block[n.position] = n.encode(_number(raw, n.feature, d))
+            block[n.position] = n.encode(number_of(raw, n.feature, d))
         for h in spec.one_hots:
-            _set_one_hot(block, h, raw.get(h.feature) or d.get(h.feature))
+            set_one_hot(block, h, raw.get(h.feature) or d.get(h.feature))
         for k in spec.counts:
-            block[k.position] = min(_length(raw.get(k.feature)), k.clip_max)
+            block[k.position] = min(length_of(raw.get(k.feature)), k.clip_max)
         tables = tuple(
-            np.array([*(_number(raw, f, d) for f in features), 0.0], dtype=np.float32)
+            np.array([*(number_of(raw, f, d) for f in features), 0.0], dtype=np.float32)
             for _, features in self._tables
         )
         labels = {}
@@ -451,7 +369,7 @@ class Encoder:
         block: np.ndarray | None = None
         labels: dict[str, str] | None = None
         for name, feature, h in self._overrides:
-            value = _read(ctx, name)
+            value = read_field(ctx, name)
             if not value or value == customer.labels.get(feature):
                 continue
             if labels is None:
@@ -461,7 +379,7 @@ class Encoder:
                 if block is None:
                     block = customer.block.copy()
                 block[h.offset:h.offset + h.width] = 0.0
-                _set_one_hot(block, h, value)
+                set_one_hot(block, h, value)
         if labels is None:
             return customer
         return replace(customer, block=customer.block if block is None else block, labels=labels)
@@ -494,14 +412,14 @@ class Encoder:
             value = values[n.feature]
             block[n.position] = n.encode(float(value if value is not None else 0.0))
         for k in self._context.counts:
-            block[k.position] = min(_length(values[k.feature]), k.clip_max)
+            block[k.position] = min(length_of(values[k.feature]), k.clip_max)
         return ContextVector(block, template.codes)
 
     def _context_template(self, values: Mapping[str, Any]) -> ContextVector:
         """The one-hot columns and affinity codes of one combination of categorical values."""
         block = np.zeros(self._context.width, dtype=np.float32)
         for h in self._context.one_hots:
-            _set_one_hot(block, h, values[h.feature])
+            set_one_hot(block, h, values[h.feature])
         if not self._context_code_features:
             return ContextVector(block, self._empty_context_codes)
         return ContextVector(block, tuple(h.index.get(values[h.feature], -1)
@@ -519,11 +437,11 @@ class Encoder:
             raw = rows[action_id]
             row = block[r]
             for j, h in enumerate(spec.one_hots):
-                codes[j][r] = _set_one_hot(row, h, raw.get(h.feature) or d.get(h.feature))
+                codes[j][r] = set_one_hot(row, h, raw.get(h.feature) or d.get(h.feature))
             for n in spec.numerics:
-                row[n.position] = n.encode(_number(raw, n.feature, d))
+                row[n.position] = n.encode(number_of(raw, n.feature, d))
             for k in spec.counts:
-                row[k.position] = min(_length(raw.get(k.feature)), k.clip_max)
+                row[k.position] = min(length_of(raw.get(k.feature)), k.clip_max)
         return ActionMatrix(ids, block, self.action_features, tuple(codes),
                             self._cross_index(codes, len(ids)))
 
@@ -646,14 +564,3 @@ class Encoder:
                 continue
             out[:, p] = value if x.log_floor is None else np.log(np.maximum(value, x.log_floor))
         return out
-
-
-def _number(raw: Mapping[str, Any], name: str, defaults: Mapping[str, Any]) -> float:
-    value = raw.get(name)
-    if value is None:
-        value = defaults.get(name, 0.0)
-    return float(value)
-
-
-def _length(value: Any) -> int:
-    return len(value) if isinstance(value, list | tuple) else 0
