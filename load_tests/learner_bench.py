@@ -2,8 +2,8 @@
 
 Uses the service's own pieces (RedisState, OnlineLearner, FeedbackLoop) and its own
 Redis clients (appends on one pipelined `RespConnection`, as /v1/feedback sends them;
-stream reads on redis-py) on a Redis database of its own, so a running nextbest's learner
-does not see these events:
+stream reads on another, as the service reads on a single node) on a Redis database of
+its own, so a running nextbest's learner does not see these events:
 
 - throughput: N events already in the stream, one FeedbackLoop started from "0", timed
   until it has learned all N (XREAD + decode + River learn_one + publish);
@@ -67,7 +67,8 @@ async def _run(redis_url: str, action_ids: list[str], n: int, rate: int, seconds
     # As in the service: a pool's client would take a connection per concurrent append
     # (hundreds when the producer falls behind on a slow machine, which lost connections)
     writer = RespConnection(redis_url, retry_on_disconnect=True)
-    state = RedisState(writer, 3600, 10_000_000, prefix="bench:", reader=client)
+    reader = RespConnection(redis_url, timeout=5.0, retry_on_disconnect=True)
+    state = RedisState(writer, 3600, 10_000_000, prefix="bench:", reader=reader)
     try:
         # throughput: a backlog of n events, one learner
         events = _events(action_ids, n, seed=1)
@@ -132,6 +133,7 @@ async def _run(redis_url: str, action_ids: list[str], n: int, rate: int, seconds
         return {"throughput": throughput, "lag": lag}
     finally:
         await state.close()
+        await client.aclose()
 
 
 def measure(redis_url: str, catalog_file: Path, n: int = 50_000, rate: int = 5_000,
