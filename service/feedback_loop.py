@@ -7,10 +7,7 @@ vectorised weights the decision path reads are republished at most every
 `publish_interval` seconds and as soon as the stream goes quiet: copying them is a pass
 over every weight on the event loop, and under load the loop reads a few events at a
 time, so publishing after every read would spend on copies the CPU that decisions need
-(the loop's throughput and lag: `load_tests/learner_bench.py`). A publication a read
-defers is made by a timer when it falls due, while the next read waits for events as
-long as it would anyway: a read cut short to publish was one more Redis round trip per
-event at a trickle of feedback, most of them coming back empty. Reads themselves are
+(the loop's throughput and lag: `load_tests/learner_bench.py`). Reads themselves are
 spaced at least `read_interval` apart unless the last one came back full: a stream read
 is a Redis round trip, as costly in CPU as a decision, and without spacing a steady
 trickle of feedback meant one read per event. Learner lag and updates are counted at
@@ -67,57 +64,40 @@ class FeedbackLoop:
         self._snapshots = snapshots
         self._read_at = float("-inf")
         self._unpublished: list[float] = []  # accepted_at of events learned, not yet served
-        self._due: asyncio.TimerHandle | None = None  # the deferred publication's timer
         self.position = "0"
         self.learned = 0
 
     async def run(self) -> None:
-        try:
-            while True:
-                await self._step()
-        finally:
-            self._cancel_due()
-
-    async def _step(self) -> None:
-        wait = self._read_at + self._read_interval - time.monotonic()
-        if wait > 0:
-            await asyncio.sleep(wait)
-        self._read_at = time.monotonic()
-        try:
-            entries = await self._state.read_feedback(self.position, self._read_count,
-                                                      self._block_ms)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("reading the feedback stream failed; retrying")
-            await asyncio.sleep(1.0)
-            return
-        if entries:
-            await self._apply(entries)
-            self.position = entries[-1][0]
-        if self._unpublished:
-            since = time.monotonic() - self._published_at
-            if not entries or since >= self._publish_interval:
+        while True:
+            # While learned weights wait for publication, wait no longer than the interval.
+            block_ms = self._block_ms
+            if self._unpublished:
+                block_ms = max(1, min(block_ms, int(self._publish_interval * 1000)))
+            wait = self._read_at + self._read_interval - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            self._read_at = time.monotonic()
+            try:
+                entries = await self._state.read_feedback(self.position, self._read_count, block_ms)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("reading the feedback stream failed; retrying")
+                await asyncio.sleep(1.0)
+                continue
+            if entries:
+                await self._apply(entries)
+                self.position = entries[-1][0]
+            if self._unpublished and (
+                not entries or time.monotonic() - self._published_at >= self._publish_interval
+            ):
                 self.publish()
-            elif self._due is None:  # learned weights wait no longer than the interval
-                self._due = asyncio.get_running_loop().call_later(
-                    self._publish_interval - since, self._publish_due)
-        if self._snapshots is not None and self.position != "0" and self._snapshots.due():
-            await self._snapshot()
-        full = len(entries) >= self._read_count
-        if full:
-            self._read_at = float("-inf")  # a backlog: read on at once
-        self._metrics.feedback_backlog.set(len(entries) if full else 0)
-
-    def _publish_due(self) -> None:
-        self._due = None
-        if self._unpublished:
-            self.publish()
-
-    def _cancel_due(self) -> None:
-        if self._due is not None:
-            self._due.cancel()
-            self._due = None
+            if self._snapshots is not None and self.position != "0" and self._snapshots.due():
+                await self._snapshot()
+            full = len(entries) >= self._read_count
+            if full:
+                self._read_at = float("-inf")  # a backlog: read on at once
+            self._metrics.feedback_backlog.set(len(entries) if full else 0)
 
     async def _snapshot(self) -> None:
         assert self._snapshots is not None
@@ -154,7 +134,6 @@ class FeedbackLoop:
 
     def publish(self, observe_lag: bool = True) -> None:
         """Hand the learned weights to the decision path; count what decisions now see."""
-        self._cancel_due()
         self._learner.publish()
         self._published_at = time.monotonic()
         now = time.time()
