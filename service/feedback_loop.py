@@ -7,7 +7,11 @@ vectorised weights the decision path reads are republished at most every
 `publish_interval` seconds and as soon as the stream goes quiet: copying them is a pass
 over every weight on the event loop, and under load the loop reads a few events at a
 time, so publishing after every read would spend on copies the CPU that decisions need
-(the loop's throughput and lag: `load_tests/learner_bench.py`). Reads themselves are
+(the loop's throughput and lag: `load_tests/learner_bench.py`). While learned weights
+wait for publication, a timer publishes them once the stream has been quiet for the
+interval; the read itself waits on for events as long as it would anyway (cut short
+to the interval instead, it came back empty for most events at a trickle of feedback:
+one more Redis round trip each). Reads themselves are
 spaced at least `read_interval` apart unless the last one came back full: a stream read
 is a Redis round trip, as costly in CPU as a decision, and without spacing a steady
 trickle of feedback meant one read per event. Learner lag and updates are counted at
@@ -69,22 +73,26 @@ class FeedbackLoop:
 
     async def run(self) -> None:
         while True:
-            # While learned weights wait for publication, wait no longer than the interval.
-            block_ms = self._block_ms
-            if self._unpublished:
-                block_ms = max(1, min(block_ms, int(self._publish_interval * 1000)))
             wait = self._read_at + self._read_interval - time.monotonic()
             if wait > 0:
                 await asyncio.sleep(wait)
             self._read_at = time.monotonic()
+            # Learned weights wait no longer than the interval if the stream stays quiet.
+            quiet = (asyncio.get_running_loop().call_later(self._publish_interval,
+                                                           self._publish_waiting)
+                     if self._unpublished else None)
             try:
-                entries = await self._state.read_feedback(self.position, self._read_count, block_ms)
+                entries = await self._state.read_feedback(self.position, self._read_count,
+                                                          self._block_ms)
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.exception("reading the feedback stream failed; retrying")
                 await asyncio.sleep(1.0)
                 continue
+            finally:
+                if quiet is not None:
+                    quiet.cancel()
             if entries:
                 await self._apply(entries)
                 self.position = entries[-1][0]
@@ -98,6 +106,10 @@ class FeedbackLoop:
             if full:
                 self._read_at = float("-inf")  # a backlog: read on at once
             self._metrics.feedback_backlog.set(len(entries) if full else 0)
+
+    def _publish_waiting(self) -> None:
+        if self._unpublished:
+            self.publish()
 
     async def _snapshot(self) -> None:
         assert self._snapshots is not None

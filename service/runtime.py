@@ -93,6 +93,21 @@ def redis_client(settings: Settings, timeout: float = 5.0, decision_path: bool =
                              single_connection_client=single_connection, **options)
 
 
+def stream_reader(settings: Settings, client: Any) -> Any:
+    """The client the learner's blocking feedback stream reads go through.
+
+    On a single node with a plain redis:// URL a lean connection of its own
+    (`service/state/resp.py`): the learner sends a read per event at low rates, and
+    redis-py's layers cost several times its client CPU per read; its timeout, redis-py's
+    socket timeout, stays well above the read's own block. Its own, because a blocking
+    read holds up every command behind it on a connection. Elsewhere `client` (a pool).
+    """
+    url = settings.redis_url or ""
+    if settings.redis_cluster or not url.startswith("redis://") or "?" in url:
+        return client
+    return RespConnection(url, timeout=5.0, retry_on_disconnect=True)
+
+
 def hot_path_clients(settings: Settings) -> tuple[Any, Any]:
     """(customer reads, state writes): the connections most requests send a command on.
 
@@ -201,12 +216,13 @@ class Runtime:
         insight_counts: CountStore
         if settings.redis_url:
             # Customer reads get their own connection with the decision path's tight
-            # timeout; state writes a patient one; blocking stream reads and the action
-            # refresh a patient pool.
+            # timeout; state writes a patient one; blocking stream reads another (a
+            # patient pool's on a cluster), and the action refresh a patient pool.
             client = redis_client(settings)
             fast, writer = hot_path_clients(settings)
+            reader = stream_reader(settings, client)
             state = RedisState(writer, settings.decision_ttl_seconds, settings.feedback_stream_maxlen,
-                               scripted=not settings.redis_cluster, reader=client)
+                               scripted=not settings.redis_cluster, reader=reader)
             if customers is not None:
                 customer_reader = RedisFeatureReader(fast, customers)
             # caps and budgets: the decision path's tight timeout (refused on a timeout)
@@ -217,6 +233,8 @@ class Runtime:
             action_reader = RedisFeatureReader(client, actions)
             insight_counts = RedisCounts(client)
             closers += [state, _AsyncCloser(fast)]
+            if reader is not client:  # the state closes its writer and its reader only
+                closers.append(_AsyncCloser(client))
             export_source = client
         else:
             online_db = settings.data_dir / "feast" / "online.db"

@@ -19,6 +19,10 @@ was lost may add it twice (the dataset keeps one entry per decision id).
 Blocking stream reads (`read_feedback`) can go through their own client (`reader`): the
 service writes through one pipelined connection (`service/state/resp.py` on a single
 node), on which a read blocking for half a second would hold up every write behind it.
+On a single node the reader is a lean connection of its own too: at a low rate of
+feedback the learner sends one read per event, and redis-py spent on each several times
+the client CPU of the lean connection. The stream commands are sent as plain commands
+and their raw replies read here, so either kind of client serves as the reader.
 
 The writer is anything with redis-py's `execute_command`: a redis-py client or, on a
 single node, the service's `RespConnection`. Single-node batches are one command each
@@ -177,11 +181,14 @@ class RedisState:
 
     @closed_transport_unavailable
     async def read_feedback(self, after: str, count: int, block_ms: int) -> list[tuple[str, Record]]:
-        reply = await self._reader.xread({self.feedback_key: after}, count=count, block=block_ms)
+        reply = await self._reader.execute_command(
+            "XREAD", "COUNT", count, "BLOCK", block_ms, "STREAMS", self.feedback_key, after)
         if not reply:
             return []
+        # [[stream, entries]]: redis-py parses each entry into (id, {field: value}), the
+        # lean connection hands over Redis' [id, [field, value ...]] as it is
         entries = reply[0][1]
-        return [(_str(i), orjson.loads(fields[b"e"])) for i, fields in entries]
+        return [(_str(i), orjson.loads(_field(fields, b"e"))) for i, fields in entries]
 
     @closed_transport_unavailable
     async def feedback_length(self) -> int:
@@ -189,8 +196,10 @@ class RedisState:
 
     @closed_transport_unavailable
     async def feedback_bounds(self) -> tuple[str, str] | None:
-        oldest = await self._reader.xrange(self.feedback_key, count=1)
-        newest = await self._reader.xrevrange(self.feedback_key, count=1)
+        oldest = await self._reader.execute_command("XRANGE", self.feedback_key, "-", "+",
+                                                    "COUNT", 1)
+        newest = await self._reader.execute_command("XREVRANGE", self.feedback_key, "+", "-",
+                                                    "COUNT", 1)
         if not oldest or not newest:
             return None
         return _str(oldest[0][0]), _str(newest[0][0])
@@ -231,3 +240,10 @@ class RedisState:
 
 def _str(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
+
+
+def _field(fields: Any, name: bytes) -> Any:
+    """A stream entry's field: from redis-py's dict, or from Redis' flat [field, value ...]."""
+    if isinstance(fields, dict):
+        return fields[name]
+    return fields[fields.index(name) + 1]

@@ -101,6 +101,43 @@ async def test_reads_are_spaced_by_the_read_interval() -> None:
     assert min(gaps) >= 0.045
 
 
+async def test_a_deferred_publication_falls_due_without_a_stream_read() -> None:
+    """Pairs of events: the second's read comes too soon after a publication, so that one
+    waits; once the stream has been quiet for the interval a timer makes it, not a read
+    cut short that comes back empty (one more Redis round trip per event at a trickle)."""
+    state = MemoryState(3600)
+    reads: list[float] = []
+    read_feedback = state.read_feedback
+
+    async def counting_read(after: str, count: int, block_ms: int):  # type: ignore[no-untyped-def]
+        reads.append(time.monotonic())
+        return await read_feedback(after, count, block_ms)
+
+    state.read_feedback = counting_read  # type: ignore[method-assign]
+    learner = CountingLearner()
+    loop = FeedbackLoop(state, learner, Metrics(), block_ms=1000, publish_interval=0.05)
+    task = asyncio.create_task(loop.run())
+    pairs = 6
+    try:
+        await asyncio.sleep(0.01)
+        for b in range(pairs):
+            await state.append_feedback([event(2 * b)])
+            await asyncio.sleep(0.005)
+            await state.append_feedback([event(2 * b + 1)])
+            sent = time.monotonic()
+            while loop.learned < 2 * b + 2 and time.monotonic() - sent < 1.0:
+                await asyncio.sleep(0.005)
+            published = time.monotonic() - sent
+            assert published < 0.5  # within the interval, not at the read's block of 1 s
+            await asyncio.sleep(0.1)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert loop.learned == 2 * pairs
+    assert learner.publications >= 2 * pairs - 1
+    assert len(reads) <= 2 * pairs + 1  # one per event (cut short to publish: three per pair)
+
+
 async def test_catch_up_folds_in_the_stream_up_to_its_end_without_counting_lag() -> None:
     """A starting replica replays history: learned, in the ledger-feeding order, and
     published, but not observed as learner lag (it was never waiting for this replica)."""

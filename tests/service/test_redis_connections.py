@@ -11,7 +11,7 @@ import redis
 from fastapi.testclient import TestClient
 
 from service.app import create_app
-from service.runtime import hot_path_clients
+from service.runtime import hot_path_clients, stream_reader
 from service.settings import Settings
 from service.state.cluster_resp import ClusterRespConnections
 from service.state.resp import RespConnection
@@ -56,6 +56,12 @@ def test_decisions_and_feedback_survive_dropped_connections(demo: DemoDirs, demo
             time.sleep(0.05)
         assert admin.exists(f"nb:decision:{first['decision_id']}")
         assert admin.exists(f"nb:decision:{after[-1].json()['decision_id']}")
+        # and the learner read it back through its own stream connection, dropped too
+        loop = client.app.state.runtime.feedback_loop  # type: ignore[attr-defined]
+        deadline = time.time() + 5
+        while time.time() < deadline and loop.learned < 1:
+            time.sleep(0.05)
+        assert loop.learned == 1
 
 
 @pytest.mark.parametrize(("url", "cluster", "lean"), [
@@ -71,6 +77,23 @@ def test_the_hot_path_gets_lean_connections_only_where_they_apply(
     assert isinstance(writes, RespConnection) is lean
     if lean:  # the decision path's tight timeout on reads; writes are patient and retry once
         assert reads.timeout == Settings().redis_timeout_seconds and writes.timeout == 5.0
+
+
+@pytest.mark.parametrize(("url", "cluster", "lean"), [
+    ("redis://127.0.0.1:6379/1", False, True),
+    ("redis://user:secret@redis.example:6380", False, True),
+    ("rediss://redis.example:6380/0", False, False),
+    ("redis://127.0.0.1:6379/0?socket_keepalive=true", False, False),
+    ("redis://127.0.0.1:6379/0", True, False),  # a cluster: redis-py's client routes the reads
+])
+def test_the_feedback_stream_is_read_on_a_lean_connection_of_its_own_where_it_applies(
+        url: str, cluster: bool, lean: bool) -> None:
+    pool = object()
+    reader = stream_reader(Settings(redis_url=url, redis_cluster=cluster), pool)
+    assert isinstance(reader, RespConnection) is lean
+    assert (reader is pool) is not lean
+    if lean:  # patient: well above the learner's blocking read
+        assert reader.timeout == 5.0
 
 
 @pytest.mark.parametrize(("url", "lean"), [

@@ -19,9 +19,9 @@ pytestmark = pytest.mark.anyio
 
 @pytest.fixture(params=["memory", "redis", "redis-py", "redis-pipelined", "redis-cluster"])
 async def state(request: pytest.FixtureRequest) -> AsyncIterator[StateStore]:
-    """The in-process store; Redis as the service writes to one node (its lean
-    connection), the same through a redis-py client, one node written as in cluster
-    mode (pipelines), and a real Redis Cluster of three masters."""
+    """The in-process store; Redis as the service runs one node (lean connections, the
+    stream read on one of its own), the same through redis-py clients, one node written
+    as in cluster mode (pipelines), and a real Redis Cluster of three masters."""
     if request.param == "memory":
         store: StateStore = MemoryState(decision_ttl_seconds=60)
     elif request.param == "redis-cluster":
@@ -31,12 +31,13 @@ async def state(request: pytest.FixtureRequest) -> AsyncIterator[StateStore]:
                            reader=aioredis.RedisCluster.from_url(url))
     else:
         url = request.getfixturevalue("redis_url")
-        # as the service runs it: writes on one connection, blocking reads on a pool
-        writer = (RespConnection(url, retry_on_disconnect=True) if request.param == "redis"
+        # as the service runs it: writes on one connection, blocking reads on another
+        lean = request.param == "redis"
+        writer = (RespConnection(url, retry_on_disconnect=True) if lean
                   else aioredis.from_url(url, single_connection_client=True))
+        reader = RespConnection(url, retry_on_disconnect=True) if lean else aioredis.from_url(url)
         store = RedisState(writer, decision_ttl_seconds=60, feedback_maxlen=1000,
-                           scripted=request.param != "redis-pipelined",
-                           reader=aioredis.from_url(url))
+                           scripted=request.param != "redis-pipelined", reader=reader)
     yield store
     await store.close()
 
