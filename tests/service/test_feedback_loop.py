@@ -73,7 +73,8 @@ async def test_without_an_interval_every_read_is_published() -> None:
     assert learner.publications >= 10
 
 
-async def test_reads_are_spaced_by_the_read_interval() -> None:
+def counted_reads() -> tuple[MemoryState, list[float]]:
+    """A store whose stream reads are counted: the clock at each read, in a list."""
     state = MemoryState(3600)
     reads: list[float] = []
     read_feedback = state.read_feedback
@@ -83,6 +84,11 @@ async def test_reads_are_spaced_by_the_read_interval() -> None:
         return await read_feedback(after, count, block_ms)
 
     state.read_feedback = counting_read  # type: ignore[method-assign]
+    return state, reads
+
+
+async def test_reads_are_spaced_by_the_read_interval() -> None:
+    state, reads = counted_reads()
     loop = FeedbackLoop(state, OnlineLearner(ACTIONS, RETAIL_TABLES), Metrics(), block_ms=1000, read_interval=0.05)
     task = asyncio.create_task(loop.run())
     try:
@@ -105,15 +111,7 @@ async def test_a_deferred_publication_falls_due_without_a_stream_read() -> None:
     """Pairs of events: the second's read comes too soon after a publication, so that one
     waits; once the stream has been quiet for the interval a timer makes it, not a read
     cut short that comes back empty (one more Redis round trip per event at a trickle)."""
-    state = MemoryState(3600)
-    reads: list[float] = []
-    read_feedback = state.read_feedback
-
-    async def counting_read(after: str, count: int, block_ms: int):  # type: ignore[no-untyped-def]
-        reads.append(time.monotonic())
-        return await read_feedback(after, count, block_ms)
-
-    state.read_feedback = counting_read  # type: ignore[method-assign]
+    state, reads = counted_reads()
     learner = CountingLearner()
     loop = FeedbackLoop(state, learner, Metrics(), block_ms=1000, publish_interval=0.05)
     task = asyncio.create_task(loop.run())
