@@ -188,8 +188,11 @@ class DecisionEngine:
                         m.contact_suppressed.inc(req.channel, amount=int(suppressed.sum()))
             stage.done("contacts")
 
-            cv, x = self.encoder.encode_decision(  # `seen_as` has the overrides applied
-                seen_as, req.channel, req.placement, ctx, matrix, rows, basket_rows)
+            # `seen_as` has the request's overrides applied already (encode_decision would
+            # apply them again)
+            cv, encoder = seen_as, self.encoder
+            x = encoder.encode_candidates(cv, encoder.encode_context(req.channel, req.placement, ctx),
+                                          matrix, rows, basket_rows)
             degraded = list(customer.degraded)
             if self.health is not None and self.health.degraded:
                 degraded += self.health.degraded
